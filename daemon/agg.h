@@ -1,0 +1,80 @@
+/* agg.h — the aggregation core: open events in memory, keyed by (controller_id,
+ * outage_type), turned into fragments for the store to merge (SPEC section 3).
+ * Pure: no I/O, no threads, no clock reads, no logging. Not thread-safe. */
+#pragma once
+
+#include "common.h"
+
+typedef struct Agg Agg;
+
+typedef struct AggConfig {
+        usec_t gap;                     /* two timestamps at most gap apart join */
+        uint64_t max_events;            /* spans held in memory, open or waiting to flush */
+} AggConfig;
+
+/* One span to merge into the store. Strings are interned by the Agg and stay valid until the
+ * batch is ended. count: reports whose effect was decided with full knowledge of the stored
+ * events near them. uncertain: timestamps of reports older than the Agg's knowledge horizon
+ * (see agg_new); the store counts each one that is not inside a stored event. */
+typedef struct Fragment {
+        const char *controller_id;
+        const char *outage_type;
+        usec_t start, end;
+        uint32_t count;
+        uint32_t n_uncertain;
+        const usec_t *uncertain;        /* sorted, distinct */
+} Fragment;
+
+typedef struct FlushBatch {
+        size_t n;
+        Fragment *fragments;
+        /* private to agg.c below */
+        void *priv;
+} FlushBatch;
+
+/* Creates an empty Agg. horizon: the Agg knows every stored event whose end is >= horizon
+ * (typically: the warm-start query loaded all events ending at or after it). Reports at or
+ * after horizon + gap are counted in memory; older ones go to the store as uncertain.
+ * Caller owns the result (agg_free). Returns -EINVAL for gap <= 0, -ENOMEM. */
+int agg_new(const AggConfig *cfg, usec_t horizon, Agg **ret);
+Agg *agg_free(Agg *a);
+
+/* Adds one validated report. Borrows the strings. Returns 1 if it changed memory state (it
+ * will be flushed), 0 if it was inside a span held in memory (a duplicate), -ENOSPC if
+ * max_events is reached and the report would need a new span (state unchanged: flush, evict,
+ * and retry), -ENOMEM. */
+int agg_add(Agg *a, const char *controller_id, const char *outage_type, usec_t ts);
+
+/* Warm start: adds a stored event as a clean span (nothing to flush). Returns 0, -ENOSPC,
+ * -ENOMEM, -EINVAL if start > end. Spans it touches in memory are merged. */
+int agg_load(Agg *a, const char *controller_id, const char *outage_type, usec_t start, usec_t end);
+
+/* Takes up to max fragments (0: no limit) from dirty spans: their counts and uncertain
+ * timestamps move into the batch. Only one batch may be outstanding. Returns 0 and the
+ * batch (possibly empty), -EBUSY if a batch is outstanding, -ENOMEM. */
+int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret);
+
+/* Ends the outstanding batch and frees it. committed: the store applied it, so its counts
+ * are gone for good; else they are given back to the spans now holding them, so a retry
+ * sends them again and nothing is counted twice. */
+void agg_flush_end(Agg *a, FlushBatch *b, bool committed);
+
+/* Drops clean spans closed by time (end + gap < now) and raises the knowledge horizon past
+ * them. Returns how many were dropped, or -EBUSY while a batch is outstanding. */
+int agg_evict_closed(Agg *a, usec_t now);
+
+/* Under memory pressure: drops up to n clean spans with the oldest ends, open or not,
+ * raising the horizon likewise. Returns how many were dropped, or -EBUSY. */
+int agg_evict_oldest(Agg *a, uint64_t n);
+
+typedef struct AggStats {
+        uint64_t keys;                  /* (controller, type) pairs held */
+        uint64_t spans;                 /* events held (open or waiting) */
+        uint64_t dirty_spans;           /* spans with something to flush */
+        uint64_t open_spans;            /* spans with end + gap >= now */
+        uint64_t strings;               /* interned strings */
+        uint64_t bytes;                 /* memory the Agg holds, strings included */
+        usec_t horizon;
+} AggStats;
+
+void agg_stats(const Agg *a, usec_t now, AggStats *ret);

@@ -1,0 +1,1 @@
+/* flusher.c — placeholder until the module lands. */

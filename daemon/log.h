@@ -1,0 +1,41 @@
+/* log.h — leveled logging to stderr with sd-daemon <N> prefixes, or to the journal with
+ * structured fields when stderr is connected to it. Thread-safe. Plus a rate limiter for
+ * hot paths. */
+#pragma once
+
+#include <stdarg.h>
+
+#include "common.h"
+#include "config.h"
+
+/* Chooses the sink (journal when $JOURNAL_STREAM matches stderr) and the level. */
+void log_setup(LogLevel level);
+void log_set_level(LogLevel level);
+LogLevel log_get_level(void);
+
+/* Logs one message at level. fields: NULL, or NULL-terminated "KEY=value" strings added
+ * as journal fields (ignored on stderr). Returns -abs(error) when error != 0, else 0, so
+ * a caller can write "return log_error_errno(r, ...)". */
+int log_full(LogLevel level, int error, const char *const *fields, const char *fmt, ...) _printf_(4, 5);
+
+#define log_debug(...)   log_full(LOG_LEVEL_DEBUG, 0, NULL, __VA_ARGS__)
+#define log_info(...)    log_full(LOG_LEVEL_INFO, 0, NULL, __VA_ARGS__)
+#define log_notice(...)  log_full(LOG_LEVEL_NOTICE, 0, NULL, __VA_ARGS__)
+#define log_warning(...) log_full(LOG_LEVEL_WARNING, 0, NULL, __VA_ARGS__)
+#define log_error(...)   log_full(LOG_LEVEL_ERR, 0, NULL, __VA_ARGS__)
+#define log_error_errno(e, ...)   log_full(LOG_LEVEL_ERR, (e), NULL, __VA_ARGS__)
+#define log_warning_errno(e, ...) log_full(LOG_LEVEL_WARNING, (e), NULL, __VA_ARGS__)
+
+/* A rate limiter: at most burst messages per interval; ratelimit_below() returns true
+ * when a message may be logged, and *ret_suppressed (if not NULL) is set to how many were
+ * suppressed since the last allowed one. Not thread-safe: one per thread or per caller. */
+typedef struct RateLimit {
+        usec_t interval;
+        unsigned burst;
+        unsigned num;
+        usec_t begin;
+        unsigned suppressed;
+} RateLimit;
+
+#define RATELIMIT_INIT(i, b) { .interval = (i), .burst = (b) }
+bool ratelimit_below(RateLimit *rl, usec_t now, unsigned *ret_suppressed);

@@ -1,0 +1,1 @@
+/* notify.c — placeholder until the module lands. */

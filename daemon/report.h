@@ -1,0 +1,80 @@
+/* report.h — payload bytes -> validated reports, or reject reasons (SPEC section 2).
+ * The only module that uses json-c. Pure apart from allocation: the caller gives the time. */
+#pragma once
+
+#include "common.h"
+
+typedef enum RejectReason {
+        REJECT_NONE = 0,
+        /* message level, in order of checking */
+        REJECT_BAD_CONTROLLER_ID,
+        REJECT_PAYLOAD_TOO_LARGE,
+        REJECT_MALFORMED_JSON,
+        REJECT_NOT_A_REPORT,
+        REJECT_BATCH_TOO_LARGE,
+        /* item level, in order of checking (REJECT_NOT_A_REPORT also applies to items) */
+        REJECT_MISSING_FIELD,
+        REJECT_BAD_FIELD_TYPE,
+        REJECT_BAD_OUTAGE_TYPE,
+        REJECT_UNKNOWN_OUTAGE_TYPE,
+        REJECT_BAD_TIMESTAMP,
+        REJECT_TIMESTAMP_OUT_OF_RANGE,
+        REJECT_CONTROLLER_MISMATCH,
+        _REJECT_REASON_MAX,
+        _REJECT_REASON_INVALID = -EINVAL,
+} RejectReason;
+
+/* "bad_controller_id", ... as in SPEC section 2; NULL for REJECT_NONE or out of range. */
+const char *reject_reason_to_string(RejectReason r);
+
+typedef struct ReportRules {
+        uint64_t max_payload;           /* bytes; a payload of exactly this size is fine */
+        uint64_t max_batch_items;
+        usec_t max_future_skew;
+        usec_t max_age;                 /* 0: no limit */
+        char *const *outage_types;      /* NULL: any valid name; else sorted, n entries */
+        size_t n_outage_types;
+} ReportRules;
+
+/* One item of a message: either a valid report or a reject. */
+typedef struct ReportItem {
+        RejectReason reason;            /* REJECT_NONE: a valid report */
+        char outage_type[65];           /* valid reports only */
+        usec_t timestamp;               /* valid reports only: Unix time in microseconds */
+        char *payload;                  /* rejects only: the item as JSON, first 1 KiB, escaped */
+} ReportItem;
+
+typedef struct ReportMessage {
+        bool controller_valid;          /* false: the topic's id failed the pattern */
+        char controller_id[65];         /* valid only if controller_valid */
+        RejectReason reason;            /* message-level reject, or REJECT_NONE */
+        char *payload;                  /* message-level rejects only: first 1 KiB, escaped */
+        size_t n_items;
+        ReportItem *items;              /* when reason == REJECT_NONE */
+} ReportMessage;
+
+/* Validates one MQTT message. topic_id is the topic level matched by the filter's '+'
+ * (borrowed; NULL when the topic does not match the filter, which is a bad_controller_id).
+ * now is the daemon's clock for the skew and age checks. Returns 0 and a message (caller
+ * owns, report_message_free) that carries either a message-level reject or one item per
+ * array element (one for an object); -ENOMEM on allocation failure. Bad input is never an
+ * error return: it is a reject inside the result. */
+int report_parse_message(const char *topic_id, const void *payload, size_t len,
+                         const ReportRules *rules, usec_t now, ReportMessage **ret);
+
+ReportMessage *report_message_free(ReportMessage *m);
+
+/* Controller id pattern ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$ and outage type pattern
+ * ^[a-z][a-z0-9_]{0,63}$. */
+bool report_controller_id_valid(const char *s);
+bool report_outage_type_valid(const char *s);
+
+/* Copies at most the first max bytes of buf as text: bytes that are not valid UTF-8 and NUL
+ * bytes become "\xNN". Returns a NUL-terminated string (caller owns) or NULL on ENOMEM. */
+char *report_escape_payload(const void *buf, size_t len, size_t max);
+
+/* Parses an RFC 3339-like timestamp as in SPEC section 2:
+ * YYYY-MM-DD(T|t| )HH:MM:SS[.f{1,6}][Z|z|+-HH:MM], no offset = UTC, offsets up to 23:59,
+ * seconds 00-59, real calendar dates. Returns 0 and microseconds since the Unix epoch
+ * (may be negative for dates before 1970), or -EINVAL. */
+int report_parse_timestamp(const char *s, size_t len, usec_t *ret);

@@ -1,0 +1,62 @@
+/* store.h — PostgreSQL: migrations, the batched set-based merge of fragments, rejects, the
+ * journal checkpoint, warm start. The only module that uses libpq. Synchronous: the caller
+ * runs it on a thread of its own. Does not log; errors are returned with a message. */
+#pragma once
+
+#include "agg.h"
+#include "common.h"
+
+typedef struct Store Store;
+
+/* Connects with a libpq conninfo string or URI (PG* environment variables apply); password
+ * (may be NULL) is used when the conninfo has none. Returns 0, -ECONNREFUSED when the
+ * server cannot be reached (retry later), -EACCES for authentication failures, -EINVAL for
+ * a bad conninfo, -ENOMEM. On failure the message is copied into err. */
+int store_connect(const char *conninfo, const char *password, Store **ret, char *err, size_t errlen);
+Store *store_free(Store *s);
+
+/* The last error message of this connection (valid until the next call). */
+const char *store_error(const Store *s);
+
+/* True when the connection is usable; false after a connection-level failure (the caller
+ * then frees the store and connects again). */
+bool store_connected(const Store *s);
+
+/* Applies pending migrations (sql/NNN_*.sql, embedded) in one transaction under an advisory
+ * lock, and records the gap in outage.settings if none is recorded yet. Returns 0;
+ * -ESTALE if the stored gap differs from gap (configuration error, exit 78); -EPROTO if
+ * the database schema is newer than this binary; -ECONNRESET if the connection was lost;
+ * -EIO for any other failure. Idempotent. */
+int store_migrate(Store *s, usec_t gap);
+
+/* Highest migration version this binary knows, and the version stored (0: none). */
+int store_schema_version(Store *s, int *ret_stored, int *ret_known);
+
+/* Calls cb for every stored event with end_time >= since (warm start). Returns 0, a
+ * negative errno from cb (which stops the scan), -ECONNRESET or -EIO. */
+typedef int (*store_event_cb)(const char *controller_id, const char *outage_type,
+                              usec_t start, usec_t end, void *userdata);
+int store_load_events(Store *s, usec_t since, store_event_cb cb, void *userdata);
+
+/* The journal position committed by instance (0 if none). */
+int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq);
+
+typedef struct RejectRow {
+        usec_t received_at;
+        const char *topic;
+        const char *controller_id;      /* NULL when the topic's id is invalid */
+        const char *reason;
+        const char *payload;            /* already escaped and truncated */
+} RejectRow;
+
+/* In one transaction: merges the fragments (SPEC section 3: each fragment is merged with
+ * every stored event of its key within gap; union of spans, counts added; a fragment inside
+ * one stored event adds nothing; each uncertain timestamp counts only if no stored event
+ * contains it), inserts the rejects, and records (instance, seq) as the committed journal
+ * position when instance is not NULL. Safe with concurrent writers: striped advisory locks
+ * in sorted order, retried on serialization, deadlock and exclusion failures. Returns 0
+ * (committed), -ECONNRESET (connection lost: nothing or everything was committed is not
+ * known only if the COMMIT itself was lost; the caller retries, and the merge is idempotent
+ * for spans), -EIO (the transaction failed and was rolled back). */
+int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_t nr,
+                const char *instance, uint64_t seq);
