@@ -1,1 +1,1166 @@
-/* agg.c — placeholder until the module lands. */
+/* agg.c — the aggregation core: open events in memory keyed by (controller_id, outage_type),
+ * applying the SPEC section 3 rule within memory, and handing dirty spans to the store as
+ * fragments. Pure: no I/O, no clock, no logging, no threads. The store, not this file, is
+ * the truth: memory only has to stay a subset of it and count each report at most once.
+ *
+ * Layout, chosen for memory (about 60-70 bytes per single-span key, see agg_stats()):
+ *  - Key records (40 bytes: two interned string ids, a list link, the span count, and the
+ *    first span stored inline) live in fixed-size chunks addressed by a uint32 index, so
+ *    they never move and a common key costs no malloc of its own.
+ *  - An open-addressing table of uint32 key indexes (linear probing, backward-shift delete,
+ *    load factor <= 3/4) finds a key from its two string ids.
+ *  - A key with several spans keeps them in a malloc'd array, sorted, pairwise more than gap
+ *    apart. Uncertain timestamps (rare) live in a side table indexed from the span.
+ *  - Dirty keys form a FIFO list threaded through the key records: flushing is O(dirty).
+ *  - Clean keys are ordered by their oldest span end in a lazy binary min-heap of (end, key)
+ *    entries. An entry is stale when its key went dirty, was freed, or its oldest end
+ *    changed; stale entries are skipped when they surface and the heap is compacted when it
+ *    holds more than twice as many entries as keys, so eviction costs
+ *    O((dropped + stale) log n) with at most one stale entry per key per flush, and pushes
+ *    of fresh (recent) ends are O(1) on average. */
+
+#include <assert.h>
+#include <limits.h>
+
+#include "agg.h"
+#include "intern.h"
+
+#define NONE UINT32_MAX
+#define KEY_CHUNK_SHIFT 12
+#define KEY_CHUNK (1u << KEY_CHUNK_SHIFT)
+#define MIN_SLOTS 16u
+#define MAX_SPANS_PER_KEY ((1u << 30) - 1)
+
+typedef struct Span {
+        usec_t start, end;
+        uint32_t count;                 /* reports to flush, counted with full knowledge */
+        uint32_t unc;                   /* index into Agg.uvecs; 0: none */
+} Span;
+
+typedef struct Key {
+        uint32_t controller, type;      /* interned ids; controller 0: free record */
+        uint32_t next;                  /* dirty list or free list link */
+        uint32_t n_spans:30;
+        uint32_t dirty:1;               /* in the dirty list */
+        uint32_t mark:1;                /* scratch bit for heap compaction */
+        union {
+                Span one;               /* n_spans == 1 */
+                Span *many;             /* n_spans >= 2: capacity span_cap(n_spans) */
+        } s;
+} Key;
+
+/* Uncertain timestamps of one span. ts holds n sorted distinct values; inflight more of this
+ * span's timestamps are in the outstanding batch. cap >= n + inflight whenever ts is set, so
+ * that a failed batch can give its timestamps back without allocating. */
+typedef struct UVec {
+        usec_t *ts;
+        uint32_t n, cap, inflight;      /* free entries: n links the free list */
+} UVec;
+
+typedef struct BatchPriv {
+        uint32_t *keys;                 /* key index of each fragment */
+        usec_t *pool;                   /* the fragments' uncertain timestamps */
+        size_t n_pool;
+} BatchPriv;
+
+struct Agg {
+        usec_t gap;
+        uint64_t max_events;
+        uint64_t seed;
+        usec_t horizon;
+
+        Intern *strings;
+
+        Key **chunks;
+        uint32_t n_chunks, chunks_cap;
+        uint32_t keys_used;             /* records handed out (high-water mark) */
+        uint32_t n_keys;                /* live keys */
+        uint32_t free_key;              /* free list of records */
+
+        uint32_t *slots;                /* key index + 1; 0: empty */
+        uint32_t mask;
+
+        uint64_t n_spans;
+        uint64_t n_dirty_keys;
+        uint32_t dirty_head, dirty_tail;
+
+        usec_t *hend;                   /* heap: oldest span end when pushed */
+        uint32_t *hkey;                 /* heap: key index */
+        size_t heap_n, heap_cap;
+
+        UVec *uvecs;                    /* [0] unused */
+        uint32_t uvecs_used, uvecs_cap, free_uvec;
+        size_t bytes_many, bytes_unc;
+
+        FlushBatch *batch;
+};
+
+/* ---- small helpers ---- */
+
+static usec_t add_sat(usec_t a, usec_t b) {
+        usec_t r;
+
+        if (__builtin_add_overflow(a, b, &r))
+                return b > 0 ? INT64_MAX : INT64_MIN;
+        return r;
+}
+
+static uint32_t add_count(uint32_t a, uint32_t b) {
+        /* Saturates: 2^32 reports into one event between two flushes cannot happen at any
+         * real ingest rate, but a wrapped count would be worse than a capped one. */
+        return a > UINT32_MAX - b ? UINT32_MAX : a + b;
+}
+
+static uint64_t mix64(uint64_t x) {
+        x ^= x >> 33;
+        x *= UINT64_C(0xff51afd7ed558ccd);
+        x ^= x >> 33;
+        x *= UINT64_C(0xc4ceb9fe1a85ec53);
+        x ^= x >> 33;
+        return x;
+}
+
+static uint32_t key_hash(const Agg *a, uint32_t c, uint32_t t) {
+        return (uint32_t) mix64((((uint64_t) c << 32) | t) ^ a->seed);
+}
+
+static Key *key_at(const Agg *a, uint32_t i) {
+        assert(i < a->keys_used);
+        return &a->chunks[i >> KEY_CHUNK_SHIFT][i & (KEY_CHUNK - 1)];
+}
+
+static Span *key_spans(Key *k) {
+        assert(k->n_spans > 0);
+        return k->n_spans == 1 ? &k->s.one : k->s.many;
+}
+
+/* Capacity of the array of a key with n >= 2 spans: the next power of two. */
+static size_t span_cap(size_t n) {
+        size_t c = 2;
+
+        while (c < n)
+                c *= 2;
+        return c;
+}
+
+static bool span_dirty(const Agg *a, const Span *s) {
+        return s->count > 0 || (s->unc && a->uvecs[s->unc].n > 0);
+}
+
+static bool certain(const Agg *a, usec_t ts) {
+        return ts >= add_sat(a->horizon, a->gap);
+}
+
+/* ---- key table ---- */
+
+static uint32_t key_find(const Agg *a, uint32_t c, uint32_t t) {
+        for (uint32_t i = key_hash(a, c, t) & a->mask; a->slots[i]; i = (i + 1) & a->mask) {
+                const Key *k = key_at(a, a->slots[i] - 1);
+
+                if (k->controller == c && k->type == t)
+                        return a->slots[i] - 1;
+        }
+        return NONE;
+}
+
+static uint32_t key_find_str(const Agg *a, const char *controller_id, const char *outage_type) {
+        uint32_t c = intern_find(a->strings, controller_id), t;
+
+        if (!c)
+                return NONE;
+        t = intern_find(a->strings, outage_type);
+        if (!t)
+                return NONE;
+        return key_find(a, c, t);
+}
+
+static int table_resize(Agg *a, uint32_t size) {
+        uint32_t *slots = calloc(size, sizeof(uint32_t)), mask = size - 1;
+
+        if (!slots)
+                return -ENOMEM;
+        for (uint32_t i = 0; i <= a->mask; i++) {
+                uint32_t j;
+                const Key *k;
+
+                if (!a->slots[i])
+                        continue;
+                k = key_at(a, a->slots[i] - 1);
+                for (j = key_hash(a, k->controller, k->type) & mask; slots[j]; j = (j + 1) & mask)
+                        ;
+                slots[j] = a->slots[i];
+        }
+        free(a->slots);
+        a->slots = slots;
+        a->mask = mask;
+        return 0;
+}
+
+static void table_insert(Agg *a, uint32_t idx) {
+        const Key *k = key_at(a, idx);
+        uint32_t i;
+
+        for (i = key_hash(a, k->controller, k->type) & a->mask; a->slots[i]; i = (i + 1) & a->mask)
+                ;
+        a->slots[i] = idx + 1;
+}
+
+static void table_delete(Agg *a, uint32_t idx) {
+        const Key *k = key_at(a, idx);
+        uint32_t i, j;
+
+        for (i = key_hash(a, k->controller, k->type) & a->mask; a->slots[i] != idx + 1; i = (i + 1) & a->mask)
+                assert(a->slots[i]);
+        a->slots[i] = 0;
+        /* backward shift: pull later members of the run into the hole */
+        for (j = i;;) {
+                uint32_t home;
+                const Key *m;
+
+                j = (j + 1) & a->mask;
+                if (!a->slots[j])
+                        break;
+                m = key_at(a, a->slots[j] - 1);
+                home = key_hash(a, m->controller, m->type) & a->mask;
+                if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+                        continue;
+                a->slots[i] = a->slots[j];
+                a->slots[j] = 0;
+                i = j;
+        }
+}
+
+/* Makes room for one more key: table load <= 3/4 and a free record. Changes nothing visible;
+ * -ENOMEM leaves the Agg as it was. */
+static int key_reserve(Agg *a) {
+        if ((uint64_t) (a->n_keys + 1) * 4 > (uint64_t) (a->mask + 1) * 3) {
+                if (a->mask + 1 > UINT32_MAX / 2)
+                        return -ENOSPC;
+                if (table_resize(a, (a->mask + 1) * 2) < 0)
+                        return -ENOMEM;
+        }
+        if (a->free_key == NONE && a->keys_used == (uint64_t) a->n_chunks * KEY_CHUNK) {
+                Key *chunk;
+
+                if (a->n_chunks >= (NONE >> KEY_CHUNK_SHIFT) - 1)
+                        return -ENOSPC;
+                if (a->n_chunks == a->chunks_cap) {
+                        uint32_t cap = a->chunks_cap ? a->chunks_cap * 2 : 16;
+                        Key **c = realloc(a->chunks, cap * sizeof(Key *));
+
+                        if (!c)
+                                return -ENOMEM;
+                        a->chunks = c;
+                        a->chunks_cap = cap;
+                }
+                chunk = malloc(KEY_CHUNK * sizeof(Key));
+                if (!chunk)
+                        return -ENOMEM;
+                a->chunks[a->n_chunks++] = chunk;
+        }
+        return 0;
+}
+
+/* Takes a record reserved by key_reserve() and indexes it. Takes the string references. */
+static uint32_t key_create(Agg *a, uint32_t c, uint32_t t) {
+        uint32_t idx;
+        Key *k;
+
+        if (a->free_key != NONE) {
+                idx = a->free_key;
+                a->free_key = key_at(a, idx)->next;
+        } else {
+                assert(a->keys_used < (uint64_t) a->n_chunks * KEY_CHUNK);
+                idx = a->keys_used++;
+        }
+        k = key_at(a, idx);
+        *k = (Key) { .controller = c, .type = t, .next = NONE };
+        table_insert(a, idx);
+        a->n_keys++;
+        return idx;
+}
+
+/* Removes a key that has no spans left and releases its strings. */
+static void key_destroy(Agg *a, uint32_t idx) {
+        Key *k = key_at(a, idx);
+
+        assert(k->n_spans == 0 && !k->dirty);
+        table_delete(a, idx);
+        intern_unref(a->strings, k->controller);
+        intern_unref(a->strings, k->type);
+        k->controller = k->type = 0;
+        k->next = a->free_key;
+        a->free_key = idx;
+        a->n_keys--;
+        /* Shrink at 1/16 load; a failure just keeps the bigger table. */
+        if (a->mask + 1 > MIN_SLOTS && (uint64_t) a->n_keys * 16 < a->mask + 1)
+                (void) table_resize(a, (a->mask + 1) / 2);
+}
+
+static void key_mark_dirty(Agg *a, uint32_t idx) {
+        Key *k = key_at(a, idx);
+
+        if (k->dirty)
+                return;
+        k->dirty = true;
+        a->n_dirty_keys++;
+        k->next = NONE;
+        if (a->dirty_tail == NONE)
+                a->dirty_head = idx;
+        else
+                key_at(a, a->dirty_tail)->next = idx;
+        a->dirty_tail = idx;
+}
+
+/* ---- uncertain timestamp vectors ---- */
+
+/* Takes an empty UVec entry, growing the table if needed. Returns its index, or 0 on ENOMEM. */
+static uint32_t uvec_alloc(Agg *a) {
+        uint32_t i;
+
+        if (!a->free_uvec) {
+                if (a->uvecs_used == a->uvecs_cap) {
+                        uint32_t cap = a->uvecs_cap ? a->uvecs_cap * 2 : 16;
+                        UVec *u;
+
+                        if (a->uvecs_cap >= UINT32_MAX / 4)
+                                return 0;
+                        u = realloc(a->uvecs, cap * sizeof(UVec));
+                        if (!u)
+                                return 0;
+                        a->uvecs = u;
+                        a->uvecs_cap = cap;
+                        if (a->uvecs_used == 0)
+                                a->uvecs_used = 1;      /* index 0 means none */
+                }
+                i = a->uvecs_used++;
+        } else {
+                i = a->free_uvec;
+                a->free_uvec = a->uvecs[i].n;
+        }
+        a->uvecs[i] = (UVec) {};
+        return i;
+}
+
+static void uvec_release(Agg *a, uint32_t i) {
+        UVec *u = &a->uvecs[i];
+
+        assert(i > 0);
+        a->bytes_unc -= (size_t) u->cap * sizeof(usec_t);
+        free(u->ts);
+        *u = (UVec) { .n = a->free_uvec };
+        a->free_uvec = i;
+}
+
+/* ---- heap of clean keys by oldest end ---- */
+
+static bool heap_entry_live(Agg *a, size_t i) {
+        Key *k;
+
+        if (a->hkey[i] >= a->keys_used)
+                return false;
+        k = key_at(a, a->hkey[i]);
+        return k->controller && !k->dirty && key_spans(k)[0].end == a->hend[i];
+}
+
+static void heap_swap(Agg *a, size_t i, size_t j) {
+        usec_t e = a->hend[i];
+        uint32_t k = a->hkey[i];
+
+        a->hend[i] = a->hend[j];
+        a->hkey[i] = a->hkey[j];
+        a->hend[j] = e;
+        a->hkey[j] = k;
+}
+
+static void heap_up(Agg *a, size_t i) {
+        while (i > 0 && a->hend[(i - 1) / 2] > a->hend[i]) {
+                heap_swap(a, i, (i - 1) / 2);
+                i = (i - 1) / 2;
+        }
+}
+
+static void heap_down(Agg *a, size_t i) {
+        for (;;) {
+                size_t l = 2 * i + 1, m = i;
+
+                if (l < a->heap_n && a->hend[l] < a->hend[m])
+                        m = l;
+                if (l + 1 < a->heap_n && a->hend[l + 1] < a->hend[m])
+                        m = l + 1;
+                if (m == i)
+                        return;
+                heap_swap(a, i, m);
+                i = m;
+        }
+}
+
+/* Drops stale and duplicate entries and rebuilds the heap in O(entries). */
+static void heap_compact(Agg *a) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < a->heap_n; i++) {
+                Key *k;
+
+                if (!heap_entry_live(a, i))
+                        continue;
+                k = key_at(a, a->hkey[i]);
+                if (k->mark)
+                        continue;
+                k->mark = true;
+                a->hend[n] = a->hend[i];
+                a->hkey[n] = a->hkey[i];
+                n++;
+        }
+        a->heap_n = n;
+        for (size_t i = 0; i < n; i++)
+                key_at(a, a->hkey[i])->mark = false;
+        for (size_t i = n / 2; i-- > 0;)
+                heap_down(a, i);
+}
+
+/* Makes room for extra pushes. Compacts first when stale entries outnumber live keys, which
+ * bounds the heap to about twice the keys and makes compaction O(1) amortised per push. */
+static int heap_reserve(Agg *a, size_t extra) {
+        size_t cap;
+        usec_t *e;
+        uint32_t *k;
+
+        if (a->heap_n + extra <= a->heap_cap)
+                return 0;
+        if (a->heap_n > 2 * (size_t) a->n_keys + 1024) {
+                heap_compact(a);
+                if (a->heap_n + extra <= a->heap_cap)
+                        return 0;
+        }
+        cap = a->heap_cap ? a->heap_cap : 256;
+        while (cap < a->heap_n + extra)
+                cap *= 2;
+        e = realloc(a->hend, cap * sizeof(usec_t));
+        if (!e)
+                return -ENOMEM;
+        a->hend = e;
+        k = realloc(a->hkey, cap * sizeof(uint32_t));
+        if (!k)
+                return -ENOMEM;
+        a->hkey = k;
+        a->heap_cap = cap;
+        return 0;
+}
+
+/* Records a clean key's oldest end. Room must have been reserved. */
+static void heap_push(Agg *a, uint32_t idx) {
+        Key *k = key_at(a, idx);
+
+        assert(a->heap_n < a->heap_cap && !k->dirty);
+        a->hend[a->heap_n] = key_spans(k)[0].end;
+        a->hkey[a->heap_n] = idx;
+        heap_up(a, a->heap_n++);
+}
+
+static void heap_pop(Agg *a) {
+        assert(a->heap_n > 0);
+        a->heap_n--;
+        if (a->heap_n > 0) {
+                a->hend[0] = a->hend[a->heap_n];
+                a->hkey[0] = a->hkey[a->heap_n];
+                heap_down(a, 0);
+        }
+}
+
+/* ---- spans ---- */
+
+/* The spans within gap of [s, e]: returns how many (they are consecutive), and in *lo the
+ * first of them, or the position where a new span [s, e] goes if there are none. */
+static size_t spans_touching(const Agg *a, Key *k, usec_t s, usec_t e, size_t *lo) {
+        const Span *sp = key_spans(k);
+        size_t l = 0, r = k->n_spans;
+
+        /* first span with end + gap >= s */
+        while (l < r) {
+                size_t m = l + (r - l) / 2;
+
+                if (add_sat(sp[m].end, a->gap) >= s)
+                        r = m;
+                else
+                        l = m + 1;
+        }
+        *lo = l;
+        /* then those that start within gap of e: few, since spans are more than gap apart */
+        for (r = l; r < k->n_spans && add_sat(sp[r].start, -a->gap) <= e; r++)
+                ;
+        return r - l;
+}
+
+/* Removes spans [lo, hi] of a key with at least two spans (they must hold no uncertain
+ * vectors). Back to inline storage at one span; the array shrinks with the count, so that
+ * span_cap() stays its capacity. */
+static void spans_remove(Agg *a, Key *k, size_t lo, size_t hi) {
+        size_t n = k->n_spans, d = hi - lo + 1, rest = n - d;
+        Span *sp = k->s.many;
+
+        assert(n >= 2 && lo <= hi && hi < n);
+        if (rest == 0) {
+                free(sp);
+        } else if (rest == 1) {
+                Span keep = lo == 0 ? sp[n - 1] : sp[0];
+
+                free(sp);
+                k->s.one = keep;
+        } else {
+                memmove(sp + lo, sp + hi + 1, (n - hi - 1) * sizeof(Span));
+                if (span_cap(rest) < span_cap(n)) {
+                        Span *m = realloc(sp, span_cap(rest) * sizeof(Span));
+
+                        /* On failure the block stays bigger than span_cap() says, which is
+                         * harmless: growth reallocs to the size it needs. */
+                        if (m)
+                                k->s.many = m;
+                }
+        }
+        a->bytes_many -= span_cap(n) * sizeof(Span);
+        if (rest >= 2)
+                a->bytes_many += span_cap(rest) * sizeof(Span);
+        k->n_spans = rest;
+        a->n_spans -= d;
+}
+
+/* Merges spans [lo, hi] of k with [s, e] (plus, when has_ts, one report at ts counted as
+ * certain or uncertain). Allocates first; on -ENOMEM nothing changed. */
+static int spans_merge(Agg *a, Key *k, size_t lo, size_t hi, usec_t s, usec_t e,
+                       bool has_ts, usec_t ts, bool cert) {
+        uint64_t total_n = (has_ts && !cert) ? 1 : 0, total_inflight = 0;
+        uint32_t slot = 0, n_slots = 0, count = (has_ts && cert) ? 1 : 0;
+        usec_t *buf = NULL;
+        size_t cap = 0;
+        Span *sp = key_spans(k), merged;
+
+        for (size_t i = lo; i <= hi; i++)
+                if (sp[i].unc) {
+                        total_n += a->uvecs[sp[i].unc].n;
+                        total_inflight += a->uvecs[sp[i].unc].inflight;
+                        if (!slot)
+                                slot = sp[i].unc;
+                        n_slots++;
+                }
+        if (total_n + total_inflight > UINT32_MAX)
+                return -ENOSPC;
+
+        if (total_n + total_inflight > 0 && (n_slots > 1 || (has_ts && !cert))) {
+                /* A fresh buffer with room for what is in flight too (see UVec). */
+                size_t j = 0;
+                bool placed = !(has_ts && !cert);
+
+                cap = total_n + total_inflight;
+                buf = malloc(cap * sizeof(usec_t));
+                if (!buf)
+                        return -ENOMEM;
+                for (size_t i = lo; i <= hi; i++) {
+                        const UVec *u = sp[i].unc ? &a->uvecs[sp[i].unc] : NULL;
+
+                        if (!placed && ts < sp[i].start) {
+                                buf[j++] = ts;
+                                placed = true;
+                        }
+                        if (u && u->n) {
+                                memcpy(buf + j, u->ts, u->n * sizeof(usec_t));
+                                j += u->n;
+                        }
+                }
+                if (!placed)
+                        buf[j++] = ts;
+                assert(j == total_n);
+        }
+        if (total_n + total_inflight > 0 && !slot) {
+                slot = uvec_alloc(a);
+                if (!slot) {
+                        free(buf);
+                        return -ENOMEM;
+                }
+        }
+
+        /* Nothing fails below. */
+        merged = (Span) {
+                .start = s < sp[lo].start ? s : sp[lo].start,
+                .end = e > sp[hi].end ? e : sp[hi].end,
+                .unc = slot,
+        };
+        for (size_t i = lo; i <= hi; i++) {
+                merged.count = add_count(merged.count, sp[i].count);
+                if (sp[i].unc && sp[i].unc != slot)
+                        uvec_release(a, sp[i].unc);
+                sp[i].unc = 0;
+        }
+        merged.count = add_count(merged.count, count);
+        if (slot) {
+                UVec *u = &a->uvecs[slot];
+
+                if (buf) {
+                        a->bytes_unc -= (size_t) u->cap * sizeof(usec_t);
+                        free(u->ts);
+                        u->ts = buf;
+                        u->cap = cap;
+                        a->bytes_unc += cap * sizeof(usec_t);
+                }
+                u->n = total_n;
+                u->inflight = total_inflight;
+        }
+        sp[lo] = merged;
+        if (hi > lo)
+                spans_remove(a, k, lo + 1, hi);
+        return 1;
+}
+
+/* Adds a new span {s, e} to k at pos: count 1 for a certain report, an uncertain timestamp
+ * for an uncertain one, nothing for a loaded event. -ENOSPC/-ENOMEM: nothing changed. */
+static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts, bool cert) {
+        Span x = { .start = s, .end = e, .count = has_ts && cert };
+        size_t n = k->n_spans;
+        bool grow = n == 1 || (n >= 2 && n == span_cap(n));
+        usec_t *buf = NULL;
+        Span *m = NULL;
+
+        if (a->max_events > 0 && a->n_spans >= a->max_events)
+                return -ENOSPC;
+        if (n >= MAX_SPANS_PER_KEY)
+                return -ENOSPC;
+        if (has_ts && !cert) {
+                buf = malloc(sizeof(usec_t));
+                if (!buf)
+                        return -ENOMEM;
+                x.unc = uvec_alloc(a);
+                if (!x.unc) {
+                        free(buf);
+                        return -ENOMEM;
+                }
+        }
+        if (n == 1)
+                m = malloc(span_cap(2) * sizeof(Span));
+        else if (grow)
+                m = realloc(k->s.many, span_cap(n + 1) * sizeof(Span));
+        if (grow && !m) {
+                if (x.unc)
+                        uvec_release(a, x.unc);
+                free(buf);
+                return -ENOMEM;
+        }
+
+        /* Nothing fails below. */
+        if (x.unc) {
+                buf[0] = s;
+                a->uvecs[x.unc] = (UVec) { .ts = buf, .n = 1, .cap = 1 };
+                a->bytes_unc += sizeof(usec_t);
+        }
+        if (n == 0)
+                k->s.one = x;
+        else {
+                Span *arr = grow ? m : k->s.many;
+
+                if (n == 1) {
+                        arr[0] = k->s.one;
+                        a->bytes_many += span_cap(2) * sizeof(Span);
+                } else if (grow)
+                        a->bytes_many += (span_cap(n + 1) - span_cap(n)) * sizeof(Span);
+                memmove(arr + pos + 1, arr + pos, (n - pos) * sizeof(Span));
+                arr[pos] = x;
+                k->s.many = arr;
+        }
+        k->n_spans = n + 1;
+        a->n_spans++;
+        /* buf and m are owned by the UVec table and the key (a union cppcheck cannot follow) */
+        /* cppcheck-suppress memleak */
+        return 1;
+}
+
+/* ---- public ---- */
+
+int agg_new(const AggConfig *cfg, usec_t horizon, Agg **ret) {
+        Agg *a;
+
+        assert(cfg && ret);
+        if (cfg->gap <= 0)
+                return -EINVAL;
+        a = calloc(1, sizeof(Agg));
+        if (!a)
+                return -ENOMEM;
+        a->gap = cfg->gap;
+        a->max_events = cfg->max_events;
+        a->seed = mix64(cfg->hash_seed ^ UINT64_C(0x243f6a8885a308d3));
+        a->horizon = horizon;
+        a->free_key = a->dirty_head = a->dirty_tail = NONE;
+        a->slots = calloc(MIN_SLOTS, sizeof(uint32_t));
+        a->mask = MIN_SLOTS - 1;
+        if (!a->slots || intern_new(cfg->hash_seed, &a->strings) < 0)
+                return agg_free(a), -ENOMEM;
+        *ret = a;
+        return 0;
+}
+
+static void batch_free(FlushBatch *b) {
+        BatchPriv *p;
+
+        if (!b)
+                return;
+        p = b->priv;
+        if (p) {
+                free(p->keys);
+                free(p->pool);
+                free(p);
+        }
+        free(b->fragments);
+        free(b);
+}
+
+Agg *agg_free(Agg *a) {
+        if (!a)
+                return NULL;
+        for (uint32_t i = 0; i < a->keys_used; i++) {
+                Key *k = key_at(a, i);
+
+                if (k->controller && k->n_spans >= 2)
+                        free(k->s.many);
+        }
+        for (uint32_t i = 0; i < a->n_chunks; i++)
+                free(a->chunks[i]);
+        free(a->chunks);
+        for (uint32_t i = 1; i < a->uvecs_used; i++)
+                free(a->uvecs[i].ts);   /* free entries have ts NULL */
+        free(a->uvecs);
+        free(a->slots);
+        free(a->hend);
+        free(a->hkey);
+        batch_free(a->batch);
+        intern_free(a->strings);
+        free(a);
+        return NULL;
+}
+
+/* Finds or creates the key. Creation is all-or-nothing; *created tells the caller to
+ * destroy the key again if its own step fails. */
+static int key_get(Agg *a, const char *controller_id, const char *outage_type, uint32_t *ret,
+                   bool *created) {
+        uint32_t idx = key_find_str(a, controller_id, outage_type), c, t;
+        int r;
+
+        *created = false;
+        if (idx != NONE) {
+                *ret = idx;
+                return 0;
+        }
+        if (a->max_events > 0 && a->n_spans >= a->max_events)
+                return -ENOSPC;
+        r = key_reserve(a);
+        if (r < 0)
+                return r;
+        r = intern_ref(a->strings, controller_id, &c);
+        if (r < 0)
+                return r;
+        r = intern_ref(a->strings, outage_type, &t);
+        if (r < 0) {
+                intern_unref(a->strings, c);
+                return r;
+        }
+        *ret = key_create(a, c, t);
+        *created = true;
+        return 0;
+}
+
+int agg_add(Agg *a, const char *controller_id, const char *outage_type, usec_t ts) {
+        uint32_t idx;
+        bool created, cert;
+        size_t lo, n_touch;
+        Key *k;
+        Span *sp;
+        int r;
+
+        assert(a && controller_id && outage_type);
+        r = key_get(a, controller_id, outage_type, &idx, &created);
+        if (r < 0)
+                return r;
+        k = key_at(a, idx);
+        cert = certain(a, ts);
+
+        if (created) {
+                r = spans_add(a, k, 0, ts, ts, true, cert);
+                if (r < 0) {
+                        key_destroy(a, idx);
+                        return r;
+                }
+                key_mark_dirty(a, idx);
+                return 1;
+        }
+
+        n_touch = spans_touching(a, k, ts, ts, &lo);
+        if (n_touch == 0)
+                r = spans_add(a, k, lo, ts, ts, true, cert);
+        else {
+                sp = key_spans(k);
+                if (sp[lo].start <= ts && ts <= sp[lo].end)
+                        return 0;       /* inside a span: by SPEC it changes nothing */
+                if (n_touch == 1 && cert && !sp[lo].unc) {
+                        /* the steady-state path: extend one span, no allocation */
+                        if (ts < sp[lo].start)
+                                sp[lo].start = ts;
+                        else
+                                sp[lo].end = ts;
+                        sp[lo].count = add_count(sp[lo].count, 1);
+                        r = 1;
+                } else
+                        r = spans_merge(a, k, lo, lo + n_touch - 1, ts, ts, true, ts, cert);
+        }
+        if (r < 0)
+                return r;
+        key_mark_dirty(a, idx);
+        return 1;
+}
+
+int agg_load(Agg *a, const char *controller_id, const char *outage_type, usec_t start, usec_t end) {
+        uint32_t idx;
+        bool created;
+        size_t lo, n_touch;
+        Key *k;
+        int r;
+
+        assert(a && controller_id && outage_type);
+        if (start > end)
+                return -EINVAL;
+        /* a clean key gets a new heap entry below: reserve first */
+        r = heap_reserve(a, 1);
+        if (r < 0)
+                return r;
+        r = key_get(a, controller_id, outage_type, &idx, &created);
+        if (r < 0)
+                return r;
+        k = key_at(a, idx);
+
+        if (created) {
+                r = spans_add(a, k, 0, start, end, false, false);
+                if (r < 0) {
+                        key_destroy(a, idx);
+                        return r;
+                }
+        } else {
+                n_touch = spans_touching(a, k, start, end, &lo);
+                if (n_touch == 0)
+                        r = spans_add(a, k, lo, start, end, false, false);
+                else if (n_touch == 1 && key_spans(k)[lo].start <= start && end <= key_spans(k)[lo].end)
+                        return 0;
+                else
+                        r = spans_merge(a, k, lo, lo + n_touch - 1, start, end, false, 0, false);
+                if (r < 0)
+                        return r;
+        }
+        if (!k->dirty)
+                heap_push(a, idx);
+        return 0;
+}
+
+int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
+        size_t n = 0, n_unc = 0, pool_at = 0;
+        BatchPriv *p;
+        FlushBatch *b;
+        int r;
+
+        assert(a && ret);
+        if (a->batch)
+                return -EBUSY;
+
+        /* Pass 1: size the batch, so that nothing can fail once spans start to change. */
+        for (uint32_t i = a->dirty_head; i != NONE && (max == 0 || n < max); i = key_at(a, i)->next) {
+                Key *k = key_at(a, i);
+                Span *sp = key_spans(k);
+
+                for (size_t j = 0; j < k->n_spans && (max == 0 || n < max); j++)
+                        if (span_dirty(a, &sp[j])) {
+                                n++;
+                                if (sp[j].unc)
+                                        n_unc += a->uvecs[sp[j].unc].n;
+                        }
+        }
+
+        r = heap_reserve(a, n);
+        if (r < 0)
+                return r;
+        b = calloc(1, sizeof(FlushBatch));
+        if (!b)
+                return -ENOMEM;
+        b->priv = p = calloc(1, sizeof(BatchPriv));
+        if (!p)
+                goto oom;
+        if (n > 0) {
+                b->fragments = calloc(n, sizeof(Fragment));
+                p->keys = calloc(n, sizeof(uint32_t));
+                if (!b->fragments || !p->keys)
+                        goto oom;
+        }
+        if (n_unc > 0) {
+                p->pool = malloc(n_unc * sizeof(usec_t));
+                if (!p->pool)
+                        goto oom;
+        }
+
+        /* Pass 2: move counts and copy uncertain timestamps out. The UVec keeps its buffer
+         * (n = 0, inflight = what left), so a failed batch can give them back in place. */
+        while (a->dirty_head != NONE && b->n < n) {
+                uint32_t idx = a->dirty_head;
+                Key *k = key_at(a, idx);
+                Span *sp = key_spans(k);
+                bool rest = false;
+
+                for (size_t j = 0; j < k->n_spans; j++) {
+                        Fragment *f;
+
+                        if (!span_dirty(a, &sp[j]))
+                                continue;
+                        if (b->n == n) {
+                                rest = true;
+                                break;
+                        }
+                        f = &b->fragments[b->n];
+                        p->keys[b->n++] = idx;
+                        *f = (Fragment) {
+                                .controller_id = intern_str(a->strings, k->controller),
+                                .outage_type = intern_str(a->strings, k->type),
+                                .start = sp[j].start,
+                                .end = sp[j].end,
+                                .count = sp[j].count,
+                        };
+                        sp[j].count = 0;
+                        if (sp[j].unc && a->uvecs[sp[j].unc].n > 0) {
+                                UVec *u = &a->uvecs[sp[j].unc];
+
+                                memcpy(p->pool + pool_at, u->ts, u->n * sizeof(usec_t));
+                                f->uncertain = p->pool + pool_at;
+                                f->n_uncertain = u->n;
+                                pool_at += u->n;
+                                u->inflight += u->n;
+                                u->n = 0;
+                        }
+                }
+                if (rest)
+                        break;
+                a->dirty_head = k->next;
+                if (a->dirty_head == NONE)
+                        a->dirty_tail = NONE;
+                k->dirty = false;
+                a->n_dirty_keys--;
+                k->next = NONE;
+                heap_push(a, idx);
+        }
+        assert(b->n == n && pool_at == n_unc);
+        b->complete = a->dirty_head == NONE;
+        p->n_pool = n_unc;
+        a->batch = b;
+        *ret = b;
+        return 0;
+
+oom:
+        batch_free(b);
+        return -ENOMEM;
+}
+
+/* The span of k that contains t; there is exactly one while a batch is outstanding. */
+static Span *span_containing(Key *k, usec_t t) {
+        Span *sp = key_spans(k);
+        size_t l = 0, r = k->n_spans;
+
+        while (l < r) {
+                size_t m = l + (r - l) / 2;
+
+                if (sp[m].end < t)
+                        l = m + 1;
+                else
+                        r = m;
+        }
+        assert(l < k->n_spans && sp[l].start <= t);
+        return &sp[l];
+}
+
+/* Merges m sorted timestamps into u in place, from the back (cap >= n + inflight >= n + m). */
+static void uvec_give_back(UVec *u, const usec_t *ts, uint32_t m) {
+        size_t i = u->n, j = m, o = u->n + m;
+
+        assert(u->inflight >= m && u->cap >= u->n + m);
+        while (j > 0) {
+                if (i > 0 && u->ts[i - 1] > ts[j - 1])
+                        u->ts[--o] = u->ts[--i];
+                else
+                        u->ts[--o] = ts[--j];
+        }
+        u->n += m;
+        u->inflight -= m;
+}
+
+void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {
+        BatchPriv *p;
+
+        assert(a && b && a->batch == b);
+        p = b->priv;
+        for (size_t i = 0; i < b->n; i++) {
+                const Fragment *f = &b->fragments[i];
+                Key *k = key_at(a, p->keys[i]);
+                Span *s = span_containing(k, f->start);
+
+                if (f->n_uncertain > 0) {
+                        UVec *u;
+
+                        assert(s->unc);
+                        u = &a->uvecs[s->unc];
+                        if (committed)
+                                u->inflight -= f->n_uncertain;
+                        else
+                                uvec_give_back(u, f->uncertain, f->n_uncertain);
+                        if (u->n == 0 && u->inflight == 0) {
+                                uvec_release(a, s->unc);
+                                s->unc = 0;
+                        }
+                }
+                if (!committed) {
+                        s->count = add_count(s->count, f->count);
+                        if (span_dirty(a, s))
+                                key_mark_dirty(a, p->keys[i]);
+                }
+        }
+        a->batch = NULL;
+        batch_free(b);
+}
+
+/* Drops span 0 of a clean key, raising the horizon; destroys the key when it was the last. */
+static void evict_first(Agg *a, uint32_t idx) {
+        Key *k = key_at(a, idx);
+        Span *sp = key_spans(k);
+
+        assert(!k->dirty && !sp[0].unc && sp[0].count == 0);
+        if (sp[0].end + 1 > a->horizon)
+                a->horizon = sp[0].end + 1;
+        if (k->n_spans == 1) {
+                k->n_spans = 0;
+                a->n_spans--;
+                key_destroy(a, idx);
+        } else
+                spans_remove(a, k, 0, 0);
+}
+
+int agg_evict_closed(Agg *a, usec_t now) {
+        uint64_t dropped = 0;
+
+        assert(a);
+        if (a->batch)
+                return -EBUSY;
+        if (a->heap_n > 2 * (size_t) a->n_keys + 1024)
+                heap_compact(a);
+        while (a->heap_n > 0 && add_sat(a->hend[0], a->gap) < now) {
+                uint32_t idx = a->hkey[0];
+                bool live = heap_entry_live(a, 0);
+                Key *k;
+
+                heap_pop(a);
+                if (!live)
+                        continue;
+                k = key_at(a, idx);
+                do {
+                        evict_first(a, idx);
+                        dropped++;
+                } while (k->controller && add_sat(key_spans(k)[0].end, a->gap) < now);
+                if (k->controller)
+                        heap_push(a, idx);      /* room: one entry was just popped */
+        }
+        return dropped > INT_MAX ? INT_MAX : (int) dropped;
+}
+
+int agg_evict_oldest(Agg *a, uint64_t n) {
+        uint64_t dropped = 0;
+
+        assert(a);
+        if (a->batch)
+                return -EBUSY;
+        if (n > INT_MAX)
+                n = INT_MAX;
+        if (a->heap_n > 2 * (size_t) a->n_keys + 1024)
+                heap_compact(a);
+        while (dropped < n && a->heap_n > 0) {
+                uint32_t idx = a->hkey[0];
+                bool live = heap_entry_live(a, 0);
+
+                heap_pop(a);
+                if (!live)
+                        continue;
+                evict_first(a, idx);
+                dropped++;
+                if (key_at(a, idx)->controller)
+                        heap_push(a, idx);
+        }
+        return (int) dropped;
+}
+
+void agg_stats(const Agg *a, usec_t now, AggStats *ret) {
+        uint64_t dirty = 0, open = 0;
+        size_t bytes;
+
+        assert(a && ret);
+        for (uint32_t i = a->dirty_head; i != NONE; i = key_at(a, i)->next) {
+                Key *k = key_at(a, i);
+                const Span *sp = key_spans(k);
+
+                for (size_t j = 0; j < k->n_spans; j++)
+                        dirty += span_dirty(a, &sp[j]);
+        }
+        for (uint32_t i = 0; i < a->keys_used; i++) {
+                Key *k = key_at(a, i);
+                const Span *sp;
+
+                if (!k->controller)
+                        continue;
+                sp = key_spans(k);
+                /* spans are sorted by end too: count from the newest down */
+                for (size_t j = k->n_spans; j-- > 0 && add_sat(sp[j].end, a->gap) >= now;)
+                        open++;
+        }
+        bytes = sizeof(Agg) + (size_t) a->n_chunks * KEY_CHUNK * sizeof(Key) +
+                (size_t) a->chunks_cap * sizeof(Key *) + (size_t) (a->mask + 1) * sizeof(uint32_t) +
+                a->heap_cap * (sizeof(usec_t) + sizeof(uint32_t)) +
+                (size_t) a->uvecs_cap * sizeof(UVec) + a->bytes_many + a->bytes_unc +
+                intern_bytes(a->strings);
+        if (a->batch) {
+                const BatchPriv *p = a->batch->priv;
+
+                bytes += sizeof(FlushBatch) + sizeof(BatchPriv) +
+                        a->batch->n * (sizeof(Fragment) + sizeof(uint32_t)) + p->n_pool * sizeof(usec_t);
+        }
+        *ret = (AggStats) {
+                .keys = a->n_keys,
+                .spans = a->n_spans,
+                .dirty_spans = dirty,
+                .open_spans = open,
+                .strings = intern_count(a->strings),
+                .bytes = bytes,
+                .string_bytes = intern_bytes(a->strings),
+                .horizon = a->horizon,
+        };
+}
+
+size_t agg_key_spans(const Agg *a, const char *controller_id, const char *outage_type,
+                     AggSpan *ret, size_t max) {
+        uint32_t idx;
+        Key *k;
+        const Span *sp;
+
+        assert(a && controller_id && outage_type && (ret || max == 0));
+        idx = key_find_str(a, controller_id, outage_type);
+        if (idx == NONE)
+                return 0;
+        k = key_at(a, idx);
+        sp = key_spans(k);
+        for (size_t j = 0; j < k->n_spans && j < max; j++)
+                ret[j] = (AggSpan) {
+                        .start = sp[j].start,
+                        .end = sp[j].end,
+                        .count = sp[j].count,
+                        .n_uncertain = sp[j].unc ? a->uvecs[sp[j].unc].n : 0,
+                };
+        return k->n_spans;
+}
+
+uint64_t agg_dirty_count(const Agg *a) {
+        return a->n_dirty_keys;
+}

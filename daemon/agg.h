@@ -9,7 +9,10 @@ typedef struct Agg Agg;
 
 typedef struct AggConfig {
         usec_t gap;                     /* two timestamps at most gap apart join */
-        uint64_t max_events;            /* spans held in memory, open or waiting to flush */
+        uint64_t max_events;            /* spans held in memory, open or waiting to flush; 0: no limit */
+        uint64_t hash_seed;             /* keys the string hash; pass random bits so that a remote
+                                         * party cannot choose colliding controller ids (0 is fine
+                                         * in tests) */
 } AggConfig;
 
 /* One span to merge into the store. Strings are interned by the Agg and stay valid until the
@@ -28,6 +31,10 @@ typedef struct Fragment {
 typedef struct FlushBatch {
         size_t n;
         Fragment *fragments;
+        /* The batch took everything there was to flush (max did not cut it short). Only then
+         * does committing it make every report added before agg_flush_begin() durable in the
+         * store, so only then may a journal checkpoint advance to that position. */
+        bool complete;
         /* private to agg.c below */
         void *priv;
 } FlushBatch;
@@ -37,9 +44,10 @@ typedef struct FlushBatch {
  * after horizon + gap are counted in memory; older ones go to the store as uncertain.
  * Caller owns the result (agg_free). Returns -EINVAL for gap <= 0, -ENOMEM. */
 int agg_new(const AggConfig *cfg, usec_t horizon, Agg **ret);
+/* Frees the Agg, and the outstanding batch if any (its pointer must not be used after). */
 Agg *agg_free(Agg *a);
 
-/* Adds one validated report. Borrows the strings. Returns 1 if it changed memory state (it
+/* Adds one validated report. Borrows the strings. Timestamps must lie within +-2^62 us. Returns 1 if it changed memory state (it
  * will be flushed), 0 if it was inside a span held in memory (a duplicate), -ENOSPC if
  * max_events is reached and the report would need a new span (state unchanged: flush, evict,
  * and retry), -ENOMEM. */
@@ -56,15 +64,21 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret);
 
 /* Ends the outstanding batch and frees it. committed: the store applied it, so its counts
  * are gone for good; else they are given back to the spans now holding them, so a retry
- * sends them again and nothing is counted twice. */
+ * sends them again and nothing is counted twice. Never fails: giving back allocates nothing
+ * (agg_add reserves the room). Reports added while the batch was outstanding stay dirty in
+ * either case. */
 void agg_flush_end(Agg *a, FlushBatch *b, bool committed);
 
 /* Drops clean spans closed by time (end + gap < now) and raises the knowledge horizon past
- * them. Returns how many were dropped, or -EBUSY while a batch is outstanding. */
+ * them. Returns how many were dropped, or -EBUSY while a batch is outstanding.
+ * Only keys whose spans are all clean are considered: a key with something to flush keeps
+ * all its spans until the flush commits. Cost: O((dropped + stale) log n), where stale
+ * entries are at most one per key per flush (an ordered heap of clean keys by oldest end). */
 int agg_evict_closed(Agg *a, usec_t now);
 
 /* Under memory pressure: drops up to n clean spans with the oldest ends, open or not,
- * raising the horizon likewise. Returns how many were dropped, or -EBUSY. */
+ * raising the horizon likewise. Returns how many were dropped, or -EBUSY. Same rule as
+ * agg_evict_closed(): keys with something to flush are skipped; flush first. */
 int agg_evict_oldest(Agg *a, uint64_t n);
 
 typedef struct AggStats {
@@ -74,7 +88,27 @@ typedef struct AggStats {
         uint64_t open_spans;            /* spans with end + gap >= now */
         uint64_t strings;               /* interned strings */
         uint64_t bytes;                 /* memory the Agg holds, strings included */
+        uint64_t string_bytes;          /* part of bytes: interned strings and their table */
         usec_t horizon;
 } AggStats;
 
+/* Fills ret. O(keys) for open_spans (a sequential scan of the key records, a few ms per
+ * million keys): call it at a status interval, not per report. */
 void agg_stats(const Agg *a, usec_t now, AggStats *ret);
+
+/* One span of a key, as held in memory: count and n_uncertain are what is still to flush
+ * (not in an outstanding batch). */
+typedef struct AggSpan {
+        usec_t start, end;
+        uint32_t count;
+        uint32_t n_uncertain;
+} AggSpan;
+
+/* Copies up to max spans of one key into ret, sorted by start. Returns how many spans the
+ * key has (possibly more than max), 0 if the key is not held. For tests and debugging. */
+size_t agg_key_spans(const Agg *a, const char *controller_id, const char *outage_type,
+                     AggSpan *ret, size_t max);
+
+/* Keys with something to flush (each holds one or more dirty spans); O(1), for the main
+ * loop's batch trigger. */
+uint64_t agg_dirty_count(const Agg *a);

@@ -1,1 +1,622 @@
+/* test_agg.c — unit tests of the aggregation core (daemon/agg.c): the SPEC section 3 example,
+ * gap boundaries, duplicates, late reports, flush retry, batches, eviction, limits, warm start
+ * and uncertain timestamps. */
+
 #include <criterion/criterion.h>
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "agg.h"
+
+#define GAP (12 * USEC_PER_MINUTE)
+#define DAY0 ((usec_t) 20784 * USEC_PER_DAY)    /* 2026-11-27T00:00:00Z */
+
+/* hh:mm on the test day */
+static usec_t at(int h, int m) {
+        return DAY0 + h * USEC_PER_HOUR + m * USEC_PER_MINUTE;
+}
+
+static Agg *new_agg(usec_t horizon, uint64_t max_events) {
+        AggConfig cfg = { .gap = GAP, .max_events = max_events, .hash_seed = 42 };
+        Agg *a = NULL;
+
+        cr_assert_eq(agg_new(&cfg, horizon, &a), 0);
+        return a;
+}
+
+static int add(Agg *a, usec_t ts) {
+        return agg_add(a, "ctrl_1", "panel_outage", ts);
+}
+
+static size_t spans(Agg *a, AggSpan *out) {
+        return agg_key_spans(a, "ctrl_1", "panel_outage", out, 16);
+}
+
+static void assert_span(const AggSpan *s, usec_t start, usec_t end, uint32_t count) {
+        cr_assert_eq(s->start, start, "start %" PRId64 " != %" PRId64, s->start, start);
+        cr_assert_eq(s->end, end, "end %" PRId64 " != %" PRId64, s->end, end);
+        cr_assert_eq(s->count, count, "count %u != %u", s->count, count);
+}
+
+/* Flushes everything and commits; returns the number of fragments, copied into out. */
+static size_t flush_all(Agg *a, Fragment *out, size_t max) {
+        FlushBatch *b = NULL;
+        size_t n;
+
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        n = b->n;
+        for (size_t i = 0; i < n && i < max; i++) {
+                out[i] = b->fragments[i];
+                out[i].uncertain = NULL;        /* freed with the batch */
+        }
+        agg_flush_end(a, b, true);
+        return n;
+}
+
+Test(agg, spec_example_step_by_step) {
+        Agg *a = new_agg(0, 0);
+        AggSpan s[4];
+
+        cr_assert_eq(add(a, at(10, 0)), 1);
+        cr_assert_eq(add(a, at(10, 10)), 1);
+        cr_assert_eq(add(a, at(10, 20)), 1);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 20), 3);
+
+        cr_assert_eq(add(a, at(10, 45)), 1);            /* 25 min after A's end */
+        cr_assert_eq(spans(a, s), 2);
+        assert_span(&s[0], at(10, 0), at(10, 20), 3);
+        assert_span(&s[1], at(10, 45), at(10, 45), 1);
+
+        cr_assert_eq(add(a, at(10, 32)), 1);            /* 12 min after A, 13 before B */
+        cr_assert_eq(spans(a, s), 2);
+        assert_span(&s[0], at(10, 0), at(10, 32), 4);
+        assert_span(&s[1], at(10, 45), at(10, 45), 1);
+
+        cr_assert_eq(add(a, at(10, 33)), 1);            /* extends A, 12 min before B: merge */
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 45), 6);
+
+        cr_assert_eq(add(a, at(10, 10)), 0);            /* duplicate */
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 45), 6);
+        agg_free(a);
+}
+
+Test(agg, spec_example_with_flushes_sums_to_six) {
+        Agg *a = new_agg(0, 0);
+        const int order[][2] = { {10, 0}, {10, 10}, {10, 20}, {10, 45}, {10, 32}, {10, 33}, {10, 10} };
+        Fragment f[4];
+        uint32_t total = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(order); i++) {
+                size_t n;
+
+                add(a, at(order[i][0], order[i][1]));
+                n = flush_all(a, f, 4);
+                for (size_t j = 0; j < n; j++)
+                        total += f[j].count;
+        }
+        cr_assert_eq(total, 6);
+        agg_free(a);
+}
+
+Test(agg, gap_exactly_joins) {
+        Agg *a = new_agg(0, 0);
+        AggSpan s[2];
+
+        cr_assert_eq(add(a, at(10, 0)), 1);
+        cr_assert_eq(add(a, at(10, 12)), 1);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 12), 2);
+        /* backwards too */
+        cr_assert_eq(add(a, at(9, 48)), 1);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(9, 48), at(10, 12), 3);
+        agg_free(a);
+}
+
+Test(agg, gap_plus_one_us_splits) {
+        Agg *a = new_agg(0, 0);
+        AggSpan s[3];
+
+        cr_assert_eq(add(a, at(10, 0)), 1);
+        cr_assert_eq(add(a, at(10, 12) + 1), 1);
+        cr_assert_eq(spans(a, s), 2);
+        assert_span(&s[0], at(10, 0), at(10, 0), 1);
+        assert_span(&s[1], at(10, 12) + 1, at(10, 12) + 1, 1);
+        cr_assert_eq(add(a, at(9, 48) - 1), 1);
+        cr_assert_eq(spans(a, s), 3);
+        agg_free(a);
+}
+
+Test(agg, duplicates_change_nothing) {
+        Agg *a = new_agg(0, 0);
+        AggSpan s[2];
+        Fragment f[2];
+
+        cr_assert_eq(add(a, at(10, 0)), 1);
+        cr_assert_eq(add(a, at(10, 0)), 0);
+        cr_assert_eq(add(a, at(10, 10)), 1);
+        cr_assert_eq(add(a, at(10, 5)), 0);             /* between two already there */
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 10), 2);
+        cr_assert_eq(flush_all(a, f, 2), 1);
+        cr_assert_eq(add(a, at(10, 10)), 0);            /* still a duplicate after the flush */
+        cr_assert_eq(flush_all(a, f, 2), 0);
+        agg_free(a);
+}
+
+Test(agg, late_report_extends_backwards) {
+        Agg *a = new_agg(0, 0);
+        AggSpan s[2];
+
+        cr_assert_eq(add(a, at(10, 20)), 1);
+        cr_assert_eq(add(a, at(10, 10)), 1);
+        cr_assert_eq(add(a, at(9, 58)), 1);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(9, 58), at(10, 20), 3);
+        agg_free(a);
+}
+
+Test(agg, late_report_bridges_two_events) {
+        Agg *a = new_agg(0, 0);
+        AggSpan s[2];
+        Fragment f[4];
+
+        cr_assert_eq(add(a, at(10, 0)), 1);
+        cr_assert_eq(add(a, at(10, 24)), 1);
+        cr_assert_eq(spans(a, s), 2);
+        cr_assert_eq(flush_all(a, f, 4), 2);
+        cr_assert_eq(add(a, at(10, 12)), 1);            /* within 12 min of both */
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 24), 1);   /* counted once */
+        cr_assert_eq(flush_all(a, f, 4), 1);
+        cr_assert_eq(f[0].start, at(10, 0));
+        cr_assert_eq(f[0].end, at(10, 24));
+        cr_assert_eq(f[0].count, 1);
+        agg_free(a);
+}
+
+Test(agg, report_more_than_gap_before_is_separate_fragment) {
+        Agg *a = new_agg(0, 0);
+        Fragment f[4];
+
+        cr_assert_eq(add(a, at(10, 0)), 1);
+        cr_assert_eq(add(a, at(10, 10)), 1);
+        cr_assert_eq(flush_all(a, f, 4), 1);
+        cr_assert_eq(add(a, at(9, 30)), 1);
+        cr_assert_eq(flush_all(a, f, 4), 1);
+        cr_assert_eq(f[0].start, at(9, 30));
+        cr_assert_eq(f[0].end, at(9, 30));
+        cr_assert_eq(f[0].count, 1);
+        agg_free(a);
+}
+
+Test(agg, flush_failure_then_retry_does_not_double_count) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        AggStats st;
+
+        add(a, at(10, 0));
+        add(a, at(10, 10));
+        add(a, at(10, 20));
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].count, 3);
+        agg_stats(a, at(10, 20), &st);
+        cr_assert_eq(st.dirty_spans, 0);
+        agg_flush_end(a, b, false);
+        agg_stats(a, at(10, 20), &st);
+        cr_assert_eq(st.dirty_spans, 1);
+
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].count, 3);
+        agg_flush_end(a, b, false);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->fragments[0].count, 3);
+        agg_flush_end(a, b, true);
+
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 0);
+        agg_flush_end(a, b, true);
+        agg_free(a);
+}
+
+Test(agg, reports_during_committed_batch_form_the_next_delta) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+
+        add(a, at(10, 0));
+        add(a, at(10, 10));
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->fragments[0].count, 2);
+        cr_assert_eq(add(a, at(10, 20)), 1);
+        cr_assert_eq(add(a, at(10, 10)), 0);
+        agg_flush_end(a, b, true);
+
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].start, at(10, 0));
+        cr_assert_eq(b->fragments[0].end, at(10, 20));
+        cr_assert_eq(b->fragments[0].count, 1);
+        agg_flush_end(a, b, true);
+        agg_free(a);
+}
+
+Test(agg, reports_during_failed_batch_get_counts_back) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        AggSpan s[2];
+
+        add(a, at(10, 0));
+        add(a, at(10, 24));                             /* two spans, two fragments */
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 2);
+        cr_assert_eq(add(a, at(10, 12)), 1);            /* bridges both while they are out */
+        agg_flush_end(a, b, false);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 24), 3);
+
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].count, 3);
+        agg_flush_end(a, b, true);
+        agg_free(a);
+}
+
+Test(agg, only_one_batch_and_no_eviction_while_outstanding) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL, *b2 = NULL;
+
+        add(a, at(10, 0));
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(agg_flush_begin(a, 0, &b2), -EBUSY);
+        cr_assert_null(b2);
+        cr_assert_eq(agg_evict_closed(a, at(12, 0)), -EBUSY);
+        cr_assert_eq(agg_evict_oldest(a, 10), -EBUSY);
+        agg_flush_end(a, b, true);
+        cr_assert_eq(agg_evict_closed(a, at(12, 0)), 1);
+        agg_free(a);
+}
+
+Test(agg, flush_max_limits_fragments) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        size_t total = 0;
+
+        add(a, at(10, 0));
+        add(a, at(11, 0));
+        agg_add(a, "ctrl_2", "panel_outage", at(10, 0));
+        for (int i = 0; i < 5; i++) {
+                cr_assert_eq(agg_flush_begin(a, 1, &b), 0);
+                cr_assert_leq(b->n, 1);
+                total += b->n;
+                agg_flush_end(a, b, true);
+        }
+        cr_assert_eq(total, 3);
+        agg_free(a);
+}
+
+Test(agg, eviction_of_closed_clean_spans_raises_horizon) {
+        Agg *a = new_agg(0, 0);
+        AggStats st;
+        Fragment f[4];
+
+        add(a, at(10, 0));
+        add(a, at(10, 10));
+        agg_add(a, "ctrl_2", "lamp_outage", at(11, 0));
+        /* dirty: nothing evicted however late */
+        cr_assert_eq(agg_evict_closed(a, at(23, 0)), 0);
+        cr_assert_eq(flush_all(a, f, 4), 2);
+
+        /* 10:10 + 12 min = 10:22: still open at 10:22, closed just after */
+        cr_assert_eq(agg_evict_closed(a, at(10, 22)), 0);
+        cr_assert_eq(agg_evict_closed(a, at(10, 22) + 1), 1);
+        agg_stats(a, at(10, 22) + 1, &st);
+        cr_assert_eq(st.keys, 1);
+        cr_assert_eq(st.spans, 1);
+        cr_assert_eq(st.open_spans, 1);
+        cr_assert_eq(st.strings, 2);                    /* ctrl_1 and panel_outage released */
+        cr_assert_eq(st.horizon, at(10, 10) + 1);
+        cr_assert_eq(agg_key_spans(a, "ctrl_1", "panel_outage", NULL, 0), 0);
+
+        cr_assert_eq(agg_evict_closed(a, at(12, 0)), 1);
+        agg_stats(a, at(12, 0), &st);
+        cr_assert_eq(st.keys, 0);
+        cr_assert_eq(st.spans, 0);
+        cr_assert_eq(st.strings, 0);
+        cr_assert_eq(st.horizon, at(11, 0) + 1);
+        agg_free(a);
+}
+
+Test(agg, eviction_keeps_the_open_span_of_a_key) {
+        Agg *a = new_agg(0, 0);
+        AggSpan s[2];
+        Fragment f[4];
+
+        add(a, at(8, 0));
+        add(a, at(10, 0));
+        flush_all(a, f, 4);
+        cr_assert_eq(agg_evict_closed(a, at(10, 5)), 1);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 0), 0);
+        agg_free(a);
+}
+
+Test(agg, max_events_enospc_leaves_state_unchanged) {
+        Agg *a = new_agg(0, 2);
+        AggStats before, after;
+        AggSpan s[2];
+        Fragment f[4];
+
+        cr_assert_eq(add(a, at(10, 0)), 1);
+        cr_assert_eq(agg_add(a, "ctrl_2", "panel_outage", at(10, 0)), 1);
+        agg_stats(a, at(10, 0), &before);
+        cr_assert_eq(agg_add(a, "ctrl_3", "panel_outage", at(10, 0)), -ENOSPC);
+        cr_assert_eq(add(a, at(11, 0)), -ENOSPC);       /* would need a new span */
+        cr_assert_eq(agg_load(a, "ctrl_9", "lamp_outage", at(9, 0), at(9, 10)), -ENOSPC);
+        agg_stats(a, at(10, 0), &after);
+        /* bytes may differ: reserved capacity is not state */
+        cr_assert_eq(before.keys, after.keys);
+        cr_assert_eq(before.spans, after.spans);
+        cr_assert_eq(before.dirty_spans, after.dirty_spans);
+        cr_assert_eq(before.strings, after.strings);
+        cr_assert_eq(before.horizon, after.horizon);
+        cr_assert_eq(agg_key_spans(a, "ctrl_3", "panel_outage", NULL, 0), 0);
+
+        cr_assert_eq(add(a, at(10, 10)), 1);            /* extending is fine */
+        cr_assert_eq(add(a, at(10, 0)), 0);             /* so is a duplicate */
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 10), 2);
+
+        flush_all(a, f, 4);
+        cr_assert_eq(agg_evict_oldest(a, 1), 1);
+        cr_assert_eq(agg_add(a, "ctrl_3", "panel_outage", at(10, 0)), 1);
+        agg_free(a);
+}
+
+Test(agg, evict_oldest_takes_oldest_clean_spans) {
+        Agg *a = new_agg(0, 0);
+        AggStats st;
+        Fragment f[8];
+
+        agg_add(a, "c1", "t", at(10, 0));
+        agg_add(a, "c2", "t", at(9, 0));
+        agg_add(a, "c3", "t", at(11, 0));
+        agg_add(a, "c3", "t", at(8, 0));                /* c3 has two spans */
+        flush_all(a, f, 8);
+        agg_add(a, "c4", "t", at(7, 0));                /* dirty: skipped */
+
+        cr_assert_eq(agg_evict_oldest(a, 2), 2);        /* c3@8:00, c2@9:00 */
+        agg_stats(a, at(11, 0), &st);
+        cr_assert_eq(st.horizon, at(9, 0) + 1);
+        cr_assert_eq(st.spans, 3);
+        cr_assert_eq(agg_key_spans(a, "c2", "t", NULL, 0), 0);
+        cr_assert_eq(agg_key_spans(a, "c3", "t", NULL, 0), 1);
+        cr_assert_eq(agg_evict_oldest(a, 10), 2);       /* c1, c3; c4 is dirty */
+        cr_assert_eq(agg_key_spans(a, "c4", "t", NULL, 0), 1);
+        flush_all(a, f, 8);
+        cr_assert_eq(agg_evict_oldest(a, 10), 1);
+        agg_stats(a, at(11, 0), &st);
+        cr_assert_eq(st.keys, 0);
+        cr_assert_eq(st.horizon, at(11, 0) + 1);        /* never lowered */
+        agg_free(a);
+}
+
+Test(agg, warm_start_recognises_duplicates) {
+        usec_t now = at(10, 25);
+        Agg *a = new_agg(now - GAP, 0);
+        AggSpan s[2];
+        Fragment f[4];
+
+        cr_assert_eq(agg_load(a, "ctrl_1", "panel_outage", at(10, 0), at(10, 20)), 0);
+        cr_assert_eq(agg_load(a, "ctrl_1", "panel_outage", at(10, 5), at(10, 10)), 0);
+        cr_assert_eq(agg_load(a, "ctrl_1", "panel_outage", at(9, 0), at(8, 0)), -EINVAL);
+        cr_assert_eq(add(a, at(10, 10)), 0);
+        cr_assert_eq(add(a, at(10, 20)), 0);
+        cr_assert_eq(add(a, at(10, 3)), 0);
+        cr_assert_eq(flush_all(a, f, 4), 0);            /* loaded spans are clean */
+        cr_assert_eq(add(a, at(10, 30)), 1);            /* >= horizon + gap: counted */
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 30), 1);
+        cr_assert_eq(flush_all(a, f, 4), 1);
+        cr_assert_eq(f[0].start, at(10, 0));
+        cr_assert_eq(f[0].count, 1);
+        cr_assert_eq(f[0].n_uncertain, 0);
+        agg_free(a);
+}
+
+Test(agg, load_merges_with_dirty_spans) {
+        Agg *a = new_agg(0, 0);
+        AggSpan s[2];
+
+        add(a, at(10, 30));
+        cr_assert_eq(agg_load(a, "ctrl_1", "panel_outage", at(10, 0), at(10, 20)), 0);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 30), 1);
+        agg_free(a);
+}
+
+Test(agg, uncertain_timestamps_below_horizon_plus_gap) {
+        Agg *a = new_agg(at(10, 0), 0);               /* horizon + gap = 10:12 */
+        FlushBatch *b = NULL;
+        AggSpan s[2];
+
+        cr_assert_eq(add(a, at(10, 5)), 1);
+        cr_assert_eq(add(a, at(9, 55)), 1);
+        cr_assert_eq(add(a, at(10, 5)), 0);
+        cr_assert_eq(add(a, at(10, 12)), 1);            /* exactly horizon + gap: certain */
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(9, 55), at(10, 12), 1);
+        cr_assert_eq(s[0].n_uncertain, 2);
+        cr_assert_eq(add(a, at(10, 12) - 1), 0);        /* inside */
+        cr_assert_eq(add(a, at(9, 45)), 1);             /* another uncertain, merged in order */
+
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].count, 1);
+        cr_assert_eq(b->fragments[0].n_uncertain, 3);
+        cr_assert_eq(b->fragments[0].uncertain[0], at(9, 45));
+        cr_assert_eq(b->fragments[0].uncertain[1], at(9, 55));
+        cr_assert_eq(b->fragments[0].uncertain[2], at(10, 5));
+        agg_flush_end(a, b, true);
+        cr_assert_eq(spans(a, s), 1);
+        cr_assert_eq(s[0].n_uncertain, 0);
+        agg_free(a);
+}
+
+Test(agg, uncertain_given_back_after_failure_with_merges) {
+        Agg *a = new_agg(at(12, 0), 0);               /* everything below is uncertain */
+        FlushBatch *b = NULL;
+        AggSpan s[3];
+
+        add(a, at(10, 0));
+        add(a, at(10, 10));
+        add(a, at(10, 34));
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 2);
+        cr_assert_eq(add(a, at(10, 22)), 1);            /* bridges both, uncertain */
+        cr_assert_eq(add(a, at(9, 50)), 1);
+        cr_assert_eq(spans(a, s), 1);
+        cr_assert_eq(s[0].n_uncertain, 2);
+        agg_flush_end(a, b, false);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(9, 50), at(10, 34), 0);
+        cr_assert_eq(s[0].n_uncertain, 5);
+
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].n_uncertain, 5);
+        for (uint32_t i = 1; i < 5; i++)
+                cr_assert_lt(b->fragments[0].uncertain[i - 1], b->fragments[0].uncertain[i]);
+        agg_flush_end(a, b, true);
+        cr_assert_eq(agg_evict_closed(a, at(13, 0)), 1);
+        agg_free(a);
+}
+
+Test(agg, evicted_duplicates_with_extension_are_uncertain) {
+        Agg *a = new_agg(0, 0);
+        Fragment f[2];
+        AggSpan s[2];
+
+        add(a, at(10, 0));
+        add(a, at(10, 10));
+        add(a, at(10, 20));
+        flush_all(a, f, 2);
+        cr_assert_eq(agg_evict_closed(a, at(11, 0)), 1);
+        cr_assert_eq(add(a, at(10, 15)), 1);            /* inside the stored event: dropped there */
+        cr_assert_eq(add(a, at(10, 25)), 1);            /* below horizon + gap as well */
+        cr_assert_eq(add(a, at(10, 40)), 1);            /* 10:32 + 1us and later: counted */
+        cr_assert_eq(spans(a, s), 2);
+        assert_span(&s[0], at(10, 15), at(10, 25), 0);
+        cr_assert_eq(s[0].n_uncertain, 2);
+        assert_span(&s[1], at(10, 40), at(10, 40), 1);
+        agg_free(a);
+}
+
+Test(agg, many_spans_in_one_key_then_merged) {
+        Agg *a = new_agg(0, 0);
+        AggSpan s[16];
+
+        for (int i = 0; i < 40; i++)
+                cr_assert_eq(add(a, DAY0 + i * 2 * GAP), 1);
+        cr_assert_eq(agg_key_spans(a, "ctrl_1", "panel_outage", s, 16), 40);
+        for (int i = 0; i < 39; i++)
+                cr_assert_eq(add(a, DAY0 + i * 2 * GAP + GAP), 1);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], DAY0, DAY0 + 78 * GAP, 79);
+        agg_free(a);
+}
+
+Test(agg, many_keys_and_eviction_release_everything) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        AggStats st;
+        char id[32];
+
+        for (int i = 0; i < 20000; i++) {
+                snprintf(id, sizeof id, "ctrl_%d", i);
+                cr_assert_eq(agg_add(a, id, i % 2 ? "lamp_outage" : "panel_outage", at(10, i % 60)), 1);
+        }
+        for (int i = 0; i < 20000; i += 7) {
+                snprintf(id, sizeof id, "ctrl_%d", i);
+                cr_assert_eq(agg_add(a, id, i % 2 ? "lamp_outage" : "panel_outage", at(10, i % 60)), 0);
+        }
+        agg_stats(a, at(10, 0), &st);
+        cr_assert_eq(st.keys, 20000);
+        cr_assert_eq(st.strings, 20002);
+        cr_assert_eq(st.dirty_spans, 20000);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 20000);
+        agg_flush_end(a, b, true);
+        cr_assert_eq(agg_evict_closed(a, at(12, 0)), 20000);
+        agg_stats(a, at(12, 0), &st);
+        cr_assert_eq(st.keys, 0);
+        cr_assert_eq(st.strings, 0);
+        cr_assert_eq(st.spans, 0);
+        agg_free(a);
+}
+
+Test(agg, repeated_flushes_keep_the_heap_bounded) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        AggStats st1, st2;
+
+        for (int round = 0; round < 2000; round++) {
+                for (int k = 0; k < 50; k++) {
+                        char id[16];
+
+                        snprintf(id, sizeof id, "c%d", k);
+                        agg_add(a, id, "t", DAY0 + round * USEC_PER_MINUTE);
+                }
+                cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+                agg_flush_end(a, b, true);
+                if (round == 1000)
+                        agg_stats(a, 0, &st1);
+        }
+        agg_stats(a, 0, &st2);
+        cr_assert_eq(st1.bytes, st2.bytes);
+        agg_free(a);
+}
+
+Test(agg, argument_checks) {
+        AggConfig cfg = { .gap = 0 };
+        Agg *a = NULL;
+
+        cr_assert_eq(agg_new(&cfg, 0, &a), -EINVAL);
+        cr_assert_null(a);
+        cr_assert_null(agg_free(NULL));
+}
+
+Test(agg, report_in_a_hole_the_store_filled_stays_uncertain) {
+        /* The store merged 10:21 with an evicted 10:00-10:10, so it holds 10:00-10:21; memory
+         * only knows 10:21. A late 10:15 lies inside the stored event: it must not count,
+         * even when it reaches the store in one fragment with a real extension (10:30).
+         * This is why reports below horizon + gap, not just below horizon, are uncertain. */
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        Fragment f[2];
+
+        add(a, at(10, 0));
+        add(a, at(10, 10));
+        flush_all(a, f, 2);
+        cr_assert_eq(agg_evict_closed(a, at(11, 0)), 1);        /* horizon 10:10 + 1us */
+        cr_assert_eq(add(a, at(10, 21)), 1);
+        flush_all(a, f, 2);
+        cr_assert_eq(f[0].count, 0);
+        cr_assert_eq(f[0].n_uncertain, 1);
+        cr_assert_eq(add(a, at(10, 15)), 1);
+        cr_assert_eq(add(a, at(10, 30)), 1);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].start, at(10, 15));
+        cr_assert_eq(b->fragments[0].end, at(10, 30));
+        cr_assert_eq(b->fragments[0].count, 1);
+        cr_assert_eq(b->fragments[0].n_uncertain, 1);
+        cr_assert_eq(b->fragments[0].uncertain[0], at(10, 15));
+        cr_assert(b->complete);
+        agg_flush_end(a, b, true);
+        agg_free(a);
+}
