@@ -3,6 +3,13 @@
 #pragma once
 
 #include "common.h"
+#include "timestamp.h"
+
+/* A reject's payload keeps this many bytes of its source (before escaping). */
+#define REPORT_REJECT_PAYLOAD_MAX 1024
+/* Deepest accepted nesting of JSON containers: 32 nested arrays/objects pass, 33 are
+ * malformed_json ("[]" and {"a":1} are depth 1; scalars do not add a level). */
+#define REPORT_MAX_DEPTH 32
 
 typedef enum RejectReason {
         REJECT_NONE = 0,
@@ -58,7 +65,13 @@ typedef struct ReportMessage {
  * now is the daemon's clock for the skew and age checks. Returns 0 and a message (caller
  * owns, report_message_free) that carries either a message-level reject or one item per
  * array element (one for an object); -ENOMEM on allocation failure. Bad input is never an
- * error return: it is a reject inside the result. */
+ * error return: it is a reject inside the result.
+ * JSON is RFC 8259 strictly: well-formed UTF-8 only, no BOM, no NUL or raw control bytes,
+ * no comments, single quotes, NaN/Infinity, leading zeros or trailing commas, one value and
+ * nothing after it but whitespace; nesting up to REPORT_MAX_DEPTH. A JSON null counts as
+ * absent for all three fields (so "controller_id": null is no controller id); an integer
+ * timestamp outside 0..253402300799 (including integers beyond 64 bits) is bad_timestamp.
+ * Thread-safe: each thread keeps its own json-c tokener, freed when the thread exits. */
 int report_parse_message(const char *topic_id, const void *payload, size_t len,
                          const ReportRules *rules, usec_t now, ReportMessage **ret);
 
@@ -70,11 +83,17 @@ bool report_controller_id_valid(const char *s);
 bool report_outage_type_valid(const char *s);
 
 /* Copies at most the first max bytes of buf as text: bytes that are not valid UTF-8 and NUL
- * bytes become "\xNN". Returns a NUL-terminated string (caller owns) or NULL on ENOMEM. */
+ * bytes become "\xNN" (lowercase hex), one escape per byte. Valid UTF-8 means well-formed
+ * sequences only: overlong forms, surrogates, code points above U+10FFFF and sequences cut
+ * short (also by the max limit) are invalid. Returns a NUL-terminated string (caller owns)
+ * or NULL on ENOMEM. */
 char *report_escape_payload(const void *buf, size_t len, size_t max);
 
 /* Parses an RFC 3339-like timestamp as in SPEC section 2:
  * YYYY-MM-DD(T|t| )HH:MM:SS[.f{1,6}][Z|z|+-HH:MM], no offset = UTC, offsets up to 23:59,
  * seconds 00-59, real calendar dates. Returns 0 and microseconds since the Unix epoch
- * (may be negative for dates before 1970), or -EINVAL. */
-int report_parse_timestamp(const char *s, size_t len, usec_t *ret);
+ * (may be negative for dates before 1970), or -EINVAL. The parser lives in timestamp.c
+ * (pure, no json-c): see timestamp_parse() for the full contract. */
+static inline int report_parse_timestamp(const char *s, size_t len, usec_t *ret) {
+        return timestamp_parse(s, len, ret);
+}
