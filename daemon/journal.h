@@ -8,31 +8,50 @@
 
 typedef struct Journal Journal;
 
-/* Opens (creating it mode 0700 if missing) the journal directory, scans the segments,
- * truncates a torn tail record, and positions for appending after the last good record.
- * Returns 0, or a negative errno (the directory cannot be created or read, -EBUSY if
- * another process holds its lock). Caller owns the result. */
+#define JOURNAL_TOPIC_MAX   ((size_t) UINT16_MAX)       /* bytes, without the NUL */
+#define JOURNAL_PAYLOAD_MAX ((size_t) 256 << 20)        /* 256 MiB */
+#define JOURNAL_SEGMENT_SIZE_DEFAULT ((uint64_t) 64 << 20)
+
+/* Opens (creating it mode 0700 if missing, parents included) the journal directory, takes
+ * its lock, scans the segments, truncates a torn or corrupt tail of the last segment, and
+ * positions for appending after the last good record. A bad record in an older segment
+ * ends that segment (the rest of it is skipped and counted, see journal_skipped_bytes())
+ * but later segments still replay. Returns 0, or a negative errno (the directory cannot be
+ * created or read, -EBUSY if another process or another Journal holds its lock,
+ * -EPROTONOSUPPORT if a newer version wrote records this one cannot read: nothing is cut
+ * then). Caller owns the result. */
 int journal_open(const char *dir, usec_t sync_interval, Journal **ret);
 
 /* Closes; syncs first. Accepts NULL, returns NULL. */
 Journal *journal_free(Journal *j);
 
-/* Appends one record. Thread-safe (the MQTT thread appends while the main thread trims).
- * Returns 0 and its sequence number (strictly increasing, never reused, starting at 1),
- * or a negative errno (the caller must not acknowledge the message). */
+/* Appends one record with a single write in the normal case. Thread-safe (the MQTT thread
+ * appends while the main thread trims). Borrows topic (NUL-terminated, at most
+ * JOURNAL_TOPIC_MAX bytes) and payload (len at most JOURNAL_PAYLOAD_MAX; may be NULL when
+ * len is 0). Returns 0 and its sequence number (strictly increasing, starting at 1), or a
+ * negative errno (the caller must not acknowledge the message): -EMSGSIZE over a limit,
+ * -ENOSPC/-EIO from the disk (a partial record is cut off again, so a later append never
+ * follows half a record). With a sync interval of 0 it also runs fdatasync; if that fails
+ * the record is on disk but not known durable, and the error is returned. */
 int journal_append(Journal *j, usec_t received_at, const char *topic, const void *payload,
                    size_t len, uint64_t *ret_seq);
 
-/* Calls cb for every record with seq > after, in order. A negative return from cb stops
- * and is returned. */
+/* Calls cb for every record with seq > after, in order, including records appended by this
+ * process up to the moment of the call. topic is NUL-terminated; both pointers are valid
+ * only during the call. A negative return from cb stops and is returned. Returns the number
+ * of records passed to cb, or a negative errno. No lock is held while cb runs: it may
+ * append, sync and trim (a segment trimmed meanwhile was committed, and is skipped). */
 typedef int (*journal_record_cb)(uint64_t seq, usec_t received_at, const char *topic,
                                  const void *payload, size_t len, void *userdata);
 int journal_replay(Journal *j, uint64_t after, journal_record_cb cb, void *userdata);
 
-/* Makes every appended record durable now (fdatasync). Called by the timer and on stop. */
+/* Makes every appended record durable now (fdatasync, and fsync of the directory when a
+ * segment was created or renamed). Called by the timer and on stop. Does not block appends
+ * while the disk works. Returns 0 or a negative errno. */
 int journal_sync(Journal *j);
 
-/* True when the sync interval has passed since the last sync with writes pending. */
+/* True when the sync interval has passed since the last sync with writes pending. Always
+ * false with a sync interval of 0 (journal_append syncs). */
 bool journal_sync_due(Journal *j, usec_t now_mono);
 
 /* Deletes segments whose records all have seq <= committed. Never deletes the segment being
@@ -40,9 +59,19 @@ bool journal_sync_due(Journal *j, usec_t now_mono);
 int journal_trim(Journal *j, uint64_t committed);
 
 /* Makes the next sequence number greater than at_least (the database's checkpoint may be
- * ahead of a journal directory that was wiped or replaced). */
+ * ahead of a journal directory that was wiped or replaced). The next append then starts a
+ * segment named at_least + 1. Does no I/O and cannot fail. */
 void journal_bump_seq(Journal *j, uint64_t at_least);
 
 /* Last sequence number appended (0 if none ever), and bytes on disk. */
 uint64_t journal_last_seq(const Journal *j);
 uint64_t journal_disk_bytes(const Journal *j);
+
+/* Bytes found unreadable in older segments by journal_open, plus bytes it cut from the tail
+ * of the last segment. Nonzero means a crash (tail) or damage (older segments): the caller
+ * logs it. */
+uint64_t journal_skipped_bytes(const Journal *j);
+
+/* Sets the size at which a new segment is started (default 64 MiB; a record larger than it
+ * gets a segment of its own). For tests and benchmarks. */
+void journal_set_segment_size(Journal *j, uint64_t bytes);
