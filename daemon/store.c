@@ -1,1 +1,895 @@
-/* store.c — placeholder until the module lands. */
+/* store.c — PostgreSQL: migrations, the batched set-based merge of fragments, rejects, the
+ * journal checkpoint, warm start. The only module that uses libpq. Does not log, does not
+ * retry connections (the caller reconnects); retries only transactions that lost a race.
+ *
+ * A flush is one transaction: COPY the fragments into a per-connection temp table, COPY
+ * the rejects into outage.rejects, then one multi-statement query (one round trip) that
+ * takes the striped advisory locks of the batch's keys in sorted order, adds missing
+ * lookup names, computes the merge plan (islands of fragments and stored events within gap,
+ * per key) into a second temp table, and applies it: deletes merged-away events, updates
+ * the kept ones, inserts the new ones, records the checkpoint. Timestamps cross the wire
+ * as ISO 8601 text with six fraction digits and come back as integer microseconds: never
+ * through floating point. */
+#include <libpq-fe.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "migrations.h"
+#include "store.h"
+
+/* pg_advisory_xact_lock(bigint) key serialising migrations: "outage" + 1. */
+#define MIGRATE_LOCK_KEY "7959953402720174081"
+/* pg_advisory_xact_lock(int, int) class of the key stripes: "outa". */
+#define STRIPE_LOCK_CLASS "1869968481"
+/* Attempts of a flush that lost a race (deadlock, serialization, exclusion). */
+#define FLUSH_ATTEMPTS 8
+/* Room for any "YYYY-MM-DDTHH:MM:SS.ffffff+00" snprintf can produce from a struct tm. */
+#define TS_MAX 96
+
+struct Store {
+        PGconn *conn;
+        char *error;
+        bool broken;
+        bool temp_ready;
+        char *buf;                      /* COPY data being built */
+        size_t len, cap;
+        unsigned rand_state;
+};
+
+/* ---- errors ---- */
+
+static void store_set_error(Store *s, const char *fmt, ...) _printf_(2, 3);
+static void store_set_error(Store *s, const char *fmt, ...) {
+        va_list ap;
+        char *m = NULL;
+        size_t l;
+
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+        if (!m)
+                return;                 /* keep the previous message rather than none */
+        l = strlen(m);
+        while (l > 0 && (m[l - 1] == '\n' || m[l - 1] == ' '))
+                m[--l] = '\0';
+        free(s->error);
+        s->error = m;
+}
+
+static bool sqlstate_is(const char *state, const char *want) {
+        return state && streq(state, want);
+}
+
+/* Records the failure of a statement and classifies it: -ECONNRESET (connection gone),
+ * -EAGAIN (a race a retry of the whole transaction resolves), or -EIO. Takes r. */
+static int store_fail(Store *s, PGresult *r, const char *what) {
+        const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        const char *msg = r ? PQresultErrorMessage(r) : NULL;
+        int ret = -EIO;
+
+        if (!msg || !*msg)
+                msg = PQerrorMessage(s->conn);
+        if (PQstatus(s->conn) == CONNECTION_BAD ||
+            (state && strncmp(state, "08", 2) == 0) ||
+            sqlstate_is(state, "57P01") || sqlstate_is(state, "57P02") || sqlstate_is(state, "57P03")) {
+                s->broken = true;
+                ret = -ECONNRESET;
+        } else if (sqlstate_is(state, "40001") || sqlstate_is(state, "40P01") ||
+                   sqlstate_is(state, "23P01"))
+                ret = -EAGAIN;
+        store_set_error(s, "%s: %s", what, msg && *msg ? msg : "unknown error");
+        PQclear(r);
+        return ret;
+}
+
+/* Runs sql (several statements when nparams is 0) and expects success. On success returns
+ * 0 and the result in *ret (caller clears) or clears it when ret is NULL. */
+static int store_exec(Store *s, const char *what, const char *sql, int nparams,
+                      const char *const *params, PGresult **ret) {
+        PGresult *r;
+        ExecStatusType st;
+
+        if (s->broken)
+                return -ECONNRESET;
+        r = nparams > 0 ? PQexecParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0)
+                        : PQexec(s->conn, sql);
+        st = PQresultStatus(r);
+        if (!r || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK))
+                return store_fail(s, r, what);
+        if (ret)
+                *ret = r;
+        else
+                PQclear(r);
+        return 0;
+}
+
+static void store_rollback(Store *s) {
+        PGresult *r;
+
+        if (s->broken || PQtransactionStatus(s->conn) == PQTRANS_IDLE)
+                return;
+        r = PQexec(s->conn, "ROLLBACK");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && PQstatus(s->conn) == CONNECTION_BAD)
+                s->broken = true;
+        PQclear(r);
+}
+
+/* ---- text formats ---- */
+
+/* Formats t (microseconds since the epoch) as "YYYY-MM-DDTHH:MM:SS.ffffff+00". */
+static int format_ts(char out[TS_MAX], usec_t t) {
+        int64_t sec = t / USEC_PER_SEC, us = t % USEC_PER_SEC;
+        time_t tt;
+        struct tm tm;
+
+        if (us < 0) {
+                us += USEC_PER_SEC;
+                sec--;
+        }
+        tt = (time_t) sec;
+        if (!gmtime_r(&tt, &tm))
+                return -EINVAL;
+        (void) snprintf(out, TS_MAX, "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00",
+                        tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                        tm.tm_hour, tm.tm_min, tm.tm_sec, (int) us);
+        return 0;
+}
+
+/* Formats a positive duration as an interval literal "H:MM:SS.ffffff" (exact). */
+static void format_interval(char out[64], usec_t d) {
+        (void) snprintf(out, 64, "%" PRId64 ":%02d:%02d.%06d",
+                        d / USEC_PER_HOUR, (int) (d / USEC_PER_MINUTE % 60),
+                        (int) (d / USEC_PER_SEC % 60), (int) (d % USEC_PER_SEC));
+}
+
+static int parse_i64(const char *p, int64_t *ret) {
+        char *end;
+        long long v;
+
+        errno = 0;
+        v = strtoll(p, &end, 10);
+        if (errno != 0 || end == p || *end)
+                return -EIO;
+        *ret = v;
+        return 0;
+}
+
+/* ---- the COPY buffer ---- */
+
+static int buf_reserve(Store *s, size_t more) {
+        size_t want;
+        char *p;
+
+        if (s->len + more <= s->cap)
+                return 0;
+        if (more > SIZE_MAX / 4 - s->len)
+                return -ENOMEM;
+        want = (s->len + more) * 2;
+        if (want < 64 * 1024)
+                want = 64 * 1024;
+        p = realloc(s->buf, want);
+        if (!p)
+                return -ENOMEM;
+        s->buf = p;
+        s->cap = want;
+        return 0;
+}
+
+static int buf_put(Store *s, const char *p, size_t l) {
+        if (buf_reserve(s, l) < 0)
+                return -ENOMEM;
+        memcpy(s->buf + s->len, p, l);
+        s->len += l;
+        return 0;
+}
+
+static int buf_puts(Store *s, const char *p) {
+        return buf_put(s, p, strlen(p));
+}
+
+/* Length of the valid UTF-8 sequence at p (at most avail bytes), 0 if invalid. */
+static size_t utf8_len(const unsigned char *p, size_t avail) {
+        size_t n, i;
+        uint32_t cp;
+
+        if (p[0] < 0x80)
+                return 1;
+        if (p[0] >= 0xc2 && p[0] <= 0xdf)
+                n = 2, cp = p[0] & 0x1f;
+        else if (p[0] >= 0xe0 && p[0] <= 0xef)
+                n = 3, cp = p[0] & 0x0f;
+        else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+                n = 4, cp = p[0] & 0x07;
+        else
+                return 0;
+        if (n > avail)
+                return 0;
+        for (i = 1; i < n; i++) {
+                if ((p[i] & 0xc0) != 0x80)
+                        return 0;
+                cp = cp << 6 | (p[i] & 0x3f);
+        }
+        if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+                return 0;
+        return n;
+}
+
+/* Appends a text field in COPY text format; bytes that are not valid UTF-8 become the four
+ * characters \xNN, so a stray byte cannot fail the whole transaction. NULL is \N. */
+static int buf_put_field(Store *s, const char *text) {
+        const unsigned char *p = (const unsigned char *) text;
+        size_t l, i, n;
+
+        if (!text)
+                return buf_put(s, "\\N", 2);
+        l = strlen(text);
+        if (buf_reserve(s, l * 5) < 0)
+                return -ENOMEM;
+        for (i = 0; i < l; i += n) {
+                char *o = s->buf + s->len;
+
+                n = utf8_len(p + i, l - i);
+                if (n == 0) {
+                        s->len += (size_t) sprintf(o, "\\\\x%02X", p[i]);
+                        n = 1;
+                } else if (n > 1) {
+                        memcpy(o, p + i, n);
+                        s->len += n;
+                } else if (p[i] == '\\' || p[i] == '\n' || p[i] == '\r' || p[i] == '\t') {
+                        o[0] = '\\';
+                        o[1] = p[i] == '\\' ? '\\' : p[i] == '\n' ? 'n' : p[i] == '\r' ? 'r' : 't';
+                        s->len += 2;
+                } else
+                        s->buf[s->len++] = (char) p[i];
+        }
+        return 0;
+}
+
+static int buf_put_ts(Store *s, usec_t t) {
+        char b[TS_MAX];
+
+        if (format_ts(b, t) < 0)
+                return -EINVAL;
+        return buf_puts(s, b);
+}
+
+/* Sends the buffer as the data of a COPY ... FROM STDIN. */
+static int store_copy(Store *s, const char *what, const char *sql) {
+        PGresult *r;
+        size_t off;
+        int ret = 0;
+
+        r = PQexec(s->conn, sql);
+        if (PQresultStatus(r) != PGRES_COPY_IN)
+                return store_fail(s, r, what);
+        PQclear(r);
+        for (off = 0; off < s->len;) {
+                size_t chunk = s->len - off > (1u << 20) ? (1u << 20) : s->len - off;
+
+                if (PQputCopyData(s->conn, s->buf + off, (int) chunk) != 1)
+                        break;
+                off += chunk;
+        }
+        if (PQputCopyEnd(s->conn, off < s->len ? "client failed to send data" : NULL) != 1) {
+                s->broken = PQstatus(s->conn) == CONNECTION_BAD;
+                store_set_error(s, "%s: %s", what, PQerrorMessage(s->conn));
+                return s->broken ? -ECONNRESET : -EIO;
+        }
+        while ((r = PQgetResult(s->conn))) {
+                if (ret == 0 && PQresultStatus(r) != PGRES_COMMAND_OK)
+                        ret = store_fail(s, r, what);
+                else
+                        PQclear(r);
+        }
+        return ret;
+}
+
+/* ---- connection ---- */
+
+static void store_notice_ignore(void *arg, const char *message) {
+        (void) arg;
+        (void) message;
+}
+
+static bool message_is_auth(const char *m) {
+        static const char *const needles[] = {
+                "authentication failed", "no password supplied", "pg_hba.conf",
+                "password authentication", "is not permitted to log in", "permission denied",
+                "SCRAM", "certificate",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(needles); i++)
+                if (strstr(m, needles[i]))
+                        return true;
+        /* FATAL: role "x" does not exist (28000) is an identity failure too. */
+        return strstr(m, "role \"") && strstr(m, "does not exist");
+}
+
+static void copy_err(char *err, size_t errlen, const char *prefix, const char *m) {
+        size_t l;
+
+        if (!err || errlen == 0)
+                return;
+        (void) snprintf(err, errlen, "%s%s", prefix, m);
+        l = strlen(err);
+        while (l > 0 && (err[l - 1] == '\n' || err[l - 1] == ' '))
+                err[--l] = '\0';
+}
+
+int store_connect(const char *conninfo, const char *password, Store **ret, char *err, size_t errlen) {
+        const char *keys[8], *vals[8];
+        PQconninfoOption *opts;
+        char *perr = NULL;
+        Store *s;
+        size_t k = 0;
+        int r;
+
+        if (!ret)
+                return -EINVAL;
+        if (!conninfo)
+                conninfo = "";
+        opts = PQconninfoParse(conninfo, &perr);
+        if (!opts) {
+                copy_err(err, errlen, "bad conninfo: ", perr ? perr : "out of memory");
+                r = perr ? -EINVAL : -ENOMEM;
+                PQfreemem(perr);
+                return r;
+        }
+        PQconninfoFree(opts);
+
+        /* Entries before dbname are defaults the conninfo overrides; entries after it win. */
+        keys[k] = "fallback_application_name", vals[k++] = "outaged";
+        if (!getenv("PGCONNECT_TIMEOUT"))
+                keys[k] = "connect_timeout", vals[k++] = "10";
+        if (password)
+                keys[k] = "password", vals[k++] = password;
+        keys[k] = "dbname", vals[k++] = conninfo;
+        keys[k] = "client_encoding", vals[k++] = "UTF8";
+        keys[k] = NULL, vals[k] = NULL;
+
+        s = calloc(1, sizeof(*s));
+        if (!s) {
+                copy_err(err, errlen, "", "out of memory");
+                return -ENOMEM;
+        }
+        s->rand_state = (unsigned) getpid() ^ (unsigned) time(NULL);
+        s->conn = PQconnectdbParams(keys, vals, 1);
+        if (!s->conn) {
+                free(s);
+                copy_err(err, errlen, "", "out of memory");
+                return -ENOMEM;
+        }
+        if (PQstatus(s->conn) != CONNECTION_OK) {
+                const char *m = PQerrorMessage(s->conn);
+
+                r = PQconnectionNeedsPassword(s->conn) || message_is_auth(m) ? -EACCES : -ECONNREFUSED;
+                copy_err(err, errlen, "", m);
+                store_free(s);
+                return r;
+        }
+        PQsetNoticeProcessor(s->conn, store_notice_ignore, NULL);
+        *ret = s;
+        return 0;
+}
+
+Store *store_free(Store *s) {
+        if (!s)
+                return NULL;
+        if (s->conn)
+                PQfinish(s->conn);
+        free(s->error);
+        free(s->buf);
+        free(s);
+        return NULL;
+}
+
+const char *store_error(const Store *s) {
+        return s && s->error ? s->error : "";
+}
+
+bool store_connected(const Store *s) {
+        return s && s->conn && !s->broken && PQstatus(s->conn) == CONNECTION_OK;
+}
+
+/* ---- migrations ---- */
+
+static int known_version(void) {
+        int v = 0;
+
+        for (size_t i = 0; i < n_migrations; i++)
+                if (migrations[i].version > v)
+                        v = migrations[i].version;
+        return v;
+}
+
+/* The version recorded in the database (0 when schema outage or its table is absent). */
+static int stored_version(Store *s, int *ret) {
+        PGresult *r = NULL;
+        int64_t v;
+        int k;
+
+        k = store_exec(s, "reading the schema version",
+                       "SELECT CASE WHEN to_regclass('outage.schema_migrations') IS NULL THEN -1 END", 0, NULL, &r);
+        if (k < 0)
+                return k;
+        k = PQgetisnull(r, 0, 0);
+        PQclear(r);
+        if (!k) {
+                *ret = 0;
+                return 0;
+        }
+        k = store_exec(s, "reading the schema version",
+                       "SELECT COALESCE(max(version), 0) FROM outage.schema_migrations", 0, NULL, &r);
+        if (k < 0)
+                return k;
+        k = parse_i64(PQgetvalue(r, 0, 0), &v);
+        PQclear(r);
+        if (k < 0 || v < 0 || v > INT32_MAX) {
+                store_set_error(s, "bad schema version in outage.schema_migrations");
+                return -EIO;
+        }
+        *ret = (int) v;
+        return 0;
+}
+
+int store_schema_version(Store *s, int *ret_stored, int *ret_known) {
+        int stored, r;
+
+        r = stored_version(s, &stored);
+        if (r < 0)
+                return r == -EAGAIN ? -EIO : r;
+        if (ret_stored)
+                *ret_stored = stored;
+        if (ret_known)
+                *ret_known = known_version();
+        return 0;
+}
+
+static int migrate_apply(Store *s, int stored) {
+        char what[128];
+        int r;
+
+        for (int v = stored + 1; v <= known_version(); v++) {
+                const Migration *m = NULL;
+                char ver[16];
+                const char *params[2];
+
+                for (size_t i = 0; i < n_migrations; i++)
+                        if (migrations[i].version == v)
+                                m = &migrations[i];
+                if (!m) {
+                        store_set_error(s, "migration %d is missing from this binary", v);
+                        return -EIO;
+                }
+                (void) snprintf(what, sizeof(what), "applying migration %s", m->name);
+                r = store_exec(s, what, m->sql, 0, NULL, NULL);
+                if (r < 0)
+                        return r;
+                (void) snprintf(ver, sizeof(ver), "%d", v);
+                params[0] = ver;
+                params[1] = m->name;
+                r = store_exec(s, what,
+                               "INSERT INTO outage.schema_migrations (version, name, applied_at) "
+                               "VALUES ($1::int, $2, now())", 2, params, NULL);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Records the gap if none is, else compares: -ESTALE when it differs. */
+static int migrate_gap(Store *s, usec_t gap) {
+        char want[64];
+        const char *params[1] = { want };
+        PGresult *r = NULL;
+        int k;
+
+        format_interval(want, gap);
+        k = store_exec(s, "reading outage.settings",
+                       "SELECT gap = $1::interval, gap::text, $1::interval::text FROM outage.settings",
+                       1, params, &r);
+        if (k < 0)
+                return k;
+        if (PQntuples(r) == 0) {
+                PQclear(r);
+                return store_exec(s, "installing the gap", "SELECT outage.install_gap($1::interval)",
+                                  1, params, NULL);
+        }
+        if (streq(PQgetvalue(r, 0, 0), "t")) {
+                PQclear(r);
+                return 0;
+        }
+        store_set_error(s, "this database was set up with aggregation.gap = %s but the configured gap "
+                        "is %s; the gap is a property of the stored events: configure %s, or change it "
+                        "as described in docs/OPERATIONS.md (Changing the gap)",
+                        PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 1));
+        PQclear(r);
+        return -ESTALE;
+}
+
+static int migrate_once(Store *s, usec_t gap) {
+        PGresult *r = NULL;
+        int stored, k;
+
+        k = store_exec(s, "starting the migration", "BEGIN", 0, NULL, NULL);
+        if (k < 0)
+                return k;
+        k = store_exec(s, "taking the migration lock",
+                       "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")", 0, NULL, NULL);
+        if (k < 0)
+                return k;
+        /* CREATE SCHEMA IF NOT EXISTS checks the CREATE privilege before existence: a
+         * writer without it must still get through when the schema exists. */
+        k = store_exec(s, "looking up schema outage",
+                       "SELECT to_regnamespace('outage') IS NULL", 0, NULL, &r);
+        if (k < 0)
+                return k;
+        k = streq(PQgetvalue(r, 0, 0), "t");
+        PQclear(r);
+        if (k) {
+                k = store_exec(s, "creating schema outage", "CREATE SCHEMA outage", 0, NULL, NULL);
+                if (k < 0)
+                        return k;
+        }
+        k = stored_version(s, &stored);
+        if (k < 0)
+                return k;
+        if (stored > known_version()) {
+                store_set_error(s, "the database schema is at version %d, newer than this binary "
+                                "knows (%d): upgrade outaged", stored, known_version());
+                return -EPROTO;
+        }
+        k = migrate_apply(s, stored);
+        if (k < 0)
+                return k;
+        k = migrate_gap(s, gap);
+        if (k < 0)
+                return k;
+        return store_exec(s, "committing the migration", "COMMIT", 0, NULL, NULL);
+}
+
+int store_migrate(Store *s, usec_t gap) {
+        int r;
+
+        if (!s || gap <= 0)
+                return -EINVAL;
+        for (int attempt = 0;; attempt++) {
+                r = migrate_once(s, gap);
+                if (r >= 0)
+                        return 0;
+                store_rollback(s);
+                if (r != -EAGAIN || attempt >= 2)
+                        break;
+        }
+        return r == -EAGAIN ? -EIO : r;
+}
+
+/* ---- warm start and checkpoint ---- */
+
+int store_load_events(Store *s, usec_t since, store_event_cb cb, void *userdata) {
+        char ts[TS_MAX];
+        const char *params[1] = { ts };
+        PGresult *r;
+        int ret = 0;
+
+        if (!s || !cb || format_ts(ts, since) < 0)
+                return -EINVAL;
+        if (s->broken)
+                return -ECONNRESET;
+        /* The overlap form of end_time >= since reaches the GiST index. */
+        if (!PQsendQueryParams(s->conn,
+                               "SELECT c.name, t.name,"
+                               " (extract(epoch FROM e.start_time) * 1000000)::bigint,"
+                               " (extract(epoch FROM e.end_time) * 1000000)::bigint"
+                               " FROM outage.stored_events e"
+                               " JOIN outage.controllers c ON c.id = e.controller"
+                               " JOIN outage.outage_types t ON t.id = e.otype"
+                               " WHERE tstzrange(e.start_time, e.end_time, '[]')"
+                               "       && tstzrange($1::timestamptz, NULL, '[]')",
+                               1, NULL, params, NULL, NULL, 0))
+                return store_fail(s, NULL, "loading events");
+        (void) PQsetSingleRowMode(s->conn);
+        while ((r = PQgetResult(s->conn))) {
+                ExecStatusType st = PQresultStatus(r);
+                int64_t a, b;
+
+                if (st == PGRES_SINGLE_TUPLE && ret == 0) {
+                        if (parse_i64(PQgetvalue(r, 0, 2), &a) < 0 || parse_i64(PQgetvalue(r, 0, 3), &b) < 0) {
+                                store_set_error(s, "loading events: bad timestamp");
+                                ret = -EIO;
+                        } else
+                                ret = cb(PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), a, b, userdata);
+                        if (ret > 0)
+                                ret = 0;
+                } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && ret == 0) {
+                        ret = store_fail(s, r, "loading events");
+                        if (ret == -EAGAIN)
+                                ret = -EIO;
+                        continue;
+                }
+                PQclear(r);
+        }
+        return ret;
+}
+
+int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq) {
+        const char *params[1] = { instance };
+        PGresult *r = NULL;
+        int64_t v = 0;
+        int k;
+
+        if (!s || !instance || !ret_seq)
+                return -EINVAL;
+        k = store_exec(s, "reading the checkpoint",
+                       "SELECT seq FROM outage.checkpoints WHERE instance = $1", 1, params, &r);
+        if (k < 0)
+                return k == -EAGAIN ? -EIO : k;
+        if (PQntuples(r) > 0 && parse_i64(PQgetvalue(r, 0, 0), &v) < 0)
+                v = -1;
+        PQclear(r);
+        if (v < 0) {
+                store_set_error(s, "reading the checkpoint: bad value");
+                return -EIO;
+        }
+        *ret_seq = (uint64_t) v;
+        return 0;
+}
+
+/* ---- flush ---- */
+
+/* Per-connection staging tables: emptied at each commit, gone with the session. */
+static const char sql_temp_tables[] =
+        "CREATE TEMP TABLE IF NOT EXISTS outaged_frag ("
+        " fid integer, ctrl text, otype text, s timestamptz, e timestamptz, cnt integer,"
+        " unc timestamptz[]) ON COMMIT DELETE ROWS;"
+        "CREATE TEMP TABLE IF NOT EXISTS outaged_plan ("
+        " c integer, t integer, keep bigint, ids bigint[], s timestamptz, e timestamptz,"
+        " cnt integer) ON COMMIT DELETE ROWS";
+
+/* The merge, run after the COPY. Statement by statement:
+ * 1. stripe locks of the batch's keys, in sorted order (no deadlock between flushes);
+ * 2. missing lookup names, in name order (NOT EXISTS first: ON CONFLICT alone would burn
+ *    an identity value per existing name);
+ * 3. the plan: candidates are the stored events of a fragment's key within gap of it (the
+ *    padded-span test reaches the exclusion index; the end_time bound the btree when the
+ *    constraint is absent). Fragments and candidates of one key, sorted by start, split
+ *    into islands where a start is more than gap after every earlier end: each island is
+ *    one event. A fragment adds nothing when one stored event contains it, else its count
+ *    plus its uncertain timestamps that no stored event contains (only one stored event of
+ *    a key can contain a point or a span: the first that ends at or after it);
+ * 4. delete the merged-away events before updating the kept ones (the exclusion constraint
+ *    is checked row by row), then insert the islands that had no stored event. */
+static const char sql_merge_head[] =
+        "ANALYZE pg_temp.outaged_frag;"
+        "SELECT count(pg_advisory_xact_lock(" STRIPE_LOCK_CLASS ", h)) FROM ("
+        " SELECT DISTINCT hashtext(ctrl || '/' || otype) & 1023 AS h"
+        " FROM pg_temp.outaged_frag ORDER BY 1) l;"
+        "INSERT INTO outage.controllers (name)"
+        " SELECT DISTINCT f.ctrl FROM pg_temp.outaged_frag f"
+        " WHERE NOT EXISTS (SELECT 1 FROM outage.controllers c WHERE c.name = f.ctrl)"
+        " ORDER BY 1 ON CONFLICT (name) DO NOTHING;"
+        "INSERT INTO outage.outage_types (name)"
+        " SELECT DISTINCT f.otype FROM pg_temp.outaged_frag f"
+        " WHERE NOT EXISTS (SELECT 1 FROM outage.outage_types t WHERE t.name = f.otype)"
+        " ORDER BY 1 ON CONFLICT (name) DO NOTHING;"
+        "INSERT INTO pg_temp.outaged_plan (c, t, keep, ids, s, e, cnt)"
+        " WITH g AS MATERIALIZED (SELECT gap FROM outage.settings),"
+        " fk AS MATERIALIZED ("
+        "  SELECT f.fid, c.id AS c, t.id AS t, f.s, f.e, f.cnt, f.unc"
+        "  FROM pg_temp.outaged_frag f"
+        "  JOIN outage.controllers c ON c.name = f.ctrl"
+        "  JOIN outage.outage_types t ON t.name = f.otype),"
+        " cand AS ("
+        "  SELECT DISTINCT ev.event_id, ev.controller AS c, ev.otype AS t,"
+        "         ev.start_time AS s, ev.end_time AS e, ev.report_count AS cnt"
+        "  FROM fk JOIN outage.stored_events ev"
+        "   ON ev.controller = fk.c AND ev.otype = fk.t"
+        "  AND outage.padded_span(ev.start_time, ev.end_time) && outage.padded_span(fk.s, fk.e)"
+        "  AND ev.end_time >= fk.s - (SELECT gap FROM g)"
+        "  AND ev.start_time <= fk.e + (SELECT gap FROM g)),"
+        " contrib AS ("
+        "  SELECT fk.fid, fk.c, fk.t, fk.s, fk.e,"
+        "   CASE WHEN COALESCE((SELECT ev.start_time <= fk.s FROM outage.stored_events ev"
+        "                       WHERE ev.controller = fk.c AND ev.otype = fk.t AND ev.end_time >= fk.e"
+        "                       ORDER BY ev.end_time LIMIT 1), false)"
+        "        THEN 0"
+        "        ELSE fk.cnt + (SELECT count(*) FROM unnest(fk.unc) u(ts)"
+        "                       WHERE NOT COALESCE((SELECT ev.start_time <= u.ts FROM outage.stored_events ev"
+        "                                 WHERE ev.controller = fk.c AND ev.otype = fk.t AND ev.end_time >= u.ts"
+        "                                 ORDER BY ev.end_time LIMIT 1), false))"
+        "   END AS add"
+        "  FROM fk),"
+        " items AS ("
+        "  SELECT c, t, s, e, NULL::bigint AS event_id, fid, add::bigint AS cnt FROM contrib"
+        "  UNION ALL SELECT c, t, s, e, event_id, NULL::integer, cnt::bigint FROM cand),"
+        " marked AS ("
+        "  SELECT *, CASE WHEN s > max(e) OVER w + (SELECT gap FROM g) THEN 1 ELSE 0 END AS b"
+        "  FROM items"
+        "  WINDOW w AS (PARTITION BY c, t ORDER BY s, e, event_id, fid"
+        "               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),"
+        " isl AS ("
+        "  SELECT *, sum(b) OVER (PARTITION BY c, t ORDER BY s, e, event_id, fid ROWS UNBOUNDED PRECEDING) AS n"
+        "  FROM marked)"
+        " SELECT c, t, min(event_id), array_agg(event_id ORDER BY event_id) FILTER (WHERE event_id IS NOT NULL),"
+        "        min(s), max(e), sum(cnt)::integer"
+        " FROM isl GROUP BY c, t, n;"
+        "ANALYZE pg_temp.outaged_plan;"
+        "DELETE FROM outage.stored_events ev"
+        " USING (SELECT unnest(ids[2:]) AS id FROM pg_temp.outaged_plan WHERE cardinality(ids) > 1) d"
+        " WHERE ev.event_id = d.id;"
+        "UPDATE outage.stored_events ev"
+        " SET start_time = p.s, end_time = p.e, report_count = p.cnt, updated_at = now()"
+        " FROM pg_temp.outaged_plan p"
+        " WHERE ev.event_id = p.keep"
+        " AND (ev.start_time, ev.end_time, ev.report_count) IS DISTINCT FROM (p.s, p.e, p.cnt);"
+        "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
+        " SELECT c, t, s, e, cnt FROM pg_temp.outaged_plan WHERE keep IS NULL ORDER BY c, t, s";
+
+/* Every join of the merge is "for each row of the batch, probe the big table by index";
+ * the planner, costing random I/O at 4x and unaware that the batch is small next to the
+ * table, otherwise picks hash joins over full scans of stored_events (measured: 10x slower
+ * at 10k fragments against 1M events). JIT compilation, triggered by those high estimates,
+ * costs more than the whole merge. Both settings end with the transaction. */
+static const char sql_begin[] =
+        "BEGIN;"
+        "SET LOCAL jit = off;"
+        "SET LOCAL enable_hashjoin = off;"
+        "SET LOCAL enable_mergejoin = off";
+
+static int flush_build_fragments(Store *s, const Fragment *f, size_t n) {
+        char num[32];
+        int r = 0;
+
+        s->len = 0;
+        for (size_t i = 0; i < n && r == 0; i++) {
+                const Fragment *x = &f[i];
+
+                (void) snprintf(num, sizeof(num), "%zu\t", i);
+                r = buf_puts(s, num);
+                r = r ?: buf_put_field(s, x->controller_id);
+                r = r ?: buf_put(s, "\t", 1);
+                r = r ?: buf_put_field(s, x->outage_type);
+                r = r ?: buf_put(s, "\t", 1);
+                r = r ?: buf_put_ts(s, x->start);
+                r = r ?: buf_put(s, "\t", 1);
+                r = r ?: buf_put_ts(s, x->end);
+                (void) snprintf(num, sizeof(num), "\t%" PRIu32 "\t", x->count);
+                r = r ?: buf_puts(s, num);
+                if (x->n_uncertain == 0)
+                        r = r ?: buf_put(s, "\\N", 2);
+                else {
+                        r = r ?: buf_put(s, "{", 1);
+                        for (uint32_t j = 0; j < x->n_uncertain && r == 0; j++) {
+                                if (j > 0)
+                                        r = buf_put(s, ",", 1);
+                                r = r ?: buf_put_ts(s, x->uncertain[j]);
+                        }
+                        r = r ?: buf_put(s, "}", 1);
+                }
+                r = r ?: buf_put(s, "\n", 1);
+        }
+        return r;
+}
+
+static int flush_build_rejects(Store *s, const RejectRow *rj, size_t nr) {
+        int r = 0;
+
+        s->len = 0;
+        for (size_t i = 0; i < nr && r == 0; i++) {
+                r = buf_put_ts(s, rj[i].received_at);
+                r = r ?: buf_put(s, "\t", 1);
+                r = r ?: buf_put_field(s, rj[i].topic ? rj[i].topic : "");
+                r = r ?: buf_put(s, "\t", 1);
+                r = r ?: buf_put_field(s, rj[i].controller_id);
+                r = r ?: buf_put(s, "\t", 1);
+                r = r ?: buf_put_field(s, rj[i].reason ? rj[i].reason : "");
+                r = r ?: buf_put(s, "\t", 1);
+                r = r ?: buf_put_field(s, rj[i].payload ? rj[i].payload : "");
+                r = r ?: buf_put(s, "\n", 1);
+        }
+        return r;
+}
+
+static int flush_check(Store *s, const Fragment *f, size_t n, const RejectRow *rj, size_t nr,
+                       uint64_t seq) {
+        if ((n > 0 && !f) || (nr > 0 && !rj) || n > INT32_MAX || seq > INT64_MAX) {
+                store_set_error(s, "flush: bad arguments");
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (!f[i].controller_id || !f[i].outage_type || f[i].start > f[i].end ||
+                    f[i].count > INT32_MAX || (f[i].n_uncertain > 0 && !f[i].uncertain)) {
+                        store_set_error(s, "flush: fragment %zu is invalid", i);
+                        return -EINVAL;
+                }
+        return 0;
+}
+
+static int flush_once(Store *s, const Fragment *f, size_t n, const RejectRow *rj, size_t nr,
+                      const char *instance, uint64_t seq) {
+        int r;
+
+        r = store_exec(s, "flush: BEGIN", sql_begin, 0, NULL, NULL);
+        if (r < 0)
+                return r;
+        if (n > 0) {
+                r = flush_build_fragments(s, f, n);
+                r = r ?: store_copy(s, "flush: sending fragments",
+                                    "COPY pg_temp.outaged_frag (fid, ctrl, otype, s, e, cnt, unc) FROM STDIN");
+                r = r ?: store_exec(s, "flush: merging", sql_merge_head, 0, NULL, NULL);
+                if (r < 0)
+                        return r;
+        }
+        if (nr > 0) {
+                r = flush_build_rejects(s, rj, nr);
+                r = r ?: store_copy(s, "flush: sending rejects",
+                                    "COPY outage.rejects (received_at, topic, controller_id, reason, payload) FROM STDIN");
+                if (r < 0)
+                        return r;
+        }
+        if (instance) {
+                char num[32];
+                const char *params[2] = { instance, num };
+
+                (void) snprintf(num, sizeof(num), "%" PRIu64, seq);
+                r = store_exec(s, "flush: recording the checkpoint",
+                               "INSERT INTO outage.checkpoints (instance, seq, updated_at)"
+                               " VALUES ($1, $2::bigint, now())"
+                               " ON CONFLICT (instance) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()",
+                               2, params, NULL);
+                if (r < 0)
+                        return r;
+        }
+        return store_exec(s, "flush: COMMIT", "COMMIT", 0, NULL, NULL);
+}
+
+static void backoff_sleep(Store *s, int attempt) {
+        /* 2, 4, 8 ... ms plus jitter, so two writers that collided do not collide again. */
+        unsigned ms = (2u << attempt) + (unsigned) rand_r(&s->rand_state) % (2u << attempt);
+        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+
+        (void) nanosleep(&ts, NULL);
+}
+
+int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_t nr,
+                const char *instance, uint64_t seq) {
+        int k;
+
+        if (!s)
+                return -EINVAL;
+        k = flush_check(s, f, n, r, nr, seq);
+        if (k < 0)
+                return k;
+        if (s->broken)
+                return -ECONNRESET;
+        if (!s->temp_ready) {
+                k = store_exec(s, "flush: creating temp tables", sql_temp_tables, 0, NULL, NULL);
+                if (k < 0)
+                        return k == -EAGAIN ? -EIO : k;
+                s->temp_ready = true;
+        }
+        for (int attempt = 0;; attempt++) {
+                k = flush_once(s, f, n, r, nr, instance, seq);
+                if (k >= 0)
+                        break;
+                store_rollback(s);
+                if (k != -EAGAIN)
+                        break;
+                if (attempt + 1 >= FLUSH_ATTEMPTS) {
+                        k = -EIO;
+                        break;
+                }
+                backoff_sleep(s, attempt);
+        }
+        if (s->cap > 16u << 20) {
+                /* Do not keep the buffer of one huge batch for the life of the process. */
+                free(s->buf);
+                s->buf = NULL;
+                s->len = s->cap = 0;
+        }
+        return k < 0 ? k : 0;
+}

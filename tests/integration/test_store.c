@@ -1,1 +1,944 @@
+/* test_store.c — store.c against a real PostgreSQL started by this binary: migrations, the
+ * set-based merge (SPEC section 3), rejects and checkpoints, concurrent writers, the
+ * constraint, roles, comments, and index use on a million events. Each test gets a fresh
+ * database of the one server. */
 #include <criterion/criterion.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "migrations.h"
+#include "store.h"
+
+#define GAP (12 * USEC_PER_MINUTE)
+/* 2026-11-27T00:00:00Z */
+#define DAY0 ((usec_t) 1795737600 * USEC_PER_SEC)
+#define AT(h, m) (DAY0 + (usec_t) (h) * USEC_PER_HOUR + (usec_t) (m) * USEC_PER_MINUTE)
+#define ENV_CONNINFO "OUTAGED_TEST_STORE_CONNINFO"
+
+static PgServer server;
+static bool server_started;
+
+ReportHook(PRE_ALL)(struct criterion_test_set *tests) {
+        (void) tests;
+        if (getenv(ENV_CONNINFO))
+                return;
+        if (pg_server_start(&server) < 0) {
+                fprintf(stderr, "test_store: cannot start PostgreSQL\n");
+                exit(1);
+        }
+        server_started = true;
+        setenv(ENV_CONNINFO, server.conninfo, 1);
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
+        (void) stats;
+        if (server_started)
+                pg_server_stop(&server);
+}
+
+/* ---- helpers ---- */
+
+/* A conninfo for a new empty database (later keywords win in a conninfo string). */
+static char *fresh_db(void) {
+        static int counter;
+        const char *base = getenv(ENV_CONNINFO);
+        char sql[128], *admin = NULL, *ci = NULL;
+
+        cr_assert(base, "no server");
+        (void) snprintf(sql, sizeof(sql), "CREATE DATABASE t_%d_%d", (int) getpid(), ++counter);
+        cr_assert(asprintf(&admin, "%s dbname=postgres", base) > 0);
+        cr_assert_eq(pg_exec(admin, sql), 0);
+        cr_assert(asprintf(&ci, "%s dbname=t_%d_%d", base, (int) getpid(), counter) > 0);
+        free(admin);
+        return ci;
+}
+
+static Store *connect_ok(const char *ci) {
+        char err[512];
+        Store *s = NULL;
+        int r = store_connect(ci, NULL, &s, err, sizeof(err));
+
+        cr_assert_eq(r, 0, "store_connect: %d %s", r, err);
+        return s;
+}
+
+static Store *migrated(const char *ci) {
+        Store *s = connect_ok(ci);
+        int r = store_migrate(s, GAP);
+
+        cr_assert_eq(r, 0, "store_migrate: %d %s", r, store_error(s));
+        return s;
+}
+
+static Fragment frag(const char *c, const char *t, usec_t start, usec_t end, uint32_t count) {
+        return (Fragment) { .controller_id = c, .outage_type = t, .start = start, .end = end, .count = count };
+}
+
+static void flush_ok(Store *s, const Fragment *f, size_t n) {
+        int r = store_flush(s, f, n, NULL, 0, NULL, 0);
+
+        cr_assert_eq(r, 0, "store_flush: %d %s", r, store_error(s));
+}
+
+static void flush1(Store *s, Fragment f) {
+        flush_ok(s, &f, 1);
+}
+
+/* One report at t: certain (count 1) or uncertain (count 0, t in the list). */
+static void report(Store *s, const char *c, const char *t, usec_t ts, bool uncertain) {
+        usec_t u[1] = { ts };
+        Fragment f = frag(c, t, ts, ts, uncertain ? 0 : 1);
+
+        if (uncertain) {
+                f.n_uncertain = 1;
+                f.uncertain = u;
+        }
+        flush1(s, f);
+}
+
+#define FMT_T(col) \
+        "CASE WHEN date_trunc('minute', " col ") = " col \
+        " THEN to_char(" col " AT TIME ZONE 'UTC', 'HH24:MI')" \
+        " ELSE to_char(" col " AT TIME ZONE 'UTC', 'HH24:MI:SS.US') END"
+
+/* "ctrl/type HH:MM-HH:MM count; ..." in key and time order. */
+static char *events_str(const char *ci) {
+        char *v = pg_query_value(ci,
+                "SELECT COALESCE(string_agg(format('%s/%s %s-%s %s', controller_id, outage_type, "
+                FMT_T("start_time") ", " FMT_T("end_time") ", report_count), '; '"
+                " ORDER BY controller_id, outage_type, start_time), '') FROM outage.events");
+
+        cr_assert(v, "reading events failed");
+        return v;
+}
+
+static void expect_events(const char *ci, const char *want) {
+        char *got = events_str(ci);
+
+        cr_assert_str_eq(got, want);
+        free(got);
+}
+
+static long query_long(const char *ci, const char *sql) {
+        char *v = pg_query_value(ci, sql);
+        long r;
+
+        cr_assert(v, "%s returned nothing", sql);
+        r = strtol(v, NULL, 10);
+        free(v);
+        return r;
+}
+
+/* Runs sql, returns its SQLSTATE ("00000" on success) in state. */
+static void exec_state(const char *ci, const char *sql, char state[6]) {
+        PGconn *c = PQconnectdb(ci);
+        PGresult *r;
+
+        cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
+        r = PQexec(c, sql);
+        if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
+                strcpy(state, "00000");
+        else
+                snprintf(state, 6, "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
+        PQclear(r);
+        PQfinish(c);
+}
+
+static int known_version(void) {
+        return migrations[n_migrations - 1].version;
+}
+
+/* ---- migrations ---- */
+
+Test(integration, migrate_from_empty) {
+        char *ci = fresh_db();
+        Store *s = connect_ok(ci);
+        int stored = -1, known = -1;
+
+        cr_assert_eq(store_schema_version(s, &stored, &known), 0);
+        cr_assert_eq(stored, 0);
+        cr_assert_eq(known, known_version());
+        cr_assert_eq(store_migrate(s, GAP), 0, "%s", store_error(s));
+        cr_assert_eq(store_schema_version(s, &stored, &known), 0);
+        cr_assert_eq(stored, known);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.schema_migrations"), (long) n_migrations);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.settings WHERE gap = interval '12 min'"), 1);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_constraint WHERE conname = 'stored_events_no_overlap' AND contype = 'x'"), 1);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_proc WHERE proname = 'padded_span' AND provolatile = 'i'"), 1);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_roles WHERE rolname IN ('outage_writer', 'outage_reader') AND NOT rolcanlogin"), 2);
+        /* The view has exactly the SPEC columns and types. */
+        {
+                char *cols = pg_query_value(ci,
+                        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum)"
+                        " FROM pg_attribute WHERE attrelid = 'outage.events'::regclass AND attnum > 0");
+
+                cr_assert_str_eq(cols, "event_id bigint, controller_id text, outage_type text, "
+                                 "start_time timestamp with time zone, end_time timestamp with time zone, "
+                                 "duration interval, report_count integer, status text, "
+                                 "updated_at timestamp with time zone");
+                free(cols);
+        }
+        store_free(s);
+        free(ci);
+}
+
+#define SNAPSHOT_SQL \
+        "SELECT (SELECT string_agg(version || name || applied_at, ',') FROM outage.schema_migrations)" \
+        " || (SELECT gap || ' ' || installed_at FROM outage.settings)" \
+        " || (SELECT count(*) FROM pg_class WHERE relnamespace = 'outage'::regnamespace)" \
+        " || (SELECT count(*) FROM pg_constraint WHERE connamespace = 'outage'::regnamespace)" \
+        " || (SELECT count(*) FROM pg_proc WHERE pronamespace = 'outage'::regnamespace)"
+
+Test(integration, migrate_twice_is_a_noop) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        char *before = pg_query_value(ci, SNAPSHOT_SQL), *after;
+
+        cr_assert_eq(store_migrate(s, GAP), 0, "%s", store_error(s));
+        store_free(s);
+        s = migrated(ci);
+        after = pg_query_value(ci, SNAPSHOT_SQL);
+        cr_assert(before && after);
+        cr_assert_str_eq(before, after);
+        free(before);
+        free(after);
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, newer_schema_is_refused) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        char sql[128];
+
+        (void) snprintf(sql, sizeof(sql), "INSERT INTO outage.schema_migrations VALUES (%d, '%03d_future.sql', now())",
+                        known_version() + 1, known_version() + 1);
+        cr_assert_eq(pg_exec(ci, sql), 0);
+        cr_assert_eq(store_migrate(s, GAP), -EPROTO);
+        cr_assert(strstr(store_error(s), "newer"), "%s", store_error(s));
+        cr_assert(store_connected(s));
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, different_gap_is_refused) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+
+        cr_assert_eq(store_migrate(s, 13 * USEC_PER_MINUTE), -ESTALE);
+        cr_assert(strstr(store_error(s), "00:12:00"), "%s", store_error(s));
+        cr_assert_eq(store_migrate(s, GAP + 1), -ESTALE);
+        cr_assert_eq(store_migrate(s, GAP), 0, "%s", store_error(s));
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.settings"), 1);
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, second_database_in_cluster) {
+        char *ci1 = fresh_db(), *ci2 = fresh_db();
+        Store *s1 = migrated(ci1), *s2;
+
+        /* The roles exist already: the second migration must cope and grant again. */
+        s2 = migrated(ci2);
+        cr_assert_eq(query_long(ci2, "SELECT has_table_privilege('outage_reader', 'outage.events', 'SELECT')::int"), 1);
+        cr_assert_eq(query_long(ci2, "SELECT has_table_privilege('outage_writer', 'outage.stored_events', 'INSERT')::int"), 1);
+        store_free(s1);
+        store_free(s2);
+        free(ci1);
+        free(ci2);
+}
+
+Test(integration, connect_errors) {
+        char err[512];
+        Store *s = NULL;
+        const char *base = getenv(ENV_CONNINFO);
+        char *ci = NULL;
+
+        cr_assert_eq(store_connect("host=/nonexistent-dir port=1 dbname=x connect_timeout=2", NULL, &s, err, sizeof(err)),
+                     -ECONNREFUSED);
+        cr_assert_null(s);
+        cr_assert_eq(store_connect("dbname='unterminated", NULL, &s, err, sizeof(err)), -EINVAL);
+        cr_assert_eq(store_connect("nosuchkey=1", NULL, &s, err, sizeof(err)), -EINVAL);
+        cr_assert_eq(store_connect("postgresql://[bad", NULL, &s, err, sizeof(err)), -EINVAL);
+        cr_assert(asprintf(&ci, "%s dbname=postgres user=no_such_role_x", base) > 0);
+        cr_assert_eq(store_connect(ci, NULL, &s, err, sizeof(err)), -EACCES, "%s", err);
+        free(ci);
+        /* URIs work; application_name is set. */
+        {
+                char *host = strstr(base, "host=") + 5, dir[256], *uri = NULL;
+                int port = 0;
+
+                cr_assert_eq(sscanf(host, "%255s port=%d", dir, &port), 2);
+                cr_assert(asprintf(&uri, "postgresql:///postgres?host=%s&port=%d&user=postgres", dir, port) > 0);
+                cr_assert_eq(store_connect(uri, "unused", &s, err, sizeof(err)), 0, "%s", err);
+                free(uri);
+        }
+        cr_assert(store_connected(s));
+        store_free(s);
+}
+
+/* ---- the merge (SPEC section 3) ---- */
+
+static void spec_table(bool uncertain) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        const char *c = "ctrl_1", *p = "panel_outage";
+        long id;
+
+        report(s, c, p, AT(10, 0), uncertain);
+        report(s, c, p, AT(10, 10), uncertain);
+        report(s, c, p, AT(10, 20), uncertain);
+        expect_events(ci, "ctrl_1/panel_outage 10:00-10:20 3");
+        id = query_long(ci, "SELECT event_id FROM outage.events");
+        report(s, c, p, AT(10, 45), uncertain);
+        expect_events(ci, "ctrl_1/panel_outage 10:00-10:20 3; ctrl_1/panel_outage 10:45-10:45 1");
+        report(s, c, p, AT(10, 32), uncertain);
+        expect_events(ci, "ctrl_1/panel_outage 10:00-10:32 4; ctrl_1/panel_outage 10:45-10:45 1");
+        report(s, c, p, AT(10, 33), uncertain);
+        expect_events(ci, "ctrl_1/panel_outage 10:00-10:45 6");
+        cr_assert_eq(query_long(ci, "SELECT event_id FROM outage.events"), id, "the smallest event_id survives");
+        report(s, c, p, AT(10, 10), uncertain);
+        expect_events(ci, "ctrl_1/panel_outage 10:00-10:45 6");
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.stored_events"), 1);
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, spec_example_certain) {
+        spec_table(false);
+}
+
+Test(integration, spec_example_uncertain) {
+        spec_table(true);
+}
+
+Test(integration, spec_example_one_batch) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        Fragment f[] = {
+                frag("ctrl_1", "panel_outage", AT(10, 0), AT(10, 20), 3),
+                frag("ctrl_1", "panel_outage", AT(10, 45), AT(10, 45), 1),
+                frag("ctrl_1", "lamp_outage", AT(10, 45), AT(10, 45), 1),
+        };
+        Fragment g[] = {
+                frag("ctrl_1", "panel_outage", AT(10, 32), AT(10, 33), 2),
+                frag("ctrl_1", "panel_outage", AT(10, 10), AT(10, 10), 1),
+        };
+
+        flush_ok(s, f, 3);
+        expect_events(ci, "ctrl_1/lamp_outage 10:45-10:45 1; ctrl_1/panel_outage 10:00-10:20 3; "
+                      "ctrl_1/panel_outage 10:45-10:45 1");
+        flush_ok(s, g, 2);
+        expect_events(ci, "ctrl_1/lamp_outage 10:45-10:45 1; ctrl_1/panel_outage 10:00-10:45 6");
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, one_fragment_merges_three_events) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        long first;
+
+        report(s, "c", "t", AT(10, 0), false);
+        first = query_long(ci, "SELECT min(event_id) FROM outage.events");
+        report(s, "c", "t", AT(10, 20), false);
+        report(s, "c", "t", AT(10, 40), false);
+        report(s, "c", "t", AT(11, 40), false);
+        expect_events(ci, "c/t 10:00-10:00 1; c/t 10:20-10:20 1; c/t 10:40-10:40 1; c/t 11:40-11:40 1");
+        flush1(s, frag("c", "t", AT(10, 10), AT(10, 30), 2));
+        expect_events(ci, "c/t 10:00-10:40 5; c/t 11:40-11:40 1");
+        cr_assert_eq(query_long(ci, "SELECT min(event_id) FROM outage.events"), first);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.stored_events"), 2);
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, one_event_joins_two_fragments) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        Fragment f[] = {
+                frag("c", "t", AT(10, 30), AT(10, 30), 1),
+                frag("c", "t", AT(9, 50), AT(9, 50), 1),
+                /* two fragments of one batch that join each other only */
+                frag("c", "t", AT(13, 0), AT(13, 0), 1),
+                frag("c", "t", AT(13, 12), AT(13, 20), 2),
+        };
+
+        flush1(s, frag("c", "t", AT(10, 0), AT(10, 20), 3));
+        flush_ok(s, f, 4);
+        expect_events(ci, "c/t 09:50-10:30 5; c/t 13:00-13:20 3");
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, replaying_a_batch_changes_nothing) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        usec_t u[] = { AT(8, 0), AT(8, 5) };
+        Fragment f[] = {
+                frag("a", "x", AT(10, 0), AT(10, 20), 3),
+                frag("a", "x", AT(10, 30), AT(10, 40), 2),
+                frag("a", "y", AT(10, 0), AT(10, 0), 1),
+                frag("b", "x", AT(8, 0), AT(8, 5), 0),
+        };
+        char *once, *twice;
+
+        f[3].n_uncertain = 2;
+        f[3].uncertain = u;
+        flush1(s, frag("a", "x", AT(9, 0), AT(9, 50), 6));
+        flush_ok(s, f, 4);
+        once = events_str(ci);
+        cr_assert_str_eq(once, "a/x 09:00-10:40 11; a/y 10:00-10:00 1; b/x 08:00-08:05 2");
+        flush_ok(s, f, 4);
+        flush_ok(s, f, 4);
+        twice = events_str(ci);
+        cr_assert_str_eq(once, twice);
+        free(once);
+        free(twice);
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, uncertain_counted_only_outside_stored_events) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        usec_t u1[] = { AT(10, 15), AT(10, 30) };
+        usec_t u2[] = { AT(10, 5), AT(10, 10) };
+        usec_t u3[] = { AT(9, 55), AT(10, 0) };
+        Fragment f;
+
+        flush1(s, frag("c", "t", AT(10, 0), AT(10, 20), 3));
+        /* 10:15 is inside the stored event, 10:30 is not. */
+        f = frag("c", "t", AT(10, 15), AT(10, 30), 0);
+        f.n_uncertain = 2, f.uncertain = u1;
+        flush1(s, f);
+        expect_events(ci, "c/t 10:00-10:30 4");
+        /* Inside one stored event: nothing, whatever the certain count says. */
+        f = frag("c", "t", AT(10, 5), AT(10, 10), 1);
+        f.n_uncertain = 2, f.uncertain = u2;
+        flush1(s, f);
+        expect_events(ci, "c/t 10:00-10:30 4");
+        /* Certain count plus the uncertain timestamps outside: 1 + 1 (09:55). */
+        f = frag("c", "t", AT(9, 55), AT(10, 0), 1);
+        f.n_uncertain = 2, f.uncertain = u3;
+        flush1(s, f);
+        expect_events(ci, "c/t 09:55-10:30 6");
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, gap_boundaries_to_the_microsecond) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+
+        report(s, "j", "t", AT(10, 0), false);
+        report(s, "j", "t", AT(10, 12), false);                 /* exactly gap after: joins */
+        report(s, "j", "t", AT(9, 48), false);                  /* exactly gap before: joins */
+        report(s, "s", "t", AT(10, 0), false);
+        report(s, "s", "t", AT(10, 12) + 1, false);             /* gap + 1 us: splits */
+        report(s, "s", "t", AT(9, 48) - 1, false);
+        expect_events(ci, "j/t 09:48-10:12 3; "
+                      "s/t 09:47:59.999999-09:47:59.999999 1; s/t 10:00-10:00 1; "
+                      "s/t 10:12:00.000001-10:12:00.000001 1");
+        /* A report exactly gap from both neighbours bridges them. */
+        report(s, "b", "t", AT(10, 0), false);
+        report(s, "b", "t", AT(10, 24), false);
+        report(s, "b", "t", AT(10, 12), false);
+        expect_events(ci, "b/t 10:00-10:24 3; j/t 09:48-10:12 3; "
+                      "s/t 09:47:59.999999-09:47:59.999999 1; s/t 10:00-10:00 1; "
+                      "s/t 10:12:00.000001-10:12:00.000001 1");
+        store_free(s);
+        free(ci);
+}
+
+struct loaded {
+        usec_t start[8], end[8];
+        char names[8][64];
+        int n;
+};
+
+static int collect(const char *c, const char *t, usec_t start, usec_t end, void *userdata) {
+        struct loaded *l = userdata;
+
+        if (l->n >= 8)
+                return -E2BIG;
+        snprintf(l->names[l->n], sizeof(l->names[0]), "%s/%s", c, t);
+        l->start[l->n] = start;
+        l->end[l->n++] = end;
+        return 0;
+}
+
+Test(integration, microsecond_precision_and_limits) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        const usec_t max = (usec_t) 253402300799 * USEC_PER_SEC + 999999;    /* 9999-12-31T23:59:59.999999Z */
+        struct loaded l = { 0 };
+        char *v;
+
+        flush1(s, frag("p", "t", AT(10, 0) + 1, AT(10, 5) + 999999, 2));
+        flush1(s, frag("z", "t", 0, 1, 2));
+        flush1(s, frag("m", "t", max - GAP, max - GAP, 1));
+        flush1(s, frag("m", "t", max, max, 1));
+        expect_events(ci, "m/t 23:47:59.999999-23:59:59.999999 2; p/t 10:00:00.000001-10:05:00.999999 2; "
+                      "z/t 00:00-00:00:00.000001 2");
+        v = pg_query_value(ci, "SELECT end_time FROM outage.events WHERE controller_id = 'm'");
+        cr_assert_str_eq(v, "9999-12-31 23:59:59.999999+00");
+        free(v);
+        cr_assert_eq(store_load_events(s, AT(10, 5) + 999999, collect, &l), 0, "%s", store_error(s));
+        cr_assert_eq(l.n, 2);
+        for (int i = 0; i < l.n; i++) {
+                if (streq(l.names[i], "p/t")) {
+                        cr_assert_eq(l.start[i], AT(10, 0) + 1);
+                        cr_assert_eq(l.end[i], AT(10, 5) + 999999);
+                } else {
+                        cr_assert_str_eq(l.names[i], "m/t");
+                        cr_assert_eq(l.start[i], max - GAP);
+                        cr_assert_eq(l.end[i], max);
+                }
+        }
+        l.n = 0;
+        cr_assert_eq(store_load_events(s, AT(10, 5) + 1000000, collect, &l), 0);
+        cr_assert_eq(l.n, 1);
+        l.n = 0;
+        cr_assert_eq(store_load_events(s, 0, collect, &l), 0);
+        cr_assert_eq(l.n, 3);
+        store_free(s);
+        free(ci);
+}
+
+/* ---- rejects and checkpoint ---- */
+
+Test(integration, rejects_and_checkpoint_commit_together) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        RejectRow rj[] = {
+                { AT(10, 0), "outages/bad id", NULL, "bad_controller_id", "{}" },
+                { AT(10, 1), "outages/c1", "c1", "malformed_json", "a\tb\nc\\d \xff\xfe end" },
+        };
+        Fragment f = frag("c1", "panel_outage", AT(10, 0), AT(10, 0), 1);
+        uint64_t seq = 99;
+        char *v;
+
+        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq), 0);
+        cr_assert_eq(seq, 0);
+        cr_assert_eq(store_flush(s, &f, 1, rj, 2, "inst-a", 42), 0, "%s", store_error(s));
+        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq), 0);
+        cr_assert_eq(seq, 42);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects WHERE controller_id IS NULL AND topic = 'outages/bad id'"), 1);
+        v = pg_query_value(ci, "SELECT payload FROM outage.rejects WHERE reason = 'malformed_json'");
+        cr_assert_str_eq(v, "a\tb\nc\\d \\xFF\\xFE end");
+        free(v);
+
+        /* A flush that fails late leaves neither its rejects, nor its checkpoint, nor events. */
+        cr_assert_eq(pg_exec(ci,
+                "CREATE FUNCTION public.fail666() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF NEW.seq = 666 THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;"
+                "CREATE TRIGGER fail666 BEFORE INSERT OR UPDATE ON outage.checkpoints"
+                " FOR EACH ROW EXECUTE FUNCTION public.fail666()"), 0);
+        f = frag("c2", "panel_outage", AT(11, 0), AT(11, 0), 1);
+        cr_assert_eq(store_flush(s, &f, 1, rj, 2, "inst-a", 666), -EIO);
+        cr_assert(strstr(store_error(s), "refused"), "%s", store_error(s));
+        cr_assert(store_connected(s));
+        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq), 0);
+        cr_assert_eq(seq, 42);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 2);
+        expect_events(ci, "c1/panel_outage 10:00-10:00 1");
+        /* The connection stays usable. */
+        cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "inst-a", 43), 0, "%s", store_error(s));
+        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq), 0);
+        cr_assert_eq(seq, 43);
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, connection_loss_is_reported) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        Fragment f = frag("c", "t", AT(10, 0), AT(10, 0), 1);
+
+        flush_ok(s, &f, 1);
+        cr_assert_eq(pg_exec(ci, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"), 0);
+        cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "i", 1), -ECONNRESET);
+        cr_assert_not(store_connected(s));
+        cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "i", 1), -ECONNRESET);
+        store_free(s);
+        free(ci);
+}
+
+/* ---- concurrency ---- */
+
+#define CC_CTRL 8
+#define CC_TYPES 2
+#define CC_N 60
+#define CC_KEYS (CC_CTRL * CC_TYPES)
+
+typedef struct Item {
+        int key;
+        usec_t ts;
+} Item;
+
+typedef struct Worker {
+        const char *ci;
+        unsigned seed;
+        Item *items;
+        size_t n;
+        int failures;
+        char error[512];
+} Worker;
+
+static const char *const cc_types[CC_TYPES] = { "lamp_outage", "panel_outage" };
+static char cc_names[CC_CTRL][16];
+
+static usec_t cc_ts(int key, int i) {
+        /* Every 10 min, with a 20 min hole wherever (i + key) % 7 == 3; a few at the exact gap. */
+        usec_t t = AT(6, 0) + (usec_t) i * 10 * USEC_PER_MINUTE;
+        int holes = 0;
+
+        for (int j = 0; j <= i; j++)
+                if ((j + key) % 7 == 3)
+                        holes++;
+        t += (usec_t) holes * 10 * USEC_PER_MINUTE;
+        if ((i + key) % 5 == 0)
+                t += 2 * USEC_PER_MINUTE;      /* 12 min after its predecessor: still joins */
+        return t;
+}
+
+static void *worker_run(void *arg) {
+        Worker *w = arg;
+        Store *s = NULL;
+        char err[256];
+        Fragment f[32];
+
+        if (store_connect(w->ci, NULL, &s, err, sizeof(err)) < 0) {
+                w->failures++;
+                snprintf(w->error, sizeof(w->error), "%s", err);
+                return NULL;
+        }
+        /* Shuffle, then flush in batches of 1..32 fragments of one or two reports. */
+        for (size_t i = w->n - 1; i > 0; i--) {
+                size_t j = (size_t) rand_r(&w->seed) % (i + 1);
+                Item t = w->items[i];
+
+                w->items[i] = w->items[j];
+                w->items[j] = t;
+        }
+        for (size_t i = 0; i < w->n;) {
+                size_t batch = 1 + (size_t) rand_r(&w->seed) % 32, k = 0;
+
+                for (; k < batch && i < w->n; k++, i++) {
+                        const Item *it = &w->items[i];
+
+                        f[k] = frag(cc_names[it->key / CC_TYPES], cc_types[it->key % CC_TYPES], it->ts, it->ts, 1);
+                }
+                if (store_flush(s, f, k, NULL, 0, NULL, 0) < 0) {
+                        w->failures++;
+                        snprintf(w->error, sizeof(w->error), "%s", store_error(s));
+                }
+        }
+        store_free(s);
+        return NULL;
+}
+
+Test(integration, concurrent_writers_exact_spans, .timeout = 120) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        Item all[CC_KEYS * CC_N];
+        Worker w[3];
+        pthread_t th[3];
+        char *want, *got, *p;
+        size_t n = 0, cap = 1 << 16;
+
+        for (int c = 0; c < CC_CTRL; c++)
+                snprintf(cc_names[c], sizeof(cc_names[c]), "cc_%d", c);
+        for (int k = 0; k < CC_KEYS; k++)
+                for (int i = 0; i < CC_N; i++)
+                        all[n++] = (Item) { k, cc_ts(k, i) };
+        for (int round = 0; round < 4; round++) {
+                if (round > 0)
+                        cr_assert_eq(pg_exec(ci, "DELETE FROM outage.stored_events"), 0);
+                for (int t = 0; t < 3; t++) {
+                        w[t] = (Worker) { .ci = ci, .seed = (unsigned) (round * 7 + t + 1), .n = n };
+                        w[t].items = malloc(sizeof(all));
+                        memcpy(w[t].items, all, sizeof(all));
+                        cr_assert_eq(pthread_create(&th[t], NULL, worker_run, &w[t]), 0);
+                }
+                for (int t = 0; t < 3; t++) {
+                        pthread_join(th[t], NULL);
+                        cr_assert_eq(w[t].failures, 0, "worker %d: %s", t, w[t].error);
+                        free(w[t].items);
+                }
+                /* Expected: per key, the timestamps split where consecutive ones are > gap apart. */
+                want = p = malloc(cap);
+                for (int c = 0; c < CC_CTRL; c++)
+                        for (int ty = 0; ty < CC_TYPES; ty++) {
+                                int k = c * CC_TYPES + ty;
+                                usec_t start = cc_ts(k, 0), prev = start;
+
+                                for (int i = 1; i <= CC_N; i++) {
+                                        usec_t t = i < CC_N ? cc_ts(k, i) : INT64_MAX;
+
+                                        if (i == CC_N || t - prev > GAP) {
+                                                p += sprintf(p, "%s/%s %lld-%lld;", cc_names[c], cc_types[ty],
+                                                             (long long) start, (long long) prev);
+                                                start = t;
+                                        }
+                                        prev = t;
+                                }
+                        }
+                got = pg_query_value(ci,
+                        "SELECT string_agg(format('%s/%s %s-%s;', controller_id, outage_type,"
+                        " (extract(epoch FROM start_time) * 1000000)::bigint,"
+                        " (extract(epoch FROM end_time) * 1000000)::bigint), ''"
+                        " ORDER BY controller_id, outage_type, start_time) FROM outage.events");
+                cr_assert_str_eq(got, want, "round %d", round);
+                free(got);
+                free(want);
+                /* Each writer counts a report at most once. */
+                cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events WHERE report_count < 1"
+                                        " OR report_count > 3 * (1 + extract(epoch FROM duration) / 600)"), 0);
+        }
+        store_free(s);
+        free(ci);
+}
+
+/* ---- schema guarantees ---- */
+
+Test(integration, constraint_rejects_overlap_and_closeness) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        char st[6];
+
+        flush1(s, frag("c", "t", AT(10, 0), AT(10, 20), 3));
+#define INS(a, b) \
+        "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)" \
+        " SELECT controller, otype, '2026-11-27 " a "+00', '2026-11-27 " b "+00', 1 FROM outage.stored_events LIMIT 1"
+        exec_state(ci, INS("10:10", "10:30"), st);
+        cr_assert_str_eq(st, "23P01", "overlapping insert");
+        exec_state(ci, INS("10:31", "10:40"), st);
+        cr_assert_str_eq(st, "23P01", "closer than gap");
+        exec_state(ci, INS("10:32", "10:40"), st);
+        cr_assert_str_eq(st, "23P01", "exactly gap apart is one event");
+        exec_state(ci, INS("10:32:00.000001", "10:40"), st);
+        cr_assert_str_eq(st, "00000");
+        exec_state(ci, INS("09:00", "09:47:59.999999"), st);
+        cr_assert_str_eq(st, "00000");
+        exec_state(ci, INS("09:50", "09:40"), st);
+        cr_assert_str_eq(st, "23514", "start after end");
+#undef INS
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, roles_reader_and_writer) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci), *w = NULL;
+        char sql[512], *rci = NULL, *wci = NULL, st[6], err[256];
+        Fragment f = frag("c", "t", AT(10, 0), AT(10, 10), 2);
+        RejectRow rj = { AT(10, 0), "outages/c", "c", "missing_field", "{}" };
+        int pid = (int) getpid();
+
+        flush1(s, f);
+        (void) snprintf(sql, sizeof(sql),
+                        "CREATE ROLE rdr_%d LOGIN IN ROLE outage_reader; CREATE ROLE wrt_%d LOGIN IN ROLE outage_writer",
+                        pid, pid);
+        cr_assert_eq(pg_exec(ci, sql), 0);
+        cr_assert(asprintf(&rci, "%s user=rdr_%d", ci, pid) > 0);
+        cr_assert(asprintf(&wci, "%s user=wrt_%d", ci, pid) > 0);
+
+        exec_state(rci, "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
+                   " VALUES (1, 1, now(), now(), 1)", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(rci, "INSERT INTO outage.rejects VALUES (now(), 'x', NULL, 'y', 'z')", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(rci, "SELECT * FROM outage.stored_events", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(rci, "SELECT * FROM outage.checkpoints", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(rci, "SELECT outage.install_gap('1 min')", st);
+        cr_assert_str_eq(st, "42501");
+        cr_assert_eq(query_long(rci, "SELECT count(*) FROM outage.events"), 1);
+        cr_assert_eq(query_long(rci, "SELECT count(*) FROM outage.events_between('2026-11-27', '2026-11-28')"), 1);
+        cr_assert_eq(query_long(rci, "SELECT events FROM outage.downtime('2026-11-27', '2026-11-28')"), 1);
+        cr_assert_eq(query_long(rci, "SELECT count(*) FROM outage.rejects"), 0);
+        cr_assert_eq(query_long(rci, "SELECT extract(epoch FROM gap) FROM outage.settings"), 720);
+
+        /* The writer can do everything the daemon does, and nothing to the schema. */
+        cr_assert_eq(store_connect(wci, NULL, &w, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(store_migrate(w, GAP), 0, "%s", store_error(w));
+        f = frag("d", "t", AT(10, 0), AT(10, 0), 1);
+        cr_assert_eq(store_flush(w, &f, 1, &rj, 1, "w", 7), 0, "%s", store_error(w));
+        f = frag("d", "t", AT(10, 5), AT(10, 12), 2);
+        cr_assert_eq(store_flush(w, &f, 1, NULL, 0, "w", 8), 0, "%s", store_error(w));
+        expect_events(ci, "c/t 10:00-10:10 2; d/t 10:00-10:12 3");
+        exec_state(wci, "DROP TABLE outage.rejects", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(wci, "DELETE FROM outage.rejects", st);
+        cr_assert_str_eq(st, "42501");
+        store_free(w);
+        free(rci);
+        free(wci);
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, analyst_objects_have_comments) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        char *missing;
+
+        missing = pg_query_value(ci,
+                "SELECT COALESCE(string_agg(what, ', '), 'none') FROM ("
+                " SELECT 'schema' AS what WHERE obj_description('outage'::regnamespace, 'pg_namespace') IS NULL"
+                " UNION ALL SELECT c.relname FROM pg_class c"
+                "  WHERE c.oid IN ('outage.events'::regclass, 'outage.rejects'::regclass, 'outage.settings'::regclass)"
+                "  AND obj_description(c.oid, 'pg_class') IS NULL"
+                " UNION ALL SELECT c.relname || '.' || a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                "  WHERE c.oid IN ('outage.events'::regclass, 'outage.rejects'::regclass, 'outage.settings'::regclass)"
+                "  AND a.attnum > 0 AND NOT a.attisdropped AND col_description(c.oid, a.attnum) IS NULL"
+                " UNION ALL SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'outage'::regnamespace"
+                "  AND obj_description(p.oid, 'pg_proc') IS NULL) m");
+        cr_assert_str_eq(missing, "none");
+        free(missing);
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, analyst_functions) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        char *v;
+        Fragment f[] = {
+                frag("c1", "panel_outage", AT(10, 0), AT(10, 20), 3),
+                frag("c1", "panel_outage", AT(11, 0), AT(11, 0), 1),
+                frag("c2", "lamp_outage", AT(9, 0), AT(12, 0), 19),
+                frag("c3", "lamp_outage", (usec_t) 253402300000 * USEC_PER_SEC, (usec_t) 253402300000 * USEC_PER_SEC, 1),
+        };
+
+        flush_ok(s, f, 4);
+        /* [10:20, 11:00): the event ending at 10:20 overlaps, the one starting at 11:00 does not. */
+        v = pg_query_value(ci, "SELECT string_agg(controller_id || ' ' || to_char(start_time AT TIME ZONE 'UTC', 'HH24:MI'), ',' ORDER BY controller_id)"
+                           " FROM outage.events_between('2026-11-27 10:20+00', '2026-11-27 11:00+00')");
+        cr_assert_str_eq(v, "c1 10:00,c2 09:00");
+        free(v);
+        v = pg_query_value(ci, "SELECT string_agg(controller_id, ',') FROM outage.events_between('2026-11-27 10:20+00', '2026-11-27 11:00+00')"
+                           " WHERE outage_type = 'lamp_outage'");
+        cr_assert_str_eq(v, "c2");
+        free(v);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events_between('2026-11-27 12:00+00', '2026-11-27 10:00+00')"), 0);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events_between(NULL, NULL)"), 4);
+        v = pg_query_value(ci, "SELECT string_agg(format('%s %s %s %s', controller_id, outage_type, events, downtime), ',' ORDER BY 1)"
+                           " FROM outage.downtime('2026-11-27 10:10+00', '2026-11-27 11:30+00')");
+        cr_assert_str_eq(v, "c1 panel_outage 2 00:10:00,c2 lamp_outage 1 01:20:00");
+        free(v);
+        v = pg_query_value(ci, "SELECT string_agg(status || ' ' || duration, ',' ORDER BY start_time) FROM outage.events");
+        cr_assert_str_eq(v, "closed 03:00:00,closed 00:20:00,closed 00:00:00,open 00:00:00");
+        free(v);
+        store_free(s);
+        free(ci);
+}
+
+/* The procedure of docs/OPERATIONS.md ("Changing the gap"), run as documented. */
+Test(integration, changing_the_gap_as_documented) {
+        char *ci = fresh_db(), path[4096], *doc, *start, *end;
+        Store *s = migrated(ci);
+        FILE *f;
+        long len;
+
+        (void) snprintf(path, sizeof(path), "%s/docs/OPERATIONS.md", harness_source_root());
+        f = fopen(path, "re");
+        if (!f)
+                cr_skip_test("%s not found (set OUTAGED_SOURCE_ROOT)", path);
+        fseek(f, 0, SEEK_END);
+        len = ftell(f);
+        rewind(f);
+        doc = calloc(1, (size_t) len + 1);
+        cr_assert(doc && fread(doc, 1, (size_t) len, f) == (size_t) len);
+        fclose(f);
+        start = strstr(doc, "```sql\n");
+        cr_assert(start, "no SQL block in %s", path);
+        start += 7;
+        end = strstr(start, "```");
+        cr_assert(end);
+        *end = '\0';
+
+        report(s, "c", "t", AT(10, 0), false);
+        report(s, "c", "t", AT(10, 13), false);         /* 13 min: joins with a 15 min gap */
+        report(s, "c", "t", AT(10, 33), false);         /* 20 min: stays apart */
+        report(s, "d", "t", AT(10, 0), false);
+        expect_events(ci, "c/t 10:00-10:00 1; c/t 10:13-10:13 1; c/t 10:33-10:33 1; d/t 10:00-10:00 1");
+        cr_assert_eq(pg_exec(ci, start), 0);
+        expect_events(ci, "c/t 10:00-10:13 2; c/t 10:33-10:33 1; d/t 10:00-10:00 1");
+        cr_assert_eq(store_migrate(s, GAP), -ESTALE);
+        cr_assert_eq(store_migrate(s, 15 * USEC_PER_MINUTE), 0, "%s", store_error(s));
+        report(s, "c", "t", AT(10, 48), false);         /* 15 min after 10:33: joins */
+        expect_events(ci, "c/t 10:00-10:13 2; c/t 10:33-10:48 2; d/t 10:00-10:00 1");
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_constraint WHERE conname = 'stored_events_no_overlap'"), 1);
+        free(doc);
+        store_free(s);
+        free(ci);
+}
+
+/* ---- index use on a million events ---- */
+
+static void expect_index_plan(const char *ci, const char *query) {
+        char *sql = NULL, *plan;
+
+        cr_assert(asprintf(&sql,
+                "SELECT string_agg(line, E'\\n') FROM public.explain_text($q$%s$q$) line", query) > 0);
+        plan = pg_query_value(ci, sql);
+        cr_assert(plan, "EXPLAIN failed: %s", query);
+        cr_assert_null(strstr(plan, "Seq Scan on stored_events"), "%s\n%s", query, plan);
+        cr_assert(strstr(plan, "Index") && strstr(plan, "stored_events"), "%s\n%s", query, plan);
+        free(plan);
+        free(sql);
+}
+
+Test(integration, explain_uses_indexes_on_a_million_events, .timeout = 240) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        const char *rows = getenv("OUTAGED_TEST_EXPLAIN_ROWS");
+        long n = rows ? atol(rows) : 1000000, ctrls = n / 200;
+        char sql[2048];
+
+        if (ctrls < 1)
+                ctrls = 1;
+        /* ctrls controllers x 2 types x 100 events of 30 min, every ~1.8 days over 6 months.
+         * Bulk load: indexes built after the data, the constraint not needed for the plans. */
+        (void) snprintf(sql, sizeof(sql),
+                "INSERT INTO outage.controllers (name) SELECT 'c' || i FROM generate_series(1, %ld) i;"
+                "INSERT INTO outage.outage_types (name) VALUES ('lamp_outage'), ('panel_outage');"
+                "ALTER TABLE outage.stored_events DROP CONSTRAINT stored_events_no_overlap;"
+                "DROP INDEX outage.stored_events_key_end; DROP INDEX outage.stored_events_type_span;"
+                "ALTER TABLE outage.stored_events DROP CONSTRAINT stored_events_pkey;"
+                "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
+                " SELECT c, t, s, s + interval '30 min', 4 FROM ("
+                "  SELECT c, t, timestamptz '2026-05-01 00:00+00' + k * interval '43 hours' + ((c * 7 + t) %% 600) * interval '1 min' AS s"
+                "  FROM generate_series(1, %ld) c, generate_series(1, 2) t, generate_series(0, 99) k) x;"
+                "ALTER TABLE outage.stored_events ADD PRIMARY KEY (event_id);"
+                "CREATE INDEX stored_events_key_end ON outage.stored_events (controller, otype, end_time) INCLUDE (start_time);"
+                "CREATE INDEX stored_events_type_span ON outage.stored_events"
+                " USING gist (otype, tstzrange(start_time, end_time, '[]'));"
+                "ANALYZE outage.stored_events; ANALYZE outage.controllers; ANALYZE outage.outage_types;"
+                "CREATE FUNCTION public.explain_text(q text) RETURNS SETOF text LANGUAGE plpgsql AS"
+                " $f$ BEGIN RETURN QUERY EXECUTE 'EXPLAIN ' || q; END $f$;",
+                ctrls, ctrls);
+        cr_assert_eq(pg_exec(ci, sql), 0);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.stored_events"), ctrls * 200);
+
+        expect_index_plan(ci, "SELECT * FROM outage.events WHERE controller_id = 'c42'"
+                          " AND end_time >= '2026-07-01' AND start_time < '2026-07-08'");
+        expect_index_plan(ci, "SELECT * FROM outage.events WHERE controller_id = 'c42'"
+                          " AND end_time >= '2026-07-01' AND start_time < '2026-07-08' AND outage_type = 'lamp_outage'");
+        expect_index_plan(ci, "SELECT * FROM outage.events_between('2026-07-01 10:00+00', '2026-07-01 11:00+00')");
+        expect_index_plan(ci, "SELECT * FROM outage.events_between('2026-07-01 10:00+00', '2026-07-01 11:00+00')"
+                          " WHERE outage_type = 'lamp_outage'");
+        expect_index_plan(ci, "SELECT * FROM outage.downtime('2026-07-01 10:00+00', '2026-07-01 11:00+00')");
+        store_free(s);
+        free(ci);
+}
