@@ -1,1 +1,1117 @@
-/* config.c — placeholder until the module lands. */
+/* config.c — INI file -> struct Config. Every key of SPEC section 5 is one row of a table
+ * (parser, field offset, bounds, default); errors name file:line and section.key. Also
+ * loads the two secrets. Does not log and does not open any connection. */
+#include <ctype.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "config.h"
+
+/* Bounds on the file itself: a configuration is a few kilobytes; anything far larger is a
+ * mistake (or the wrong file) and must not be slurped into memory. */
+#define CONFIG_FILE_MAX   (1024 * 1024)
+#define CONFIG_LINE_MAX   8192
+#define SECRET_MAX        (64 * 1024)
+#define TEXT_MAX          1024          /* uri, topic, username */
+#define PATH_VALUE_MAX    4095
+#define CONNINFO_MAX      4096
+#define OUTAGE_TYPES_MAX  1024
+#define NAME_MAX_LEN      64            /* client_id, share_group, outage type names */
+
+typedef struct ConfigKey ConfigKey;
+
+/* Parses value into the field of c at k->offset. Returns 0, -EINVAL (sets *ret_why to what
+ * was expected) or -ERANGE (outside k->min..k->max). Never touches the field on failure. */
+typedef int (*ConfigParser)(Config *c, const ConfigKey *k, const char *value, const char **ret_why);
+
+struct ConfigKey {
+        const char *section;
+        const char *key;
+        ConfigParser parse;
+        size_t offset;
+        uint64_t min, max;
+        const char *def;                /* default, fed through parse; "" = unset */
+};
+
+#define FIELD(c, k, type) ((type *) ((uint8_t *) (c) + (k)->offset))
+
+/* ---------------------------------------------------------------------------------------
+ * Scalar parsers, exported for the tests. */
+
+static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+
+/* Reads a run of decimal digits; -ERANGE on uint64 overflow, -EINVAL if there is none. */
+static int parse_digits(const char **p, uint64_t *ret) {
+        const char *s = *p;
+        uint64_t v = 0;
+
+        if (!is_digit(*s))
+                return -EINVAL;
+        for (; is_digit(*s); s++) {
+                unsigned d = (unsigned) (*s - '0');
+                if (v > (UINT64_MAX - d) / 10)
+                        return -ERANGE;
+                v = v * 10 + d;
+        }
+        *p = s;
+        *ret = v;
+        return 0;
+}
+
+/* Smallest first; a unit is the whole run of letters after the digits, so "ms" and "s"
+ * or "min" and "m" cannot be confused. */
+static const struct { const char *name; usec_t usec; } duration_units[] = {
+        { "us",  1 },
+        { "ms",  USEC_PER_MSEC },
+        { "s",   USEC_PER_SEC },
+        { "min", USEC_PER_MINUTE },
+        { "h",   USEC_PER_HOUR },
+        { "d",   USEC_PER_DAY },
+};
+
+int config_parse_duration(const char *s, usec_t *ret) {
+        const char *p = s;
+        usec_t total = 0;
+
+        if (!s || !*s)
+                return -EINVAL;
+        if (streq(s, "0")) {
+                *ret = 0;
+                return 0;
+        }
+        while (*p) {
+                uint64_t n;
+                size_t ulen = 0, i;
+                int r;
+
+                r = parse_digits(&p, &n);
+                if (r < 0)
+                        return r == -ERANGE ? -ERANGE : -EINVAL;
+                while (isalpha((unsigned char) p[ulen]))
+                        ulen++;
+                if (ulen == 0)
+                        return -EINVAL;                 /* "5", "5 min" */
+                for (i = 0; i < ELEMENTSOF(duration_units); i++)
+                        if (strlen(duration_units[i].name) == ulen &&
+                            strncmp(p, duration_units[i].name, ulen) == 0)
+                                break;
+                if (i == ELEMENTSOF(duration_units))
+                        return -EINVAL;
+                p += ulen;
+                if (n > (uint64_t) INT64_MAX / (uint64_t) duration_units[i].usec)
+                        return -ERANGE;
+                if ((usec_t) (n * (uint64_t) duration_units[i].usec) > INT64_MAX - total)
+                        return -ERANGE;
+                total += (usec_t) (n * (uint64_t) duration_units[i].usec);
+        }
+        *ret = total;
+        return 0;
+}
+
+static const struct { const char *name; uint64_t bytes; } size_units[] = {
+        { "B",   1 },
+        { "KiB", UINT64_C(1) << 10 },
+        { "MiB", UINT64_C(1) << 20 },
+        { "GiB", UINT64_C(1) << 30 },
+};
+
+int config_parse_size(const char *s, uint64_t *ret) {
+        const char *p = s;
+        uint64_t n;
+        int r;
+
+        if (!s || !*s)
+                return -EINVAL;
+        if (streq(s, "0")) {
+                *ret = 0;
+                return 0;
+        }
+        r = parse_digits(&p, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(size_units); i++)
+                if (streq(p, size_units[i].name)) {
+                        if (n > UINT64_MAX / size_units[i].bytes)
+                                return -ERANGE;
+                        *ret = n * size_units[i].bytes;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+static const char *const log_level_names[] = {
+        [LOG_LEVEL_ERR] = "err",
+        [LOG_LEVEL_WARNING] = "warning",
+        [LOG_LEVEL_NOTICE] = "notice",
+        [LOG_LEVEL_INFO] = "info",
+        [LOG_LEVEL_DEBUG] = "debug",
+};
+
+int config_parse_log_level(const char *s, LogLevel *ret) {
+        if (!s)
+                return -EINVAL;
+        for (int l = LOG_LEVEL_ERR; l <= LOG_LEVEL_DEBUG; l++)
+                if (streq(s, log_level_names[l])) {
+                        *ret = (LogLevel) l;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+const char *log_level_to_string(LogLevel l) {
+        if (l < LOG_LEVEL_ERR || l > LOG_LEVEL_DEBUG)
+                return NULL;
+        return log_level_names[l];
+}
+
+/* Writes d with the largest units first ("1h30min"); "0" for zero. buf >= 64 bytes. */
+static void format_duration(usec_t d, char *buf, size_t len) {
+        size_t o = 0;
+
+        if (d <= 0) {
+                snprintf(buf, len, "0");
+                return;
+        }
+        buf[0] = '\0';
+        for (size_t i = ELEMENTSOF(duration_units); i-- > 0 && d > 0;) {
+                usec_t n = d / duration_units[i].usec;
+                if (n == 0)
+                        continue;
+                int w = snprintf(buf + o, len - o, "%" PRIi64 "%s", n, duration_units[i].name);
+                if (w < 0 || (size_t) w >= len - o)
+                        return;
+                o += (size_t) w;
+                d -= n * duration_units[i].usec;
+        }
+}
+
+/* Writes v in the largest unit that divides it exactly ("64KiB"). */
+static void format_size(uint64_t v, char *buf, size_t len) {
+        size_t i = ELEMENTSOF(size_units) - 1;
+
+        if (v == 0) {
+                snprintf(buf, len, "0");
+                return;
+        }
+        while (i > 0 && v % size_units[i].bytes != 0)
+                i--;
+        snprintf(buf, len, "%" PRIu64 "%s", v / size_units[i].bytes, size_units[i].name);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Text validation. */
+
+/* True if s is valid UTF-8 (no overlongs, surrogates or code points above U+10FFFF) with
+ * no control characters, at most max bytes. */
+static bool valid_text(const char *s, size_t max) {
+        const unsigned char *p = (const unsigned char *) s;
+        size_t len = strlen(s);
+
+        if (len > max)
+                return false;
+        while (*p) {
+                uint32_t cp;
+                int n;
+
+                if (*p < 0x80) {
+                        if (*p < 0x20 || *p == 0x7f)
+                                return false;
+                        p++;
+                        continue;
+                }
+                if (*p >= 0xc2 && *p <= 0xdf) {
+                        cp = *p & 0x1f;
+                        n = 1;
+                } else if (*p >= 0xe0 && *p <= 0xef) {
+                        cp = *p & 0x0f;
+                        n = 2;
+                } else if (*p >= 0xf0 && *p <= 0xf4) {
+                        cp = *p & 0x07;
+                        n = 3;
+                } else
+                        return false;
+                for (int i = 1; i <= n; i++) {
+                        if ((p[i] & 0xc0) != 0x80)
+                                return false;
+                        cp = (cp << 6) | (p[i] & 0x3f);
+                }
+                if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+                    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
+                        return false;
+                p += n + 1;
+        }
+        return true;
+}
+
+static bool is_name_char(char ch) {
+        return isascii((unsigned char) ch) &&
+               (isalnum((unsigned char) ch) || ch == '_' || ch == '.' || ch == ':' || ch == '-');
+}
+
+static bool valid_outage_type(const char *s, size_t len) {
+        if (len < 1 || len > NAME_MAX_LEN || !(s[0] >= 'a' && s[0] <= 'z'))
+                return false;
+        for (size_t i = 1; i < len; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || is_digit(s[i]) || s[i] == '_'))
+                        return false;
+        return true;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Key parsers. */
+
+static int set_string(Config *c, const ConfigKey *k, const char *value) {
+        char **field = FIELD(c, k, char *);
+        char *copy = NULL;
+
+        if (*value) {
+                copy = strdup(value);
+                if (!copy)
+                        return -ENOMEM;
+        }
+        free(*field);
+        *field = copy;
+        return 0;
+}
+
+static int parse_path(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        if (!valid_text(v, PATH_VALUE_MAX)) {
+                *why = "a file name of at most 4095 bytes without control characters";
+                return -EINVAL;
+        }
+        return set_string(c, k, v);
+}
+
+static int parse_text(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        if (!valid_text(v, TEXT_MAX)) {
+                *why = "UTF-8 text of at most 1024 bytes without control characters";
+                return -EINVAL;
+        }
+        return set_string(c, k, v);
+}
+
+static int parse_conninfo(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        if (!valid_text(v, CONNINFO_MAX)) {
+                *why = "a libpq conninfo string or URI of at most 4096 bytes";
+                return -EINVAL;
+        }
+        return set_string(c, k, v);
+}
+
+static const char *const uri_schemes[] = {
+        "tcp://", "ssl://", "mqtt://", "mqtts://", "ws://", "wss://",
+};
+
+static int parse_uri(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        bool ok = false;
+
+        *why = "tcp://, ssl://, mqtt://, mqtts://, ws:// or wss:// followed by host[:port], "
+               "at most 1024 bytes";
+        if (strlen(v) > TEXT_MAX)
+                return -EINVAL;
+        for (const char *p = v; *p; p++)
+                if (*p <= ' ' || *p >= 0x7f)
+                        return -EINVAL;
+        for (size_t i = 0; i < ELEMENTSOF(uri_schemes); i++) {
+                size_t n = strlen(uri_schemes[i]);
+                if (strncmp(v, uri_schemes[i], n) == 0 && v[n] != '\0' && v[n] != '/' &&
+                    v[n] != ':')
+                        ok = true;
+        }
+        return ok ? set_string(c, k, v) : -EINVAL;
+}
+
+static int parse_client_id(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        size_t len = strlen(v);
+
+        *why = "1 to 64 characters from A-Z a-z 0-9 _ . : -";
+        if (len < 1 || len > NAME_MAX_LEN)
+                return -EINVAL;
+        for (size_t i = 0; i < len; i++)
+                if (!is_name_char(v[i]))
+                        return -EINVAL;
+        return set_string(c, k, v);
+}
+
+/* A subscription filter with exactly one '+' level (the controller id) and no '#'. A
+ * leading '$' is refused: such topics are the broker's ($SYS) or a shared subscription,
+ * which share_group expresses. */
+static int parse_topic(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        unsigned plus = 0;
+
+        *why = "an MQTT topic filter with exactly one '+' as a whole level, no '#', not "
+               "starting with '$', at most 1024 bytes";
+        if (!*v || v[0] == '$' || !valid_text(v, TEXT_MAX) || strchr(v, '#'))
+                return -EINVAL;
+        for (const char *p = v; *p; p++) {
+                if (*p != '+')
+                        continue;
+                if ((p != v && p[-1] != '/') || (p[1] != '\0' && p[1] != '/'))
+                        return -EINVAL;
+                plus++;
+        }
+        return plus == 1 ? set_string(c, k, v) : -EINVAL;
+}
+
+static int parse_share_group(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        *why = "empty, or at most 64 bytes of UTF-8 without whitespace, '/', '+' or '#'";
+        if (!valid_text(v, NAME_MAX_LEN) || strpbrk(v, "/+# "))
+                return -EINVAL;
+        return set_string(c, k, v);
+}
+
+static int parse_uint_common(const ConfigKey *k, const char *v, uint64_t *ret, const char **why) {
+        const char *p = v;
+        uint64_t n;
+        int r;
+
+        *why = "a non-negative integer";
+        r = parse_digits(&p, &n);
+        if (r == -ERANGE && v[strspn(v, "0123456789")] == '\0')
+                return -ERANGE;                 /* all digits, beyond 2^64 */
+        if (r < 0 || *p != '\0')
+                return -EINVAL;
+        if (n < k->min || n > k->max)
+                return -ERANGE;
+        *ret = n;
+        return 0;
+}
+
+static int parse_uint(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        uint64_t n;
+        int r = parse_uint_common(k, v, &n, why);
+
+        if (r < 0)
+                return r;
+        *FIELD(c, k, uint64_t) = n;
+        return 0;
+}
+
+static int parse_int(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        uint64_t n;
+        int r = parse_uint_common(k, v, &n, why);
+
+        if (r < 0)
+                return r;
+        *FIELD(c, k, int) = (int) n;            /* bounded by the table, far below INT_MAX */
+        return 0;
+}
+
+static int parse_duration(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        usec_t d;
+        int r;
+
+        *why = "a duration: integers with us, ms, s, min, h or d, e.g. 90s or 1h30min";
+        r = config_parse_duration(v, &d);
+        if (r < 0)
+                return r;
+        if ((uint64_t) d < k->min || (uint64_t) d > k->max)
+                return -ERANGE;
+        *FIELD(c, k, usec_t) = d;
+        return 0;
+}
+
+/* MQTT carries the session expiry in whole seconds. */
+static int parse_duration_sec(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        usec_t d;
+        int r;
+
+        r = config_parse_duration(v, &d);
+        if (r == 0 && d % USEC_PER_SEC != 0) {
+                *why = "a whole number of seconds, e.g. 1d or 3600s";
+                return -EINVAL;
+        }
+        return parse_duration(c, k, v, why);
+}
+
+static int parse_size(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        uint64_t n;
+        int r;
+
+        *why = "a size: an integer with B, KiB, MiB or GiB, e.g. 64KiB";
+        r = config_parse_size(v, &n);
+        if (r < 0)
+                return r;
+        if (n < k->min || n > k->max)
+                return -ERANGE;
+        *FIELD(c, k, uint64_t) = n;
+        return 0;
+}
+
+static int parse_level(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        *why = "one of debug, info, notice, warning, err";
+        return config_parse_log_level(v, FIELD(c, k, LogLevel));
+}
+
+static void strv_free(char **v) {
+        if (!v)
+                return;
+        for (char **p = v; *p; p++)
+                free(*p);
+        free(v);
+}
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Space-separated names, stored sorted and without duplicates. */
+static int parse_outage_types(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        char **types;
+        size_t n = 0, u = 0;
+        const char *p = v;
+
+        *why = "space-separated names matching [a-z][a-z0-9_]{0,63}, at most 1024 of them";
+        if (!*v) {
+                strv_free(c->outage_types);
+                c->outage_types = NULL;
+                c->n_outage_types = 0;
+                return 0;
+        }
+        types = calloc(OUTAGE_TYPES_MAX + 1, sizeof(char *));
+        if (!types)
+                return -ENOMEM;
+        while (*p) {
+                size_t len;
+
+                p += strspn(p, " \t");
+                len = strcspn(p, " \t");
+                if (len == 0)
+                        break;
+                if (!valid_outage_type(p, len) || n == OUTAGE_TYPES_MAX) {
+                        strv_free(types);
+                        return -EINVAL;
+                }
+                types[n] = strndup(p, len);
+                if (!types[n]) {
+                        strv_free(types);
+                        return -ENOMEM;
+                }
+                n++;
+                p += len;
+        }
+        qsort(types, n, sizeof(char *), cmp_str);
+        for (size_t i = 0; i < n; i++) {
+                if (u > 0 && streq(types[u - 1], types[i])) {
+                        free(types[i]);
+                        types[i] = NULL;
+                        continue;
+                }
+                types[u] = types[i];
+                if (u != i)
+                        types[i] = NULL;
+                u++;
+        }
+        strv_free(c->outage_types);
+        c->outage_types = types;
+        c->n_outage_types = u;
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The table: one row per key of SPEC section 5, in the order config_dump writes them. */
+
+#define US(x) ((uint64_t) (x))
+#define NOMAX UINT64_MAX
+
+static const ConfigKey config_keys[] = {
+        /* section      key                     parser              field                                     min                     max                                   default */
+        { "mqtt",        "uri",                  parse_uri,          offsetof(Config, mqtt_uri),               0, 0,                                                          "tcp://localhost:1883" },
+        { "mqtt",        "client_id",            parse_client_id,    offsetof(Config, mqtt_client_id),         0, 0,                                                          "outaged" },
+        { "mqtt",        "topic",                parse_topic,        offsetof(Config, mqtt_topic),             0, 0,                                                          "outages/+" },
+        { "mqtt",        "share_group",          parse_share_group,  offsetof(Config, mqtt_share_group),       0, 0,                                                          "" },
+        { "mqtt",        "qos",                  parse_int,          offsetof(Config, mqtt_qos),               0, 2,                                                          "1" },
+        { "mqtt",        "session_expiry",       parse_duration_sec, offsetof(Config, mqtt_session_expiry),    0, US(UINT32_MAX) * USEC_PER_SEC,                              "1d" },
+        { "mqtt",        "username",             parse_text,         offsetof(Config, mqtt_username),          0, 0,                                                          "" },
+        { "mqtt",        "password_file",        parse_path,         offsetof(Config, mqtt_password_file),     0, 0,                                                          "" },
+        { "mqtt",        "ca_file",              parse_path,         offsetof(Config, mqtt_ca_file),           0, 0,                                                          "" },
+        { "mqtt",        "cert_file",            parse_path,         offsetof(Config, mqtt_cert_file),         0, 0,                                                          "" },
+        { "mqtt",        "key_file",             parse_path,         offsetof(Config, mqtt_key_file),          0, 0,                                                          "" },
+        { "postgres",    "conninfo",             parse_conninfo,     offsetof(Config, pg_conninfo),            0, 0,                                                          "dbname=outages" },
+        { "postgres",    "password_file",        parse_path,         offsetof(Config, pg_password_file),       0, 0,                                                          "" },
+        { "aggregation", "gap",                  parse_duration,     offsetof(Config, gap),                    US(USEC_PER_SEC), US(USEC_PER_DAY),                            "12min" },
+        { "aggregation", "outage_types",         parse_outage_types, offsetof(Config, outage_types),           0, 0,                                                          "" },
+        { "aggregation", "max_future_skew",      parse_duration,     offsetof(Config, max_future_skew),        0, US(USEC_PER_DAY),                                           "5min" },
+        { "aggregation", "max_age",              parse_duration,     offsetof(Config, max_age),                0, US(36500 * USEC_PER_DAY),                                   "365d" },
+        { "aggregation", "flush_interval",       parse_duration,     offsetof(Config, flush_interval),         US(10 * USEC_PER_MSEC), US(USEC_PER_HOUR),                     "1s" },
+        { "aggregation", "batch_max",            parse_uint,         offsetof(Config, batch_max),              1, 1000000,                                                    "10000" },
+        { "storage",     "journal_dir",          parse_path,         offsetof(Config, journal_dir),            0, 0,                                                          "" },
+        { "storage",     "journal_sync",         parse_duration,     offsetof(Config, journal_sync),           0, US(USEC_PER_HOUR),                                          "1s" },
+        { "limits",      "max_payload",          parse_size,         offsetof(Config, max_payload),            16, US(256) << 20,                                             "64KiB" },
+        { "limits",      "max_batch_items",      parse_uint,         offsetof(Config, max_batch_items),        1, 1000000,                                                    "1000" },
+        { "limits",      "max_events_in_memory", parse_uint,         offsetof(Config, max_events_in_memory),   1000, 1000000000,                                              "5000000" },
+        { "limits",      "startup_timeout",      parse_duration,     offsetof(Config, startup_timeout),        US(USEC_PER_SEC), US(USEC_PER_DAY),                            "1min" },
+        { "log",         "level",                parse_level,        offsetof(Config, log_level),              0, 0,                                                          "info" },
+        { "log",         "metrics_file",         parse_path,         offsetof(Config, metrics_file),           0, 0,                                                          "" },
+};
+
+#define N_KEYS ELEMENTSOF(config_keys)
+
+static const char *const sections[] = { "mqtt", "postgres", "aggregation", "storage", "limits", "log" };
+
+static const ConfigKey *key_find(const char *section, const char *key, size_t *ret_index) {
+        for (size_t i = 0; i < N_KEYS; i++)
+                if (streq(config_keys[i].section, section) && streq(config_keys[i].key, key)) {
+                        *ret_index = i;
+                        return &config_keys[i];
+                }
+        return NULL;
+}
+
+static bool section_known(const char *s) {
+        for (size_t i = 0; i < ELEMENTSOF(sections); i++)
+                if (streq(sections[i], s))
+                        return true;
+        return false;
+}
+
+/* "min..max" in the key's own unit, for out-of-range messages. */
+static void format_bounds(const ConfigKey *k, char *buf, size_t len) {
+        char a[64], b[64];
+
+        if (k->parse == parse_duration || k->parse == parse_duration_sec) {
+                format_duration((usec_t) k->min, a, sizeof a);
+                format_duration((usec_t) k->max, b, sizeof b);
+        } else if (k->parse == parse_size) {
+                format_size(k->min, a, sizeof a);
+                format_size(k->max, b, sizeof b);
+        } else {
+                snprintf(a, sizeof a, "%" PRIu64, k->min);
+                snprintf(b, sizeof b, "%" PRIu64, k->max);
+        }
+        snprintf(buf, len, "%s..%s", a, b);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Error messages. */
+
+typedef struct ParseCtx {
+        const char *file;
+        unsigned line;
+        unsigned key_lines[N_KEYS];     /* where each key was set; 0: default */
+        char *err;
+        size_t errlen;
+} ParseCtx;
+
+/* Writes "file:line: what: message" (":line" omitted when 0) and returns -EINVAL. */
+static int fail(const ParseCtx *x, unsigned line, const char *what, const char *fmt, ...) _printf_(4, 5);
+static int fail(const ParseCtx *x, unsigned line, const char *what, const char *fmt, ...) {
+        char msg[1024];
+        va_list ap;
+
+        if (!x->err || x->errlen == 0)
+                return -EINVAL;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        if (line > 0)
+                snprintf(x->err, x->errlen, "%s:%u: %s: %s", x->file, line, what, msg);
+        else
+                snprintf(x->err, x->errlen, "%s: %s: %s", x->file, what, msg);
+        return -EINVAL;
+}
+
+/* A value quoted for a message: at most 80 bytes, non-printable bytes as \xNN. */
+static const char *quote(const char *s, char *buf, size_t len) {
+        size_t o = 0;
+
+        for (size_t i = 0; s[i] && o + 8 < len; i++) {
+                unsigned char ch = (unsigned char) s[i];
+                if (i == 80) {
+                        o += (size_t) snprintf(buf + o, len - o, "...");
+                        break;
+                }
+                if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+                        o += (size_t) snprintf(buf + o, len - o, "\\x%02x", ch);
+                else
+                        buf[o++] = (char) ch;
+        }
+        buf[o] = '\0';
+        return buf;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The line parser. */
+
+static bool is_space(char ch) {
+        return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\v' || ch == '\f';
+}
+
+static char *trim(char *s) {
+        size_t len;
+
+        while (is_space(*s))
+                s++;
+        len = strlen(s);
+        while (len > 0 && is_space(s[len - 1]))
+                s[--len] = '\0';
+        return s;
+}
+
+static int apply_key(Config *c, ParseCtx *x, const char *section, char *key, char *value) {
+        char what[160], q[400], bounds[160];
+        const char *why = "a valid value";
+        const ConfigKey *k;
+        size_t idx = 0;
+        int r;
+
+        snprintf(what, sizeof what, "%s.%s", section, quote(key, q, 64));
+        k = key_find(section, key, &idx);
+        if (!k)
+                return fail(x, x->line, what, "unknown key");
+        if (x->key_lines[idx] > 0)
+                return fail(x, x->line, what, "duplicate key (first set on line %u)", x->key_lines[idx]);
+        x->key_lines[idx] = x->line;
+
+        r = k->parse(c, k, *value ? value : k->def, &why);
+        if (r == -ENOMEM)
+                return r;               /* reported by config_load_buffer() */
+        if (r == -ERANGE) {
+                format_bounds(k, bounds, sizeof bounds);
+                return fail(x, x->line, what, "\"%s\" is out of range (expected %s)",
+                            quote(value, q, sizeof q), bounds);
+        }
+        if (r < 0)
+                return fail(x, x->line, what, "invalid value \"%s\" (expected %s)",
+                            quote(value, q, sizeof q), why);
+        return 0;
+}
+
+static int parse_line(Config *c, ParseCtx *x, char *raw, char *section, size_t seclen) {
+        char *s = trim(raw), *eq, q[400];
+
+        if (*s == '\0' || *s == '#' || *s == ';')
+                return 0;
+        if (*s == '[') {
+                char *end = strchr(s, ']');
+                char *name;
+
+                if (!end || end[1] != '\0')
+                        return fail(x, x->line, "syntax", "malformed section header \"%s\" "
+                                    "(expected [section])", quote(s, q, sizeof q));
+                *end = '\0';
+                name = trim(s + 1);
+                if (!section_known(name) || strlen(name) >= seclen) {
+                        char what[80];
+                        snprintf(what, sizeof what, "[%s]", quote(name, q, 64));
+                        return fail(x, x->line, what, "unknown section (expected one of mqtt, "
+                                    "postgres, aggregation, storage, limits, log)");
+                }
+                strcpy(section, name);
+                return 0;
+        }
+        eq = strchr(s, '=');
+        if (!eq || eq == s)
+                return fail(x, x->line, "syntax", "malformed line \"%s\" (expected [section], "
+                            "key = value, or a comment starting with # or ;)", quote(s, q, sizeof q));
+        *eq = '\0';
+        if (!*section)
+                return fail(x, x->line, quote(trim(s), q, 64), "key outside a section "
+                            "(expected a [section] line first)");
+        return apply_key(c, x, section, trim(s), trim(eq + 1));
+}
+
+static int parse_buffer(Config *c, ParseCtx *x, const char *buf, size_t len) {
+        char line[CONFIG_LINE_MAX + 1];
+        char section[32] = "";
+        size_t pos = 0;
+
+        /* A UTF-8 byte order mark, as some editors write, is not content. */
+        if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0)
+                pos = 3;
+        for (x->line = 1; pos < len; x->line++) {
+                const char *nl = memchr(buf + pos, '\n', len - pos);
+                size_t n = nl ? (size_t) (nl - (buf + pos)) : len - pos;
+                int r;
+
+                if (n > CONFIG_LINE_MAX)
+                        return fail(x, x->line, "syntax", "line too long (expected at most %d bytes)",
+                                    CONFIG_LINE_MAX);
+                if (memchr(buf + pos, '\0', n))
+                        return fail(x, x->line, "syntax", "NUL byte in line (expected text)");
+                memcpy(line, buf + pos, n);
+                line[n] = '\0';
+                r = parse_line(c, x, line, section, sizeof section);
+                if (r < 0)
+                        return r;
+                pos += n + 1;
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * After parsing: derived values, cross-field rules, secrets. */
+
+static unsigned key_line(const ParseCtx *x, const char *section, const char *key) {
+        size_t idx = 0;
+
+        return key_find(section, key, &idx) ? x->key_lines[idx] : 0;
+}
+
+static int resolve_journal_dir(Config *c) {
+        const char *state = getenv("STATE_DIRECTORY");
+        size_t len;
+
+        if (c->journal_dir)
+                return 0;
+        if (!state || !*state) {
+                c->journal_dir = strdup("/var/lib/outaged/journal");
+                return c->journal_dir ? 0 : -ENOMEM;
+        }
+        /* systemd joins several StateDirectory= entries with ':'; the first is ours. */
+        len = strcspn(state, ":");
+        if (asprintf(&c->journal_dir, "%.*s/journal", (int) len, state) < 0) {
+                c->journal_dir = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static bool uri_is_tls(const char *uri) {
+        return strncmp(uri, "ssl://", 6) == 0 || strncmp(uri, "mqtts://", 8) == 0 ||
+               strncmp(uri, "wss://", 6) == 0;
+}
+
+static int check_cross_fields(const Config *c, const ParseCtx *x) {
+        if (c->mqtt_cert_file && !c->mqtt_key_file)
+                return fail(x, key_line(x, "mqtt", "cert_file"), "mqtt.cert_file",
+                            "set without mqtt.key_file (expected both or neither)");
+        if (c->mqtt_key_file && !c->mqtt_cert_file)
+                return fail(x, key_line(x, "mqtt", "key_file"), "mqtt.key_file",
+                            "set without mqtt.cert_file (expected both or neither)");
+
+        /* TLS files with a plain-text URI would be ignored silently: the operator believes
+         * the connection is encrypted when it is not. */
+        if (!uri_is_tls(c->mqtt_uri)) {
+                static const char *const tls_keys[] = { "ca_file", "cert_file", "key_file" };
+                const char *const vals[] = { c->mqtt_ca_file, c->mqtt_cert_file, c->mqtt_key_file };
+
+                for (size_t i = 0; i < ELEMENTSOF(tls_keys); i++) {
+                        char what[32];
+                        if (!vals[i])
+                                continue;
+                        snprintf(what, sizeof what, "mqtt.%s", tls_keys[i]);
+                        return fail(x, key_line(x, "mqtt", tls_keys[i]), what,
+                                    "set but mqtt.uri is not a TLS URI (expected ssl://, "
+                                    "mqtts:// or wss:// in mqtt.uri)");
+                }
+        }
+        return 0;
+}
+
+/* Reads a secret: at most SECRET_MAX bytes, one trailing newline (LF or CRLF) removed,
+ * neither empty nor containing NUL or line breaks. Returns 0, -errno (unreadable),
+ * -EFBIG, -ENODATA (empty) or -EBADMSG (NUL or line break). Caller owns *ret. */
+static int read_secret(const char *path, char **ret) {
+        _cleanup_close_ int fd = -1;
+        char *buf;
+        size_t len = 0;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        buf = malloc(SECRET_MAX + 2);
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
+                ssize_t n = read(fd, buf + len, SECRET_MAX + 1 - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        int e = errno;
+                        explicit_bzero(buf, SECRET_MAX + 2);
+                        free(buf);
+                        return -e;
+                }
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+                if (len > SECRET_MAX)
+                        break;
+        }
+        buf[len] = '\0';
+        int r = 0;
+        if (len > SECRET_MAX)
+                r = -EFBIG;
+        else {
+                if (len > 0 && buf[len - 1] == '\n')
+                        buf[--len] = '\0';
+                if (len > 0 && buf[len - 1] == '\r')
+                        buf[--len] = '\0';
+                if (len == 0)
+                        r = -ENODATA;
+                else if (strlen(buf) != len || strpbrk(buf, "\r\n"))
+                        r = -EBADMSG;
+        }
+        if (r < 0) {
+                explicit_bzero(buf, SECRET_MAX + 2);
+                free(buf);
+                return r;
+        }
+        *ret = buf;
+        return 0;
+}
+
+static const char *secret_error(int r) {
+        switch (r) {
+        case -EFBIG:   return "larger than 64 KiB (expected a password)";
+        case -ENODATA: return "empty (expected a password)";
+        case -EBADMSG: return "contains a NUL byte or a line break inside (expected a password on one line)";
+        default:       return strerror(-r);
+        }
+}
+
+/* password_file if set (must be readable), else $CREDENTIALS_DIRECTORY/credential if it
+ * exists. */
+static int load_secret(const ParseCtx *x, const char *section, const char *file,
+                       const char *credential, char **ret) {
+        const char *creds = getenv("CREDENTIALS_DIRECTORY");
+        _cleanup_free_ char *path = NULL;
+        char what[64];
+        int r;
+
+        snprintf(what, sizeof what, "%s.password_file", section);
+        if (file) {
+                r = read_secret(file, ret);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return fail(x, key_line(x, section, "password_file"), what,
+                                    "cannot read %s: %s", file, secret_error(r));
+                return 0;
+        }
+        if (!creds || !*creds)
+                return 0;
+        if (asprintf(&path, "%s/%s", creds, credential) < 0) {
+                path = NULL;
+                return -ENOMEM;
+        }
+        r = read_secret(path, ret);
+        if (r == -ENOENT)
+                return 0;
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return fail(x, 0, what, "cannot read credential %s: %s", path, secret_error(r));
+        return 0;
+}
+
+static int finish(Config *c, ParseCtx *x) {
+        int r;
+
+        r = resolve_journal_dir(c);
+        if (r < 0)
+                return r;
+        r = check_cross_fields(c, x);
+        if (r < 0)
+                return r;
+        r = load_secret(x, "mqtt", c->mqtt_password_file, "mqtt-password", &c->mqtt_password);
+        if (r < 0)
+                return r;
+        return load_secret(x, "postgres", c->pg_password_file, "pg-password", &c->pg_password);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Public entry points. */
+
+static int defaults_unresolved(Config **ret) {
+        Config *c = calloc(1, sizeof(Config));
+
+        if (!c)
+                return -ENOMEM;
+        for (size_t i = 0; i < N_KEYS; i++) {
+                const char *why = NULL;
+                int r = config_keys[i].parse(c, &config_keys[i], config_keys[i].def, &why);
+                if (r < 0) {
+                        /* Only ENOMEM can get here: every default is valid by construction. */
+                        config_free(c);
+                        return r;
+                }
+        }
+        *ret = c;
+        return 0;
+}
+
+int config_defaults(Config **ret) {
+        Config *c = NULL;
+        int r;
+
+        r = defaults_unresolved(&c);
+        if (r < 0)
+                return r;
+        r = resolve_journal_dir(c);
+        if (r < 0) {
+                config_free(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+int config_load_buffer(const char *name, const char *buf, size_t len, Config **ret,
+                       char *err, size_t errlen) {
+        ParseCtx x = { .file = name ? name : "(defaults)", .err = err, .errlen = errlen };
+        Config *c = NULL;
+        int r;
+
+        if (err && errlen > 0)
+                err[0] = '\0';
+        r = defaults_unresolved(&c);
+        if (r < 0)
+                goto oom;
+        r = parse_buffer(c, &x, buf ? buf : "", buf ? len : 0);
+        if (r == 0)
+                r = finish(c, &x);
+        if (r == -ENOMEM)
+                goto oom;
+        if (r < 0) {
+                config_free(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+oom:
+        config_free(c);
+        if (err && errlen > 0)
+                snprintf(err, errlen, "%s: out of memory", x.file);
+        return -ENOMEM;
+}
+
+int config_load(const char *path, Config **ret, char *err, size_t errlen) {
+        _cleanup_free_ char *buf = NULL;
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        size_t len = 0;
+
+        if (!path)
+                return config_load_buffer(NULL, NULL, 0, ret, err, errlen);
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0 || fstat(fd, &st) < 0)
+                goto fail_errno;
+        if (S_ISDIR(st.st_mode)) {
+                errno = EISDIR;
+                goto fail_errno;
+        }
+        buf = malloc(CONFIG_FILE_MAX + 1);
+        if (!buf) {
+                errno = ENOMEM;
+                goto fail_errno;
+        }
+        for (;;) {
+                ssize_t n = read(fd, buf + len, CONFIG_FILE_MAX + 1 - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        goto fail_errno;
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+                if (len > CONFIG_FILE_MAX) {
+                        if (err && errlen > 0)
+                                snprintf(err, errlen, "%s: file larger than 1 MiB (expected "
+                                         "a configuration file)", path);
+                        return -EFBIG;
+                }
+        }
+        return config_load_buffer(path, buf, len, ret, err, errlen);
+
+fail_errno:;
+        int e = errno;
+        if (err && errlen > 0)
+                snprintf(err, errlen, "%s: cannot read: %s", path, strerror(e));
+        return -e;
+}
+
+Config *config_free(Config *c) {
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < N_KEYS; i++) {
+                const ConfigKey *k = &config_keys[i];
+                if (k->parse == parse_outage_types)
+                        strv_free(c->outage_types);
+                else if (k->parse == parse_path || k->parse == parse_text ||
+                         k->parse == parse_conninfo || k->parse == parse_uri ||
+                         k->parse == parse_client_id || k->parse == parse_topic ||
+                         k->parse == parse_share_group)
+                        free(*FIELD(c, k, char *));
+        }
+        if (c->mqtt_password) {
+                explicit_bzero(c->mqtt_password, strlen(c->mqtt_password));
+                free(c->mqtt_password);
+        }
+        if (c->pg_password) {
+                explicit_bzero(c->pg_password, strlen(c->pg_password));
+                free(c->pg_password);
+        }
+        free(c);
+        return NULL;
+}
+
+/* The value of one key as the file would spell it. */
+static void format_value(const Config *c, const ConfigKey *k, FILE *f) {
+        char buf[64];
+
+        if (k->parse == parse_duration || k->parse == parse_duration_sec) {
+                format_duration(*FIELD(c, k, usec_t), buf, sizeof buf);
+                fputs(buf, f);
+        } else if (k->parse == parse_size) {
+                format_size(*FIELD(c, k, uint64_t), buf, sizeof buf);
+                fputs(buf, f);
+        } else if (k->parse == parse_uint)
+                fprintf(f, "%" PRIu64, *FIELD(c, k, uint64_t));
+        else if (k->parse == parse_int)
+                fprintf(f, "%d", *FIELD(c, k, int));
+        else if (k->parse == parse_level)
+                fputs(log_level_to_string(*FIELD(c, k, LogLevel)) ?: "info", f);
+        else if (k->parse == parse_outage_types) {
+                for (size_t i = 0; i < c->n_outage_types; i++)
+                        fprintf(f, "%s%s", i ? " " : "", c->outage_types[i]);
+        } else {
+                const char *s = *FIELD(c, k, char *);
+                if (s)
+                        fputs(s, f);
+        }
+}
+
+/* "key = value", or "key =" when unset (no trailing blank). */
+static void dump_key(const Config *c, const ConfigKey *k, FILE *f) {
+        char *val = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&val, &len);
+
+        if (m) {
+                format_value(c, k, m);
+                fclose(m);
+        }
+        fprintf(f, "%s =%s%s\n", k->key, val && *val ? " " : "", val ? val : "");
+        free(val);
+}
+
+void config_dump(const Config *c, FILE *f) {
+        const char *section = NULL;
+
+        for (size_t i = 0; i < N_KEYS; i++) {
+                const ConfigKey *k = &config_keys[i];
+                const char *secret = NULL, *cred = NULL;
+
+                if (!section || !streq(section, k->section)) {
+                        fprintf(f, "%s[%s]\n", section ? "\n" : "", k->section);
+                        section = k->section;
+                }
+                dump_key(c, k, f);
+
+                if (streq(k->key, "password_file")) {
+                        bool mqtt = streq(k->section, "mqtt");
+                        secret = mqtt ? c->mqtt_password : c->pg_password;
+                        cred = mqtt ? "mqtt-password" : "pg-password";
+                }
+                if (secret)
+                        fprintf(f, "# password: ******** (from %s%s)\n",
+                                *FIELD(c, k, char *) ? "password_file" : "$CREDENTIALS_DIRECTORY/",
+                                *FIELD(c, k, char *) ? "" : cred);
+        }
+}

@@ -63,10 +63,19 @@ typedef struct Config {
  * $STATE_DIRECTORY). Caller owns the result (config_free). */
 int config_defaults(Config **ret);
 
-/* Parses path on top of the defaults, then loads secrets. On failure returns -EINVAL (bad
- * content), -ENOENT/-EACCES... (file unreadable), writes one human-readable message naming
- * "file:line: key: problem" into err (size errlen) and leaves *ret untouched. */
+/* Parses path on top of the defaults, checks the cross-field rules, then loads secrets
+ * (password_file, else $CREDENTIALS_DIRECTORY/mqtt-password resp. pg-password if present).
+ * path NULL: defaults only (secrets from $CREDENTIALS_DIRECTORY still apply). On failure
+ * returns -EINVAL (bad content, bad or unreadable secret), -ENOENT/-EACCES/-EISDIR...
+ * (file unreadable), -EFBIG (file over 1 MiB) or -ENOMEM, writes one human-readable
+ * message "file:line: section.key: problem (expected ...)" into err (size errlen; err may
+ * be NULL) and leaves *ret untouched. A key set twice is an error. */
 int config_load(const char *path, Config **ret, char *err, size_t errlen);
+
+/* As config_load, on the len bytes at buf (no NUL terminator needed); name is used in
+ * messages. Borrows buf. */
+int config_load_buffer(const char *name, const char *buf, size_t len, Config **ret,
+                       char *err, size_t errlen);
 
 Config *config_free(Config *c);
 
