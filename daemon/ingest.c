@@ -1,1 +1,473 @@
-/* ingest.c — placeholder until the module lands. */
+/* ingest.c — the MQTT session with paho MQTTAsync (MQTT 5): persistent session, the
+ * subscription (re-requested on every connect), birth and last will, pause and stop.
+ * It does not parse payloads and does not journal: the caller's callback does that on
+ * paho's receive thread, before paho sends the PUBACK.
+ *
+ * paho facts this file relies on: the PUBACK of a QoS 1 message is sent after
+ * messageArrived returns 1; callbacks run on one thread holding paho's lock, so they only
+ * touch atomics and the caller's callback, never MQTTAsync_isConnected or wait calls. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/eventfd.h>
+#include <time.h>
+
+#include <MQTTAsync.h>
+
+#include "ingest.h"
+#include "version.h"
+
+#define INGEST_KEEPALIVE_S 30
+#define INGEST_CONNECT_TIMEOUT_S 10
+#define INGEST_RECONNECT_MIN_S 1
+#define INGEST_RECONNECT_MAX_S 30
+
+struct Ingest {
+        const Config *config;
+        MQTTAsync client;
+        ingest_message_cb cb;
+        void *userdata;
+        int wake_fd;
+
+        char *filter;                   /* what we subscribe to, "$share/G/" included */
+        char *status_topic;             /* outaged/<client_id>/status */
+        char *online_payload;
+        char *offline_payload;
+
+        _Atomic int state;              /* IngestState */
+        _Atomic bool paused;
+        _Atomic bool stopping;
+        _Atomic int publish_done;       /* 0 pending, 1 ok, -1 failed */
+        _Atomic int disconnect_done;
+        _Atomic uint64_t n_received;
+        _Atomic uint64_t n_connects;
+
+        /* last error text, written by paho's thread, read by the main thread */
+        char last_error[256];
+        _Atomic bool last_error_lock;
+};
+
+static const char *const state_names[_INGEST_STATE_MAX] = {
+        [INGEST_DISCONNECTED] = "disconnected",
+        [INGEST_CONNECTING] = "connecting",
+        [INGEST_CONNECTED] = "connected",
+        [INGEST_SUBSCRIBED] = "subscribed",
+};
+
+const char *ingest_state_to_string(IngestState s) {
+        if (s < 0 || s >= _INGEST_STATE_MAX)
+                return NULL;
+        return state_names[s];
+}
+
+static void wake(Ingest *i) {
+        uint64_t one = 1;
+
+        if (i->wake_fd >= 0)
+                (void) !write(i->wake_fd, &one, sizeof(one));
+}
+
+static void set_state(Ingest *i, IngestState s) {
+        atomic_store(&i->state, s);
+        wake(i);
+}
+
+/* A tiny spin lock: the error text is written rarely, by one thread, and read rarely. */
+static void set_error(Ingest *i, const char *what, int code, const char *msg) {
+        bool expected = false;
+
+        while (!atomic_compare_exchange_weak(&i->last_error_lock, &expected, true))
+                expected = false;
+        snprintf(i->last_error, sizeof(i->last_error), "%s: %s (code %d)", what,
+                 msg ? msg : MQTTAsync_strerror(code), code);
+        atomic_store(&i->last_error_lock, false);
+}
+
+void ingest_last_error(Ingest *i, char *buf, size_t len) {
+        bool expected = false;
+
+        if (len == 0)
+                return;
+        while (!atomic_compare_exchange_weak(&i->last_error_lock, &expected, true))
+                expected = false;
+        snprintf(buf, len, "%s", i->last_error);
+        atomic_store(&i->last_error_lock, false);
+}
+
+int ingest_topic_id(const char *filter, const char *topic, size_t topic_len, char *buf, size_t buflen) {
+        const char *f = filter, *t = topic, *tend = topic + topic_len;
+        int r = -EINVAL;
+
+        if (strncmp(f, "$share/", 7) == 0) {
+                f = strchr(f + 7, '/');
+                if (!f)
+                        return -EINVAL;
+                f++;
+        }
+
+        /* Walk filter and topic level by level. */
+        for (;;) {
+                const char *fe = strchrnul(f, '/');
+                const char *te = memchr(t, '/', (size_t) (tend - t));
+
+                if (!te)
+                        te = tend;
+                if (fe - f == 1 && *f == '+') {
+                        size_t n = (size_t) (te - t);
+
+                        if (n == 0 || n >= buflen || memchr(t, '\0', n))
+                                return -EINVAL;
+                        memcpy(buf, t, n);
+                        buf[n] = '\0';
+                        r = (int) n;
+                } else if (fe - f != te - t || memcmp(f, t, (size_t) (fe - f)) != 0)
+                        return -EINVAL;
+
+                if (*fe == '\0' && te == tend)
+                        return r;
+                if (*fe == '\0' || te == tend)
+                        return -EINVAL;         /* different number of levels */
+                f = fe + 1;
+                t = te + 1;
+        }
+}
+
+static int on_message(void *context, char *topic, int topic_len, MQTTAsync_message *m) {
+        Ingest *i = context;
+        size_t tl = topic_len > 0 ? (size_t) topic_len : strlen(topic);
+
+        atomic_fetch_add(&i->n_received, 1);
+        i->cb(topic, tl, m->payload, m->payloadlen > 0 ? (size_t) m->payloadlen : 0, i->userdata);
+        MQTTAsync_freeMessage(&m);
+        MQTTAsync_free(topic);
+        return 1;       /* always: 0 is not backpressure, see the file comment */
+}
+
+static void on_subscribe_ok(void *context, MQTTAsync_successData5 *response) {
+        Ingest *i = context;
+
+        /* A v5 SUBACK carries a reason code per topic; >= 0x80 is a refusal (ACL). */
+        if (response && response->reasonCode >= 0x80) {
+                set_error(i, "subscribe refused", response->reasonCode,
+                          MQTTReasonCode_toString(response->reasonCode));
+                set_state(i, INGEST_CONNECTED);
+                return;
+        }
+        set_state(i, INGEST_SUBSCRIBED);
+}
+
+static void on_subscribe_fail(void *context, MQTTAsync_failureData5 *response) {
+        Ingest *i = context;
+
+        set_error(i, "subscribe failed", response ? response->code : -1,
+                  response && response->message ? response->message : NULL);
+        set_state(i, INGEST_CONNECTED);
+}
+
+static void publish_status(Ingest *i, const char *payload, bool track);
+
+static void on_connected(void *context, char *cause) {
+        Ingest *i = context;
+        MQTTAsync_callOptions opts = MQTTAsync_callOptions_initializer;
+        int r;
+
+        atomic_fetch_add(&i->n_connects, 1);
+        set_state(i, INGEST_CONNECTED);
+        publish_status(i, i->online_payload, false);
+
+        /* Subscribe again on every connect: cheap, and right even when the broker lost
+         * the session. */
+        opts.onSuccess5 = on_subscribe_ok;
+        opts.onFailure5 = on_subscribe_fail;
+        opts.context = i;
+        r = MQTTAsync_subscribe(i->client, i->filter, i->config->mqtt_qos, &opts);
+        if (r != MQTTASYNC_SUCCESS)
+                set_error(i, "subscribe", r, NULL);
+}
+
+static void on_connect_fail(void *context, MQTTAsync_failureData5 *response) {
+        Ingest *i = context;
+
+        set_error(i, "connect failed", response ? response->code : -1,
+                  response && response->message ? response->message :
+                  response ? MQTTReasonCode_toString(response->reasonCode) : NULL);
+        set_state(i, INGEST_DISCONNECTED);
+}
+
+static void on_connection_lost(void *context, char *cause) {
+        Ingest *i = context;
+
+        set_error(i, "connection lost", 0, cause ? cause : "no reason given");
+        /* paho reconnects by itself (automaticReconnect). */
+        set_state(i, INGEST_CONNECTING);
+}
+
+static void on_publish_ok(void *context, MQTTAsync_successData5 *response) {
+        Ingest *i = context;
+
+        atomic_store(&i->publish_done, 1);
+        wake(i);
+}
+
+static void on_publish_fail(void *context, MQTTAsync_failureData5 *response) {
+        Ingest *i = context;
+
+        atomic_store(&i->publish_done, -1);
+        wake(i);
+}
+
+static void publish_status(Ingest *i, const char *payload, bool track) {
+        MQTTAsync_message m = MQTTAsync_message_initializer;
+        MQTTAsync_callOptions opts = MQTTAsync_callOptions_initializer;
+        int r;
+
+        m.payload = (void *) payload;
+        m.payloadlen = (int) strlen(payload);
+        m.qos = 1;
+        m.retained = 1;
+        if (track) {
+                opts.onSuccess5 = on_publish_ok;
+                opts.onFailure5 = on_publish_fail;
+                opts.context = i;
+        }
+        r = MQTTAsync_sendMessage(i->client, i->status_topic, &m, &opts);
+        if (r != MQTTASYNC_SUCCESS) {
+                set_error(i, "publish status", r, NULL);
+                if (track)
+                        atomic_store(&i->publish_done, -1);
+        }
+}
+
+static char *status_json(const Config *c, const char *state, const char *started_at) {
+        char *s = NULL;
+
+        /* client_id is restricted by config.c to [A-Za-z0-9_.:-]: nothing to escape. */
+        if (asprintf(&s, "{\"state\":\"%s\",\"client_id\":\"%s\",\"version\":\"%s\",\"started_at\":\"%s\"}",
+                     state, c->mqtt_client_id, OUTAGED_VERSION, started_at) < 0)
+                return NULL;
+        return s;
+}
+
+static void format_rfc3339(usec_t t, char *buf, size_t len) {
+        time_t secs = (time_t) (t / USEC_PER_SEC);
+        struct tm tm;
+
+        gmtime_r(&secs, &tm);
+        (void) strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int ingest_new(const Config *c, ingest_message_cb cb, void *userdata, int wake_fd, Ingest **ret) {
+        MQTTAsync_createOptions copts = MQTTAsync_createOptions_initializer5;
+        char started[64];
+        Ingest *i;
+        int r;
+
+        i = calloc(1, sizeof(*i));
+        if (!i)
+                return -ENOMEM;
+        i->config = c;
+        i->cb = cb;
+        i->userdata = userdata;
+        i->wake_fd = wake_fd;
+        atomic_store(&i->state, INGEST_DISCONNECTED);
+
+        format_rfc3339(now_realtime(), started, sizeof(started));
+        if ((c->mqtt_share_group ? asprintf(&i->filter, "$share/%s/%s", c->mqtt_share_group, c->mqtt_topic)
+                                 : asprintf(&i->filter, "%s", c->mqtt_topic)) < 0) {
+                i->filter = NULL;
+                goto oom;
+        }
+        if (asprintf(&i->status_topic, "outaged/%s/status", c->mqtt_client_id) < 0) {
+                i->status_topic = NULL;
+                goto oom;
+        }
+        i->online_payload = status_json(c, "online", started);
+        i->offline_payload = status_json(c, "offline", started);
+        if (!i->online_payload || !i->offline_payload)
+                goto oom;
+
+        /* No paho persistence: durability is the journal's job, and paho's file store
+         * would hold only our own status publications. */
+        copts.sendWhileDisconnected = 0;
+        r = MQTTAsync_createWithOptions(&i->client, c->mqtt_uri, c->mqtt_client_id,
+                                        MQTTCLIENT_PERSISTENCE_NONE, NULL, &copts);
+        if (r != MQTTASYNC_SUCCESS) {
+                i->client = NULL;
+                ingest_free(i);
+                return -EINVAL;
+        }
+        /* Callbacks before connecting: redelivered messages can arrive before the
+         * connected callback runs. */
+        r = MQTTAsync_setCallbacks(i->client, i, on_connection_lost, on_message, NULL);
+        if (r == MQTTASYNC_SUCCESS)
+                r = MQTTAsync_setConnected(i->client, i, on_connected);
+        if (r != MQTTASYNC_SUCCESS) {
+                ingest_free(i);
+                return -EINVAL;
+        }
+
+        *ret = i;
+        return 0;
+oom:
+        ingest_free(i);
+        return -ENOMEM;
+}
+
+Ingest *ingest_free(Ingest *i) {
+        if (!i)
+                return NULL;
+        if (i->client) {
+                if (MQTTAsync_isConnected(i->client)) {
+                        MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
+
+                        d.timeout = 1000;
+                        (void) MQTTAsync_disconnect(i->client, &d);
+                }
+                MQTTAsync_destroy(&i->client);
+        }
+        free(i->filter);
+        free(i->status_topic);
+        free(i->online_payload);
+        free(i->offline_payload);
+        free(i);
+        return NULL;
+}
+
+int ingest_start(Ingest *i) {
+        MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer5;
+        MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
+        MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+        MQTTProperties props = MQTTProperties_initializer;
+        MQTTProperty p = { .identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL };
+        const Config *c = i->config;
+        usec_t expiry_s = c->mqtt_session_expiry / USEC_PER_SEC;
+        int r;
+
+        o.keepAliveInterval = INGEST_KEEPALIVE_S;
+        o.connectTimeout = INGEST_CONNECT_TIMEOUT_S;
+        o.cleanstart = 0;
+        o.MQTTVersion = MQTTVERSION_5;
+        o.automaticReconnect = 1;
+        o.minRetryInterval = INGEST_RECONNECT_MIN_S;
+        o.maxRetryInterval = INGEST_RECONNECT_MAX_S;
+        /* The in-flight window is the broker's; keep paho's own bound generous. */
+        o.maxInflight = 65535;
+        o.username = c->mqtt_username;
+        o.password = c->mqtt_password;
+        o.onFailure5 = on_connect_fail;
+        o.context = i;
+
+        will.topicName = i->status_topic;
+        will.message = i->offline_payload;
+        will.retained = 1;
+        will.qos = 1;
+        o.will = &will;
+
+        if (strncmp(c->mqtt_uri, "ssl://", 6) == 0 || strncmp(c->mqtt_uri, "mqtts://", 8) == 0 ||
+            strncmp(c->mqtt_uri, "wss://", 6) == 0) {
+                ssl.trustStore = c->mqtt_ca_file;
+                ssl.keyStore = c->mqtt_cert_file;
+                ssl.privateKey = c->mqtt_key_file;
+                ssl.enableServerCertAuth = 1;
+                ssl.verify = 1;         /* paho defaults to no host name check */
+                ssl.sslVersion = MQTT_SSL_VERSION_TLS_1_2;
+                o.ssl = &ssl;
+        }
+
+        p.value.integer4 = (unsigned) (expiry_s > UINT32_MAX ? UINT32_MAX : expiry_s);
+        if (MQTTProperties_add(&props, &p) != 0)
+                return -ENOMEM;
+        o.connectProperties = &props;
+        /* No Maximum Packet Size property: an oversized message must reach us and be
+         * recorded as a reject rather than be dropped by the broker (SPEC section 2). */
+
+        set_state(i, INGEST_CONNECTING);
+        r = MQTTAsync_connect(i->client, &o);
+        MQTTProperties_free(&props);
+        if (r != MQTTASYNC_SUCCESS) {
+                set_error(i, "connect", r, NULL);
+                set_state(i, INGEST_DISCONNECTED);
+                return -EIO;
+        }
+        return 0;
+}
+
+IngestState ingest_state(const Ingest *i) {
+        return atomic_load(&((Ingest *) i)->state);
+}
+
+static void on_disconnect_done(void *context, MQTTAsync_successData5 *response) {
+        Ingest *i = context;
+
+        atomic_store(&i->disconnect_done, 1);
+        wake(i);
+}
+
+static void on_disconnect_fail(void *context, MQTTAsync_failureData5 *response) {
+        Ingest *i = context;
+
+        atomic_store(&i->disconnect_done, -1);
+        wake(i);
+}
+
+static int disconnect_and_wait(Ingest *i, usec_t timeout) {
+        MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
+        usec_t deadline = now_monotonic() + timeout;
+        int r;
+
+        atomic_store(&i->disconnect_done, 0);
+        d.timeout = (int) (timeout / USEC_PER_MSEC);
+        d.onSuccess5 = on_disconnect_done;
+        d.onFailure5 = on_disconnect_fail;
+        d.context = i;
+        r = MQTTAsync_disconnect(i->client, &d);
+        if (r != MQTTASYNC_SUCCESS)
+                return r == MQTTASYNC_DISCONNECTED ? 0 : -EIO;
+        while (atomic_load(&i->disconnect_done) == 0 && now_monotonic() < deadline)
+                usleep(2000);
+        set_state(i, INGEST_DISCONNECTED);
+        return atomic_load(&i->disconnect_done) == 1 ? 0 : -ETIMEDOUT;
+}
+
+int ingest_stop(Ingest *i, usec_t timeout) {
+        usec_t deadline = now_monotonic() + timeout;
+        int r = 0;
+
+        atomic_store(&i->stopping, true);
+        if (!MQTTAsync_isConnected(i->client))
+                return -ENOTCONN;
+
+        atomic_store(&i->publish_done, 0);
+        publish_status(i, i->offline_payload, true);
+        while (atomic_load(&i->publish_done) == 0 && now_monotonic() < deadline)
+                usleep(2000);
+        if (atomic_load(&i->publish_done) != 1)
+                r = -ETIMEDOUT;
+
+        if (disconnect_and_wait(i, USEC_PER_SEC) < 0 && r == 0)
+                r = -ETIMEDOUT;
+        return r;
+}
+
+int ingest_pause(Ingest *i) {
+        if (atomic_exchange(&i->paused, true))
+                return 0;
+        return disconnect_and_wait(i, USEC_PER_SEC);
+}
+
+int ingest_resume(Ingest *i) {
+        if (!atomic_exchange(&i->paused, false))
+                return 0;
+        return ingest_start(i);
+}
+
+bool ingest_paused(const Ingest *i) {
+        return atomic_load(&((Ingest *) i)->paused);
+}
+
+uint64_t ingest_messages_received(const Ingest *i) {
+        return atomic_load(&((Ingest *) i)->n_received);
+}
+
+uint64_t ingest_connects(const Ingest *i) {
+        return atomic_load(&((Ingest *) i)->n_connects);
+}

@@ -87,3 +87,58 @@ int mqtt_publish(const MqttBroker *b, const char *topic, const void *payload, si
 /* Publishes n messages (QoS 1) on one connection, waiting for all acknowledgements. */
 int mqtt_publish_many(const MqttBroker *b, const char *const *topics,
                       const char *const *payloads, size_t n);
+
+/* ---- harness_daemon.c ---- */
+
+typedef struct Daemon {
+        char *dir;              /* config, journal, log, notify socket */
+        char *config_path;
+        char *log_path;
+        char *notify_path;
+        int notify_fd;          /* our NOTIFY_SOCKET listener */
+        pid_t pid;
+        char last_status[512];
+} Daemon;
+
+/* Writes a config for the daemon into a fresh temporary directory: broker b, database
+ * conninfo, client id, topic filter, plus extra INI text appended (may be NULL; sections
+ * given there must not repeat those written here: [mqtt] [postgres] [aggregation]
+ * [storage] [limits] [log] are written with the keys below, so pass extra keys through
+ * the *_extra arguments of each section). */
+typedef struct DaemonOptions {
+        const char *client_id;
+        const char *topic;
+        const char *share_group;
+        const char *conninfo;
+        const char *mqtt_uri;
+        const char *gap;                /* default 12min */
+        const char *outage_types;
+        const char *max_age;
+        const char *max_payload;
+        const char *max_batch_items;
+        const char *max_events;
+        const char *flush_interval;     /* default 100ms */
+        const char *startup_timeout;    /* default 20s */
+        const char *journal_dir;        /* default <dir>/journal */
+} DaemonOptions;
+
+int daemon_prepare(Daemon *d, const DaemonOptions *o);
+
+/* Starts the binary with -c <config> and NOTIFY_SOCKET. Returns 0 or -1. */
+int daemon_start(Daemon *d);
+
+/* Waits for READY=1 on the notify socket (or the process exiting). Returns 0 when ready,
+ * the exit code if it exited, -1 on timeout. */
+int daemon_wait_ready(Daemon *d, int timeout_ms);
+
+/* Reads notify messages until one contains needle, or timeout. Returns 0 or -1. */
+int daemon_wait_notify(Daemon *d, const char *needle, int timeout_ms);
+
+/* Sends sig and waits for exit. Returns the exit code (128+signal if killed), -1 on timeout. */
+int daemon_signal_wait(Daemon *d, int sig, int timeout_ms);
+
+/* Kills if running and removes the directory (kept when OUTAGED_KEEP_TEST_DIRS is set). */
+void daemon_cleanup(Daemon *d);
+
+/* Prints the daemon's log to stderr (for failing tests). */
+void daemon_dump_log(const Daemon *d);

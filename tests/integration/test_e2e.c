@@ -1,1 +1,406 @@
-#include <criterion/criterion.h>
+/* test_e2e.c — the real daemon binary against a real mosquitto and a real PostgreSQL:
+ * SPEC section 3 end to end, payload forms, every reject reason, backlog, SIGTERM and
+ * SIGKILL under load, birth and last will, exit codes, --migrate, SIGHUP reload. */
+#include <pthread.h>
+#include <signal.h>
+
+#define SHARED_SERVERS
+#include "common.h"
+
+static Daemon d;
+
+static void start_daemon(const DaemonOptions *o) {
+        cr_assert_eq(daemon_prepare(&d, o), 0);
+        cr_assert_eq(daemon_start(&d), 0);
+        int r = daemon_wait_ready(&d, 30000);
+        if (r != 0)
+                daemon_dump_log(&d);
+        cr_assert_eq(r, 0, "daemon not ready (%d)", r);
+}
+
+static void restart_daemon(void) {
+        cr_assert_eq(daemon_start(&d), 0);
+        int r = daemon_wait_ready(&d, 30000);
+        if (r != 0)
+                daemon_dump_log(&d);
+        cr_assert_eq(r, 0, "daemon not ready after restart (%d)", r);
+}
+
+static void teardown(void) {
+        /* meson shows a test's output only when it fails */
+        daemon_dump_log(&d);
+        daemon_cleanup(&d);
+}
+
+static void expect_events(const char *conninfo, const char *want) {
+        char *got = wait_events(conninfo, want, 20000);
+
+        if (strcmp(got, want) != 0)
+                daemon_dump_log(&d);
+        cr_assert_str_eq(got, want);
+        free(got);
+}
+
+TestSuite(e2e, .init = servers_from_env, .fini = teardown, .timeout = 240);
+
+/* SPEC section 3's table, report by report, with the daemon flushing in between. */
+Test(e2e, spec_table) {
+        char *db = new_database("e2e_table");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-table",
+                            .topic = "table/+" };
+
+        start_daemon(&o);
+        publish_report("table/ctrl_1", "panel_outage", 600);
+        publish_report("table/ctrl_1", "panel_outage", 610);
+        publish_report("table/ctrl_1", "panel_outage", 620);
+        expect_events(db, "ctrl_1/panel_outage 600 620 3");
+        publish_report("table/ctrl_1", "panel_outage", 645);
+        expect_events(db, "ctrl_1/panel_outage 600 620 3;ctrl_1/panel_outage 645 645 1");
+        publish_report("table/ctrl_1", "panel_outage", 632);
+        expect_events(db, "ctrl_1/panel_outage 600 632 4;ctrl_1/panel_outage 645 645 1");
+        publish_report("table/ctrl_1", "panel_outage", 633);
+        expect_events(db, "ctrl_1/panel_outage 600 645 6");
+        /* the duplicate changes nothing; a report on another key proves it was consumed */
+        publish_report("table/ctrl_1", "panel_outage", 610);
+        publish_report("table/ctrl_2", "lamp_outage", 600);
+        expect_events(db, "ctrl_1/panel_outage 600 645 6;ctrl_2/lamp_outage 600 600 1");
+        /* exactly gap joins, gap + 1 us splits */
+        publish_report("table/ctrl_3", "lamp_outage", 0);
+        publish_report("table/ctrl_3", "lamp_outage", 12);
+        publish_report("table/ctrl_3", "lamp_outage", 24 + 1.0 / 60e6);
+        expect_events(db, "ctrl_1/panel_outage 600 645 6;ctrl_2/lamp_outage 600 600 1;"
+                          "ctrl_3/lamp_outage 0 12 2;ctrl_3/lamp_outage 1440000001us 1440000001us 1");
+        cr_assert_str_eq(query(db, "SELECT string_agg(DISTINCT status, ',') FROM outage.events"), "closed");
+        free(db);
+}
+
+/* One payload may carry an array (a backlog); every timestamp form of SPEC section 2. */
+Test(e2e, batch_and_timestamp_forms) {
+        char *db = new_database("e2e_forms");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-forms",
+                            .topic = "forms/+" };
+        char a[64], b[64], payload[1024];
+        int64_t base = base_seconds();
+
+        start_daemon(&o);
+        ts_string(a, sizeof(a), 600);
+        ts_string(b, sizeof(b), 610);
+        a[10] = ' ';            /* space separator */
+        b[10] = 't';
+        b[strlen(b) - 1] = 'z';
+        snprintf(payload, sizeof(payload),
+                 "[{\"outage_type\":\"panel_outage\",\"timestamp\":\"%s\"},"
+                 " {\"outage_type\":\"panel_outage\",\"timestamp\":\"%s\",\"extra\":[1,2]},"
+                 " {\"outage_type\":\"panel_outage\",\"timestamp\":%" PRId64 ",\"controller_id\":\"ctrl_9\"}]",
+                 a, b, base + 620 * 60);
+        cr_assert_eq(mqtt_publish(&broker, "forms/ctrl_9", payload, strlen(payload)), 0);
+
+        /* an offset: 11:30+01:00 is 10:30Z; a fraction kept to the microsecond */
+        time_t t = (time_t) (base + 690 * 60);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        snprintf(payload, sizeof(payload),
+                 "{\"outage_type\":\"panel_outage\",\"timestamp\":\"%04d-%02d-%02dT%02d:%02d:%02d.250+01:00\"}",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cr_assert_eq(mqtt_publish(&broker, "forms/ctrl_9", payload, strlen(payload)), 0);
+        /* 11:30.250+01:00 = 10:30:00.25Z, 10 min after 10:20 */
+        expect_events(db, "ctrl_9/panel_outage 600 37800250000us 4");
+        free(db);
+}
+
+static const char *reasons_of(const char *db) {
+        return query(db, "SELECT string_agg(reason, ',' ORDER BY reason) FROM outage.rejects");
+}
+
+/* Every reject reason end to end; valid reports in the same stream and the same batch
+ * are unaffected; each reject is a row with its reason and payload. */
+Test(e2e, every_reject_reason) {
+        char *db = new_database("e2e_rejects");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-rejects",
+                            .topic = "rej/+", .outage_types = "panel_outage lamp_outage",
+                            .max_payload = "1KiB", .max_batch_items = "4" };
+        char good[64], big[2000], p[4096];
+
+        start_daemon(&o);
+        ts_string(good, sizeof(good), 600);
+
+#define PUB(topic, ...) do { snprintf(p, sizeof(p), __VA_ARGS__); \
+                cr_assert_eq(mqtt_publish(&broker, topic, p, strlen(p)), 0); } while (0)
+
+        PUB("rej/-bad", "{\"outage_type\":\"panel_outage\",\"timestamp\":\"%s\"}", good);
+        memset(big, ' ', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        PUB("rej/c1", "{\"outage_type\":\"panel_outage\",\"timestamp\":\"%s\"}%s", good, big);
+        PUB("rej/c1", "{\"outage_type\":");
+        PUB("rej/c1", "42");
+        PUB("rej/c1", "[]");
+        PUB("rej/c1", "[{},{},{},{},{}]");
+        /* a batch: bad items around a good one */
+        PUB("rej/c1", "[1, {\"outage_type\":\"panel_outage\",\"timestamp\":\"%s\"}, {\"timestamp\":\"%s\"},"
+                      " {\"outage_type\":\"panel_outage\",\"timestamp\":1.5}]", good, good);
+        PUB("rej/c1", "{\"outage_type\":\"Panel\",\"timestamp\":\"%s\"}", good);
+        PUB("rej/c1", "{\"outage_type\":\"door_open\",\"timestamp\":\"%s\"}", good);
+        PUB("rej/c1", "{\"outage_type\":\"lamp_outage\",\"timestamp\":\"2023-02-30T10:00:00Z\"}");
+        PUB("rej/c1", "{\"outage_type\":\"lamp_outage\",\"timestamp\":\"2000-01-01T10:00:00Z\"}");
+        PUB("rej/c1", "{\"outage_type\":\"lamp_outage\",\"timestamp\":\"%s\",\"controller_id\":\"c2\"}", good);
+        PUB("rej/c1", "{\"outage_type\":\"lamp_outage\",\"timestamp\":\"%s\",\"controller_id\":\"c1\"}", good);
+        /* invalid UTF-8 */
+        const char *bad_utf8 = "{\"outage_type\":\"x\xff\"}";
+        cr_assert_eq(mqtt_publish(&broker, "rej/c1", bad_utf8, strlen(bad_utf8)), 0);
+
+        expect_events(db, "c1/lamp_outage 600 600 1;c1/panel_outage 600 600 1");
+        const char *want = "bad_controller_id,bad_field_type,bad_outage_type,bad_timestamp,batch_too_large,"
+                           "controller_mismatch,malformed_json,malformed_json,missing_field,not_a_report,"
+                           "not_a_report,not_a_report,payload_too_large,timestamp_out_of_range,unknown_outage_type";
+        const char *got = reasons_of(db);
+        for (int i = 0; i < 100 && strcmp(got, want) != 0; i++) {
+                harness_sleep_ms(100);
+                got = reasons_of(db);
+        }
+        cr_assert_str_eq(got, want);
+        cr_assert_str_eq(query(db, "SELECT controller_id IS NULL FROM outage.rejects WHERE reason = 'bad_controller_id'"), "t");
+        cr_assert_str_eq(query(db, "SELECT topic FROM outage.rejects WHERE reason = 'bad_controller_id'"), "rej/-bad");
+        cr_assert_str_eq(query(db, "SELECT length(payload) FROM outage.rejects WHERE reason = 'payload_too_large'"), "1024");
+        cr_assert_str_eq(query(db, "SELECT payload FROM outage.rejects WHERE reason = 'bad_field_type'"),
+                         "{\"outage_type\":\"panel_outage\",\"timestamp\":1.5}");
+        cr_assert_str_eq(query(db, "SELECT payload FROM outage.rejects WHERE reason = 'malformed_json' AND payload LIKE '%\\xff%'"),
+                         "{\"outage_type\":\"x\\xff\"}");
+        free(db);
+#undef PUB
+}
+
+/* Reports published while the daemon is down wait in its persistent session. */
+Test(e2e, backlog_while_stopped) {
+        char *db = new_database("e2e_backlog");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-backlog",
+                            .topic = "backlog/+" };
+        enum { KEYS = 5, PER = 60 };
+        static const char *topics[KEYS * PER], *payloads[KEYS * PER];
+        static RefReport ref[KEYS * PER];
+        size_t n = 0;
+
+        start_daemon(&o);
+        cr_assert_eq(daemon_signal_wait(&d, SIGTERM, 30000), 0);
+        for (int k = 0; k < KEYS; k++)
+                for (int i = 0; i < PER; i++) {
+                        char *t;
+                        double minute = i * 10 + (i % 7 == 6 ? 5 : 0);
+                        cr_assert(asprintf(&t, "backlog/c%d", k) > 0);
+                        topics[n] = t;
+                        payloads[n] = report_json("panel_outage", minute);
+                        snprintf(ref[n].key, sizeof(ref[n].key), "c%d/panel_outage", k);
+                        ref[n].t = (int64_t) (minute * 60e6);
+                        n++;
+                }
+        cr_assert_eq(mqtt_publish_many(&broker, topics, payloads, n), 0);
+        restart_daemon();
+        char *want = reference_text(ref, n, 12 * 60000000LL);
+        expect_events(db, want);
+        free(want);
+        free(db);
+}
+
+typedef struct LoadArgs {
+        const char *prefix;
+        size_t n;
+        const char **topics, **payloads;
+} LoadArgs;
+
+static void *publish_thread(void *p) {
+        LoadArgs *a = p;
+
+        /* in slices, so the daemon is killed while messages flow */
+        for (size_t off = 0; off < a->n; off += 200) {
+                size_t k = a->n - off < 200 ? a->n - off : 200;
+                if (mqtt_publish_many(&broker, a->topics + off, a->payloads + off, k) < 0)
+                        return (void *) 1;
+        }
+        return NULL;
+}
+
+/* Keys report in time order, with random gaps (some over gap): count must equal the
+ * number of distinct timestamps, whatever happens to the daemon meanwhile. */
+static void under_load(const char *name, int sig) {
+        char dbname[64], prefix[64], cid[64];
+        enum { KEYS = 40, PER = 75 };
+        size_t n = 0;
+        const char **topics = calloc(KEYS * PER, sizeof(char *)), **payloads = calloc(KEYS * PER, sizeof(char *));
+        RefReport *ref = calloc(KEYS * PER, sizeof(RefReport));
+        double minute[KEYS] = { 0 };
+        pthread_t th;
+        void *res;
+
+        snprintf(dbname, sizeof(dbname), "e2e_%s", name);
+        snprintf(prefix, sizeof(prefix), "%s", name);
+        snprintf(cid, sizeof(cid), "t-%s", name);
+        char *db = new_database(dbname);
+        char filter[80];
+        snprintf(filter, sizeof(filter), "%s/+", prefix);
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = cid, .topic = filter };
+
+        srandom(42);
+        for (int i = 0; i < PER; i++)
+                for (int k = 0; k < KEYS; k++) {
+                        char *t;
+                        int step = (int) (random() % 20);       /* 0..19 min: some over the gap */
+                        minute[k] += step;
+                        cr_assert(asprintf(&t, "%s/k%02d", prefix, k) > 0);
+                        topics[n] = t;
+                        payloads[n] = report_json(k % 2 ? "lamp_outage" : "panel_outage", minute[k]);
+                        snprintf(ref[n].key, sizeof(ref[n].key), "k%02d/%s", k, k % 2 ? "lamp_outage" : "panel_outage");
+                        ref[n].t = (int64_t) (minute[k] * 60e6);
+                        n++;
+                }
+
+        start_daemon(&o);
+        LoadArgs a = { prefix, n, topics, payloads };
+        pthread_create(&th, NULL, publish_thread, &a);
+        harness_sleep_ms(700);
+        int code = daemon_signal_wait(&d, sig, 60000);
+        if (sig == SIGTERM)
+                cr_assert_eq(code, 0, "SIGTERM exit code %d", code);
+        else
+                cr_assert_eq(code, 128 + SIGKILL);
+        restart_daemon();
+        pthread_join(th, &res);
+        cr_assert_null(res, "publisher failed");
+        /* and once more while the rest flows in */
+        char *want = reference_text(ref, n, 12 * 60000000LL);
+        expect_events(db, want);
+        free(want);
+        free(db);
+}
+
+Test(e2e, sigterm_under_load_loses_nothing) {
+        under_load("term", SIGTERM);
+}
+
+Test(e2e, sigkill_under_load_loses_nothing_counts_nothing_twice) {
+        under_load("kill", SIGKILL);
+}
+
+static char *retained_status(const char *client_id) {
+        char topic[128];
+        char port[16];
+        snprintf(topic, sizeof(topic), "outaged/%s/status", client_id);
+        snprintf(port, sizeof(port), "%d", broker.port);
+        char *argv[] = { "/usr/bin/mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-t", topic, "-C", "1",
+                         "-W", "5", NULL };
+        char *out = NULL, *err = NULL;
+
+        (void) proc_run(argv, NULL, &out, &err, 4096, 10000);
+        free(err);
+        return out;
+}
+
+/* Birth and clean-stop messages are retained on outaged/<client_id>/status. */
+Test(e2e, birth_and_offline_status) {
+        char *db = new_database("e2e_status");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-status",
+                            .topic = "status/+" };
+
+        start_daemon(&o);
+        char *s = retained_status("t-status");
+        cr_assert(s && strstr(s, "\"state\":\"online\""), "online status: %s", s ? s : "(none)");
+        cr_assert(strstr(s, "\"client_id\":\"t-status\"") && strstr(s, "\"version\":") && strstr(s, "\"started_at\":"));
+        free(s);
+        cr_assert_eq(daemon_signal_wait(&d, SIGTERM, 30000), 0);
+        s = retained_status("t-status");
+        cr_assert(s && strstr(s, "\"state\":\"offline\""), "offline status: %s", s ? s : "(none)");
+        free(s);
+
+        /* SIGKILL: the broker publishes the last will */
+        restart_daemon();
+        cr_assert_eq(daemon_signal_wait(&d, SIGKILL, 10000), 128 + SIGKILL);
+        for (int i = 0; i < 100; i++) {
+                s = retained_status("t-status");
+                if (s && strstr(s, "offline"))
+                        break;
+                free(s);
+                s = NULL;
+                harness_sleep_ms(500);  /* the broker notices after 1.5 x keepalive */
+        }
+        cr_assert(s && strstr(s, "\"state\":\"offline\""), "will: %s", s ? s : "(none)");
+        free(s);
+        free(db);
+}
+
+Test(e2e, exit_69_when_broker_unreachable) {
+        char *db = new_database("e2e_nobroker");
+        DaemonOptions o = { .mqtt_uri = "tcp://127.0.0.1:1", .conninfo = db, .client_id = "t-nob",
+                            .startup_timeout = "2s" };
+
+        cr_assert_eq(daemon_prepare(&d, &o), 0);
+        cr_assert_eq(daemon_start(&d), 0);
+        cr_assert_eq(proc_wait(d.pid, 30000), 69);
+        d.pid = -1;
+        free(db);
+}
+
+Test(e2e, exit_69_when_database_unreachable) {
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = "host=127.0.0.1 port=1 dbname=x connect_timeout=1",
+                            .client_id = "t-nodb", .startup_timeout = "2s" };
+
+        cr_assert_eq(daemon_prepare(&d, &o), 0);
+        cr_assert_eq(daemon_start(&d), 0);
+        cr_assert_eq(proc_wait(d.pid, 30000), 69);
+        d.pid = -1;
+}
+
+Test(e2e, exit_78_when_gap_differs_from_database) {
+        char *db = new_database("e2e_gap");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-gap", .topic = "gap/+" };
+
+        start_daemon(&o);
+        cr_assert_eq(daemon_signal_wait(&d, SIGTERM, 30000), 0);
+        daemon_cleanup(&d);
+        o.gap = "10min";
+        cr_assert_eq(daemon_prepare(&d, &o), 0);
+        cr_assert_eq(daemon_start(&d), 0);
+        cr_assert_eq(proc_wait(d.pid, 30000), 78);
+        d.pid = -1;
+        free(db);
+}
+
+Test(e2e, migrate_only) {
+        char *db = new_database("e2e_migrate");
+        DaemonOptions o = { .mqtt_uri = "tcp://127.0.0.1:1", .conninfo = db, .client_id = "t-mig" };
+        char *argv[] = { (char *) harness_binary(), "-c", NULL, "--migrate", NULL };
+        char *out = NULL, *err = NULL;
+
+        cr_assert_eq(daemon_prepare(&d, &o), 0);
+        argv[2] = d.config_path;
+        cr_assert_eq(proc_run(argv, NULL, &out, &err, 65536, 60000), 0, "%s", err);
+        free(out);
+        free(err);
+        cr_assert_str_eq(query(db, "SELECT count(*) > 0 FROM outage.schema_migrations"), "t");
+        cr_assert_str_eq(query(db, "SELECT count(*) FROM outage.events"), "0");
+        cr_assert_eq(proc_run(argv, NULL, &out, &err, 65536, 60000), 0, "%s", err);
+        free(out);
+        free(err);
+        free(db);
+}
+
+/* SIGHUP reloads the outage type allowlist. */
+Test(e2e, sighup_reloads_allowlist) {
+        char *db = new_database("e2e_reload");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-reload",
+                            .topic = "reload/+", .outage_types = "panel_outage" };
+
+        start_daemon(&o);
+        publish_report("reload/c1", "lamp_outage", 600);
+        publish_report("reload/c1", "panel_outage", 600);
+        expect_events(db, "c1/panel_outage 600 600 1");
+        cr_assert_str_eq(query(db, "SELECT string_agg(reason, ',') FROM outage.rejects"), "unknown_outage_type");
+
+        /* rewrite the allowlist line and reload */
+        char cmd[1024];
+        snprintf(cmd, sizeof(cmd), "sed -i 's/^outage_types = .*/outage_types = panel_outage lamp_outage/' %s",
+                 d.config_path);
+        cr_assert_eq(system(cmd), 0);
+        kill(d.pid, SIGHUP);
+        cr_assert_eq(daemon_wait_notify(&d, "READY=1", 10000), 0);
+        publish_report("reload/c1", "lamp_outage", 610);
+        expect_events(db, "c1/lamp_outage 610 610 1;c1/panel_outage 600 600 1");
+        free(db);
+}

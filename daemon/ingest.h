@@ -1,0 +1,67 @@
+/* ingest.h — the MQTT session (paho MQTTAsync, MQTT 5): persistent session, subscription,
+ * birth and last will, reconnects. The only module that uses paho. Messages are handed to
+ * the caller's callback on paho's receive thread; the callback must make the message
+ * durable (journal) before it returns, because the broker is acknowledged right after. */
+#pragma once
+
+#include "common.h"
+#include "config.h"
+
+typedef struct Ingest Ingest;
+
+/* Called on paho's thread for every message. It must not call back into Ingest. Its
+ * return value is ignored by the protocol (paho acknowledges regardless): a callback that
+ * cannot make a message durable must retry or block, never drop it. */
+typedef void (*ingest_message_cb)(const char *topic, size_t topic_len, const void *payload,
+                                  size_t len, void *userdata);
+
+typedef enum IngestState {
+        INGEST_DISCONNECTED,
+        INGEST_CONNECTING,
+        INGEST_CONNECTED,       /* connected, subscription requested */
+        INGEST_SUBSCRIBED,      /* subscription acknowledged: consuming */
+        _INGEST_STATE_MAX,
+        _INGEST_STATE_INVALID = -EINVAL,
+} IngestState;
+
+const char *ingest_state_to_string(IngestState s);
+
+/* Creates the client (nothing is sent yet). Borrows c for the Ingest's lifetime. wake_fd:
+ * an eventfd written (value 1) on every state change, so the main loop can react; -1 for
+ * none. Returns 0, -EINVAL for a URI or option paho refuses, -ENOMEM. */
+int ingest_new(const Config *c, ingest_message_cb cb, void *userdata, int wake_fd, Ingest **ret);
+
+/* Disconnects if needed (without publishing the offline status) and frees. */
+Ingest *ingest_free(Ingest *i);
+
+/* Starts connecting; reconnects happen by themselves after a connection is lost. A failed
+ * attempt is reported by the state going back to INGEST_DISCONNECTED: call ingest_start()
+ * again later (the caller owns the backoff). Returns 0 or -EIO. */
+int ingest_start(Ingest *i);
+
+IngestState ingest_state(const Ingest *i);
+
+/* The last connection error as text ("" if none). Copied into buf. */
+void ingest_last_error(Ingest *i, char *buf, size_t len);
+
+/* Clean stop: publishes the retained offline status (waiting up to timeout for the
+ * broker's acknowledgement), then disconnects cleanly so the broker discards the will
+ * and keeps the persistent session. Messages that arrive meanwhile still reach the
+ * callback. Returns 0, or a negative errno if the broker could not be told. */
+int ingest_stop(Ingest *i, usec_t timeout);
+
+/* Pauses consumption by disconnecting (the broker queues for the persistent session) and
+ * resumes it. Used when memory is full and the database cannot take a flush. */
+int ingest_pause(Ingest *i);
+int ingest_resume(Ingest *i);
+bool ingest_paused(const Ingest *i);
+
+/* Extracts the controller id from topic for a filter with exactly one '+' level (a leading
+ * "$share/G/" on the filter is ignored). Writes the level into buf (NUL-terminated) and
+ * returns its length, or -EINVAL when the topic does not match the filter or the level
+ * does not fit in buflen. Pure. */
+int ingest_topic_id(const char *filter, const char *topic, size_t topic_len, char *buf, size_t buflen);
+
+/* Counters, readable from any thread. */
+uint64_t ingest_messages_received(const Ingest *i);
+uint64_t ingest_connects(const Ingest *i);

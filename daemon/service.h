@@ -1,0 +1,21 @@
+/* service.h — the running daemon: start-up order, the main loop, the drain on stop, and
+ * --migrate. main.c parses the command line and turns the returned codes into exits. */
+#pragma once
+
+#include "config.h"
+
+/* Exit codes of SPEC section 6. */
+enum {
+        EXIT_OK = 0,
+        EXIT_GENERIC = 1,
+        EXIT_USAGE = 64,
+        EXIT_UNAVAILABLE = 69,
+        EXIT_CONFIG = 78,
+};
+
+/* Runs the daemon until SIGTERM/SIGINT (exit 0 after the drain) or a fatal error. Borrows
+ * c; config_path is re-read on SIGHUP. Returns an exit code. */
+int service_run(Config *c, const char *config_path);
+
+/* Applies pending migrations and returns an exit code (0, 69, 78 or 1). */
+int service_migrate(const Config *c);
