@@ -604,8 +604,10 @@ static void update_metrics(Service *s) {
         AggStats st;
 
         agg_stats(s->agg, now_realtime(), &st);
-        s->m.messages_received = s->ingest ? ingest_messages_received(s->ingest) : 0;
-        s->m.mqtt_connects = s->ingest ? ingest_connects(s->ingest) : 0;
+        if (s->ingest) {        /* freed during the stop: keep the last values */
+                s->m.messages_received = ingest_messages_received(s->ingest);
+                s->m.mqtt_connects = ingest_connects(s->ingest);
+        }
         s->m.events_in_memory = st.spans;
         s->m.events_open = st.open_spans;
         s->m.events_dirty = st.dirty_spans;
@@ -662,18 +664,22 @@ static int on_status_timer(sd_event_source *src, uint64_t usec, void *userdata) 
 static int on_reconnect_timer(sd_event_source *src, uint64_t usec, void *userdata) {
         Service *s = userdata;
 
-        if (!s->stopping && !ingest_paused(s->ingest) && ingest_state(s->ingest) == INGEST_DISCONNECTED)
+        if (s->ingest && !s->stopping && !ingest_paused(s->ingest) &&
+            ingest_state(s->ingest) == INGEST_DISCONNECTED)
                 (void) ingest_start(s->ingest);
         return 0;
 }
 
 static int on_ingest_state(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
         Service *s = userdata;
-        IngestState st = ingest_state(s->ingest);
+        IngestState st;
         char err[256];
         uint64_t v;
 
         (void) !read(fd, &v, sizeof(v));
+        if (!s->ingest)
+                return 0;
+        st = ingest_state(s->ingest);
         if (st == s->last_ingest_state)
                 return 0;
         ingest_last_error(s->ingest, err, sizeof(err));
@@ -766,6 +772,11 @@ static int on_stop_signal(sd_event_source *src, const struct signalfd_siginfo *s
                 r = ingest_stop(s->ingest, 5 * USEC_PER_SEC);
                 if (r < 0 && r != -ENOTCONN)
                         log_warning("Could not publish the offline status: %s", strerror(-r));
+                /* No more consumption, not even by paho's automatic reconnect. A message
+                 * paho could not hand over any more is in the journal already and is
+                 * replayed at the next start. */
+                queue_close(s->queue);
+                s->ingest = ingest_free(s->ingest);
         }
         /* Whatever the MQTT thread handed over before the disconnect is journaled:
          * apply it and flush it. */
@@ -1105,7 +1116,7 @@ int service_run(Config *c, const char *config_path) {
         if (r < 0)
                 goto finish;
 
-        r = queue_new(100000, 256u << 20, &s.queue);
+        r = queue_new(1000000, 512u << 20, &s.queue);
         if (r >= 0)
                 r = flusher_new(st, c->pg_conninfo, c->pg_password, c->mqtt_client_id, &s.flusher);
         if (r < 0) {
