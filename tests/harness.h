@@ -120,6 +120,7 @@ typedef struct DaemonOptions {
         const char *flush_interval;     /* default 100ms */
         const char *startup_timeout;    /* default 20s */
         const char *journal_dir;        /* default <dir>/journal */
+        const char *ca_file;            /* TLS: default none */
 } DaemonOptions;
 
 int daemon_prepare(Daemon *d, const DaemonOptions *o);
