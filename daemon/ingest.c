@@ -5,7 +5,12 @@
  *
  * paho facts this file relies on: the PUBACK of a QoS 1 message is sent after
  * messageArrived returns 1; callbacks run on one thread holding paho's lock, so they only
- * touch atomics and the caller's callback, never MQTTAsync_isConnected or wait calls. */
+ * touch atomics and the caller's callback, never MQTTAsync_isConnected or wait calls.
+ *
+ * Reconnects are the caller's, not paho's automaticReconnect: in paho 1.3.12 an automatic
+ * retry keeps running after MQTTAsync_disconnect (which would defeat a pause), and
+ * MQTTAsync_connect rewrites the client's will, credentials and TLS options without
+ * paho's lock, so it must not run while paho may be retrying on its own. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
@@ -18,8 +23,6 @@
 
 #define INGEST_KEEPALIVE_S 30
 #define INGEST_CONNECT_TIMEOUT_S 10
-#define INGEST_RECONNECT_MIN_S 1
-#define INGEST_RECONNECT_MAX_S 30
 
 struct Ingest {
         const Config *config;
@@ -171,6 +174,14 @@ static void on_connected(void *context, char *cause) {
         int r;
 
         atomic_fetch_add(&i->n_connects, 1);
+        if (atomic_load(&i->paused) || atomic_load(&i->stopping)) {
+                /* A connect that was in flight when consumption paused or stopped. */
+                MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
+
+                (void) MQTTAsync_disconnect(i->client, &d);
+                set_state(i, INGEST_DISCONNECTED);
+                return;
+        }
         set_state(i, INGEST_CONNECTED);
         publish_status(i, i->online_payload, false);
 
@@ -187,6 +198,10 @@ static void on_connected(void *context, char *cause) {
 static void on_connect_fail(void *context, MQTTAsync_failureData5 *response) {
         Ingest *i = context;
 
+        /* paho also calls this after on_connection_lost when an established connection
+         * breaks (no onSuccess5 is set, so it keeps onFailure5): that was no connect. */
+        if (atomic_load(&i->state) != INGEST_CONNECTING)
+                return;
         set_error(i, "connect failed", response ? response->code : -1,
                   response && response->message ? response->message :
                   response ? MQTTReasonCode_toString(response->reasonCode) : NULL);
@@ -197,8 +212,8 @@ static void on_connection_lost(void *context, char *cause) {
         Ingest *i = context;
 
         set_error(i, "connection lost", 0, cause ? cause : "no reason given");
-        /* paho reconnects by itself (automaticReconnect). */
-        set_state(i, INGEST_CONNECTING);
+        /* The caller reconnects (ingest_start), see the file comment. */
+        set_state(i, INGEST_DISCONNECTED);
 }
 
 static void on_publish_ok(void *context, MQTTAsync_successData5 *response) {
@@ -346,9 +361,7 @@ int ingest_start(Ingest *i) {
         o.connectTimeout = INGEST_CONNECT_TIMEOUT_S;
         o.cleanstart = 0;
         o.MQTTVersion = MQTTVERSION_5;
-        o.automaticReconnect = 1;
-        o.minRetryInterval = INGEST_RECONNECT_MIN_S;
-        o.maxRetryInterval = INGEST_RECONNECT_MAX_S;
+        o.automaticReconnect = 0;      /* the caller's backoff, see the file comment */
         /* The in-flight window is the broker's; keep paho's own bound generous. */
         o.maxInflight = 65535;
         o.username = c->mqtt_username;
@@ -433,7 +446,9 @@ int ingest_stop(Ingest *i, usec_t timeout) {
         int r = 0;
 
         atomic_store(&i->stopping, true);
-        if (!MQTTAsync_isConnected(i->client))
+        /* The state, not MQTTAsync_isConnected(): that takes paho's lock, which the
+         * receive thread holds while the message callback blocks on a full queue. */
+        if (atomic_load(&i->state) < INGEST_CONNECTED)
                 return -ENOTCONN;
 
         atomic_store(&i->publish_done, 0);
@@ -457,6 +472,8 @@ int ingest_pause(Ingest *i) {
 int ingest_resume(Ingest *i) {
         if (!atomic_exchange(&i->paused, false))
                 return 0;
+        if (atomic_load(&i->state) != INGEST_DISCONNECTED)
+                return 0;       /* a connect still in flight goes on, or fails and says so */
         return ingest_start(i);
 }
 

@@ -34,9 +34,10 @@ int ingest_new(const Config *c, ingest_message_cb cb, void *userdata, int wake_f
 /* Disconnects if needed (without publishing the offline status) and frees. */
 Ingest *ingest_free(Ingest *i);
 
-/* Starts connecting; reconnects happen by themselves after a connection is lost. A failed
- * attempt is reported by the state going back to INGEST_DISCONNECTED: call ingest_start()
- * again later (the caller owns the backoff). Returns 0 or -EIO. */
+/* Starts connecting. Nothing reconnects by itself: a failed attempt and a lost connection
+ * are both reported by the state going to INGEST_DISCONNECTED; then call ingest_start()
+ * again later (the caller owns the backoff). Call it only in INGEST_DISCONNECTED. Returns
+ * 0 or -EIO. */
 int ingest_start(Ingest *i);
 
 IngestState ingest_state(const Ingest *i);

@@ -337,6 +337,22 @@ Test(e2e, exit_69_when_broker_unreachable) {
         free(db);
 }
 
+/* A reload before the subscription is active must not announce READY=1: the broker is
+ * unreachable here, so the daemon never becomes ready and exits 69. */
+Test(e2e, sighup_before_ready_sends_no_ready) {
+        char *db = new_database("e2e_earlyhup");
+        DaemonOptions o = { .mqtt_uri = "tcp://127.0.0.1:1", .conninfo = db, .client_id = "t-earlyhup",
+                            .startup_timeout = "4s" };
+
+        cr_assert_eq(daemon_prepare(&d, &o), 0);
+        cr_assert_eq(daemon_start(&d), 0);
+        /* the first STATUS= comes from the event loop: signals are handled by then */
+        cr_assert_eq(daemon_wait_notify(&d, "STATUS=", 20000), 0);
+        kill(d.pid, SIGHUP);
+        cr_assert_eq(daemon_wait_ready(&d, 30000), 69, "READY=1 sent before the subscription was active");
+        free(db);
+}
+
 Test(e2e, exit_69_when_database_unreachable) {
         DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = "host=127.0.0.1 port=1 dbname=x connect_timeout=1",
                             .client_id = "t-nodb", .startup_timeout = "2s" };

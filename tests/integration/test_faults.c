@@ -158,3 +158,76 @@ Test(faults, memory_limit_with_database_down) {
         expect_reference(db, &w, true);
         free(db);
 }
+
+/* The broker is down when the daemon starts: it keeps trying, with backoff, and becomes
+ * ready once the broker is there. */
+Test(faults, broker_down_at_startup) {
+        char *db = new_database("f_latebroker");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "f-late",
+                            .topic = "late/+", .startup_timeout = "40s" };
+
+        cr_assert_eq(mqtt_broker_pause(&broker), 0);
+        cr_assert_eq(daemon_prepare(&d1, &o), 0);
+        cr_assert_eq(daemon_start(&d1), 0);
+        harness_sleep_ms(4000);
+        cr_assert_eq(mqtt_broker_resume(&broker), 0);
+        cr_assert_eq(daemon_wait_ready(&d1, 35000), 0, "not ready after the broker came up");
+        publish_report("late/c1", "panel_outage", 600);
+        char *got = wait_events(db, "c1/panel_outage 600 600 1", 20000);
+        cr_assert_str_eq(got, "c1/panel_outage 600 600 1");
+        free(got);
+        free(db);
+}
+
+/* Minutes after base_seconds() for "a minute ago". */
+static double minutes_ago(int m) {
+        return (double) ((time(NULL) - base_seconds()) / 60 - m);
+}
+
+/* A warm start fills memory with open events that need no flush: a report that needs a
+ * new event must still get in (eviction makes room) without waiting for more traffic. */
+Test(faults, memory_full_of_warm_events) {
+        char *db = new_database("f_warm");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "f-warm",
+                            .topic = "warm/+", .max_events = "1000" };
+        enum { KEYS = 1100 };
+        const char **topics = calloc(KEYS, sizeof(char *)), **payloads = calloc(KEYS, sizeof(char *));
+        double t = minutes_ago(1);
+        char *got = NULL;
+
+        for (int k = 0; k < KEYS; k++) {
+                char *tp;
+                cr_assert(asprintf(&tp, "warm/k%04d", k) > 0);
+                topics[k] = tp;
+                payloads[k] = report_json("panel_outage", t);
+        }
+        start(&d1, &o);
+        cr_assert_eq(mqtt_publish_many(&broker, topics, payloads, KEYS), 0);
+        for (int i = 0; i < 300; i++) {
+                free(got);
+                got = query(db, "SELECT count(*) FROM outage.events");
+                if (strcmp(got, "1100") == 0)
+                        break;
+                harness_sleep_ms(100);
+        }
+        cr_assert_str_eq(got, "1100");
+        free(got);
+        got = NULL;
+        cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 30000), 0);
+
+        /* the restart loads 1000 of the 1100 open events: memory is full, nothing is dirty */
+        cr_assert_eq(daemon_start(&d1), 0);
+        cr_assert_eq(daemon_wait_ready(&d1, 30000), 0);
+        publish_report("warm/new", "panel_outage", t);
+        for (int i = 0; i < 150; i++) {
+                got = query(db, "SELECT count(*) FROM outage.events WHERE controller_id = 'new'");
+                if (strcmp(got, "1") == 0)
+                        break;
+                free(got);
+                got = NULL;
+                harness_sleep_ms(100);
+        }
+        cr_assert(got && strcmp(got, "1") == 0, "the new report never reached the database");
+        free(got);
+        free(db);
+}
