@@ -41,21 +41,23 @@ static int ensure_connected(Flusher *f, FlushJob *job) {
         return 0;
 }
 
-/* After a lost connection, the checkpoint tells whether this job's transaction landed:
- * every job covers a journal position above the last committed one. */
+/* After a lost connection, the checkpoint row tells whether this job's transaction
+ * landed: it carries the flush_id of the last committed flush of this instance, and only
+ * one job is ever outstanding. (The journal position alone cannot tell: two flushes may
+ * cover the same position when memory filled in the middle of a message.) */
 static int resolve(Flusher *f, FlushJob *job) {
-        uint64_t seq;
+        uint64_t seq, id;
         int r;
 
         r = ensure_connected(f, job);
         if (r < 0)
                 return -EAGAIN;
-        r = store_get_checkpoint(f->store, f->instance, &seq);
+        r = store_get_checkpoint(f->store, f->instance, &seq, &id);
         if (r < 0) {
                 snprintf(job->error, sizeof(job->error), "%s", store_error(f->store));
                 return -EAGAIN;
         }
-        return seq >= job->seq ? 1 : 0;
+        return id == job->flush_id ? 1 : 0;
 }
 
 static void run_job(Flusher *f, FlushJob *job) {
@@ -78,7 +80,7 @@ static void run_job(Flusher *f, FlushJob *job) {
                 return;
         }
         r = store_flush(f->store, b ? b->fragments : NULL, b ? b->n : 0,
-                        job->rejects, job->n_rejects, f->instance, job->seq);
+                        job->rejects, job->n_rejects, f->instance, job->seq, job->flush_id);
         if (r == 0) {
                 job->result = 0;
                 return;

@@ -1,7 +1,8 @@
 /* flusher.h — the database writer thread. It owns one store connection, takes one flush
  * job at a time from the main loop and hands the result back through an eventfd, so a
  * flush never stalls consumption. It reconnects on demand and resolves a flush whose
- * COMMIT outcome was lost by reading the journal checkpoint it would have written. */
+ * COMMIT outcome was lost by reading back the checkpoint row: it carries the flush_id of
+ * the last transaction that committed for this instance. */
 #pragma once
 
 #include "agg.h"
@@ -14,6 +15,7 @@ typedef struct FlushJob {
         RejectRow *rejects;
         size_t n_rejects;
         uint64_t seq;                   /* journal position covered by this job */
+        uint64_t flush_id;              /* unique per job (not per attempt), 1..INT64_MAX */
         bool ambiguous;                 /* a previous attempt lost its COMMIT outcome */
 
         /* output */

@@ -87,6 +87,7 @@ typedef struct Service {
         usec_t next_flush_mono;
         int db_failures;
 
+        uint64_t next_flush_id;         /* see FlushJob.flush_id */
         uint64_t processed_seq;         /* last journal record applied to agg/rejects */
         uint64_t committed_seq;         /* last journal record covered by a commit */
 
@@ -435,6 +436,18 @@ static void give_back_rejects(Service *s, FlushJob *job) {
         s->n_rejects = s->cap_rejects = n;
 }
 
+/* Unique per flush job for this instance: a random start, then a counter. */
+static uint64_t new_flush_id(Service *s) {
+        if (s->next_flush_id == 0 || s->next_flush_id >= (uint64_t) INT64_MAX) {
+                uint64_t r = 0;
+
+                if (getentropy(&r, sizeof(r)) < 0)
+                        r = (uint64_t) now_realtime() ^ ((uint64_t) getpid() << 40);
+                s->next_flush_id = (r >> 2) | 1;
+        }
+        return s->next_flush_id++;
+}
+
 static void start_flush(Service *s) {
         int r;
 
@@ -455,6 +468,7 @@ static void start_flush(Service *s) {
                         return;
                 }
                 s->job.seq = s->processed_seq;
+                s->job.flush_id = new_flush_id(s);
                 s->job_outstanding = true;
         }
         r = flusher_submit(s->flusher, &s->job);
@@ -583,6 +597,10 @@ static int on_evict_timer(sd_event_source *src, uint64_t usec, void *userdata) {
         Service *s = userdata;
 
         evict(s);
+        /* With nothing to flush (memory full of clean spans, as after a warm start) no
+         * flush completes to resume the waiting messages: eviction made room, resume here. */
+        if (s->memory_full)
+                process_pending(s);
         arm(src, EVICT_INTERVAL);
         return 0;
 }
@@ -680,7 +698,10 @@ static int on_ingest_state(sd_event_source *src, int fd, uint32_t revents, void 
         if (!s->ingest)
                 return 0;
         st = ingest_state(s->ingest);
-        if (st == s->last_ingest_state)
+        /* An attempt can start and fail between two runs of this handler, so CONNECTING
+         * goes unseen: a disconnected client with no retry armed always needs one. */
+        if (st == s->last_ingest_state &&
+            (st != INGEST_DISCONNECTED || sd_event_source_get_enabled(s->reconnect_timer, NULL) > 0))
                 return 0;
         ingest_last_error(s->ingest, err, sizeof(err));
         switch (st) {
@@ -699,15 +720,18 @@ static int on_ingest_state(sd_event_source *src, int fd, uint32_t revents, void 
         case INGEST_DISCONNECTED:
                 if (s->stopping || ingest_paused(s->ingest))
                         break;
-                log_warning("MQTT broker %s unreachable: %s", s->config->mqtt_uri, err);
+                /* The only reconnect there is (ingest.h): capped exponential backoff. */
                 s->reconnect_backoff = s->reconnect_backoff ? s->reconnect_backoff * 2 : BACKOFF_MIN;
                 if (s->reconnect_backoff > BACKOFF_MAX)
                         s->reconnect_backoff = BACKOFF_MAX;
+                if (s->last_ingest_state >= INGEST_CONNECTED)
+                        log_warning("MQTT connection lost (%s); reconnecting", err);
+                else
+                        log_warning("MQTT broker %s unreachable, retrying in %.1f s: %s", s->config->mqtt_uri,
+                                    (double) s->reconnect_backoff / USEC_PER_SEC, err);
                 arm(s->reconnect_timer, s->reconnect_backoff);
                 break;
         case INGEST_CONNECTING:
-                if (s->last_ingest_state == INGEST_SUBSCRIBED)
-                        log_warning("MQTT connection lost (%s); reconnecting", err);
                 break;
         case INGEST_CONNECTED:
                 if (err[0] && s->last_ingest_state == INGEST_SUBSCRIBED)
@@ -765,6 +789,9 @@ static int on_stop_signal(sd_event_source *src, const struct signalfd_siginfo *s
                 return 0;
         s->stopping = true;
         s->stop_deadline = now_monotonic() + STOP_DRAIN_TIMEOUT;
+        /* A stop before the subscription was active is still a stop: the drain ends with
+         * exit 0, not with the start-up timeout's 69. */
+        (void) sd_event_source_set_enabled(s->startup_timer, SD_EVENT_OFF);
         notify_stopping();
         log_notice("Received %s: stopping consumption and flushing", strsignal((int) si->ssi_signo));
 
@@ -792,13 +819,19 @@ static int on_reload_signal(sd_event_source *src, const struct signalfd_siginfo 
         Service *s = userdata;
         Config *n = NULL;
         char err[512];
+        bool announce;
         int r;
 
-        notify_reloading();
+        /* READY=1 ends a reload, so the reload is announced only once the daemon is ready
+         * (READY=1 promises an active subscription, SPEC section 7) and not while stopping. */
+        announce = s->ready && !s->stopping;
+        if (announce)
+                notify_reloading();
         r = config_load(s->config_path, &n, err, sizeof(err));
         if (r < 0) {
                 log_error("Reload failed, keeping the running configuration: %s", err);
-                notify_ready();
+                if (announce)
+                        notify_ready();
                 return 0;
         }
         /* Only what SPEC section 7 promises: the log level and the outage type allowlist. */
@@ -815,7 +848,8 @@ static int on_reload_signal(sd_event_source *src, const struct signalfd_siginfo 
         config_free(n);
         log_notice("Reloaded: log level %s, %zu allowed outage types", log_level_to_string(s->config->log_level),
                    s->config->n_outage_types);
-        notify_ready();
+        if (announce)
+                notify_ready();
         return 0;
 }
 
@@ -898,7 +932,7 @@ static int flush_sync(Service *s, Store *st) {
                 return r;
         }
         r = store_flush(st, b->fragments, b->n, job.rejects, job.n_rejects, s->config->mqtt_client_id,
-                        s->processed_seq);
+                        s->processed_seq, new_flush_id(s));
         agg_flush_end(s->agg, b, r == 0);
         if (r < 0) {
                 give_back_rejects(s, &job);
@@ -1088,7 +1122,7 @@ int service_run(Config *c, const char *config_path) {
                 goto finish;
         code = EXIT_GENERIC;
 
-        r = store_get_checkpoint(st, c->mqtt_client_id, &s.committed_seq);
+        r = store_get_checkpoint(st, c->mqtt_client_id, &s.committed_seq, NULL);
         if (r < 0) {
                 log_error("Cannot read the journal checkpoint: %s", store_error(st));
                 goto finish;

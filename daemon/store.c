@@ -616,26 +616,28 @@ int store_load_events(Store *s, usec_t since, store_event_cb cb, void *userdata)
         return ret;
 }
 
-int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq) {
+int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id) {
         const char *params[1] = { instance };
         PGresult *r = NULL;
-        int64_t v = 0;
+        int64_t v = 0, id = 0;
         int k;
 
         if (!s || !instance || !ret_seq)
                 return -EINVAL;
         k = store_exec(s, "reading the checkpoint",
-                       "SELECT seq FROM outage.checkpoints WHERE instance = $1", 1, params, &r);
+                       "SELECT seq, flush_id FROM outage.checkpoints WHERE instance = $1", 1, params, &r);
         if (k < 0)
                 return k == -EAGAIN ? -EIO : k;
-        if (PQntuples(r) > 0 && parse_i64(PQgetvalue(r, 0, 0), &v) < 0)
+        if (PQntuples(r) > 0 && (parse_i64(PQgetvalue(r, 0, 0), &v) < 0 || parse_i64(PQgetvalue(r, 0, 1), &id) < 0))
                 v = -1;
         PQclear(r);
-        if (v < 0) {
+        if (v < 0 || id < 0) {
                 store_set_error(s, "reading the checkpoint: bad value");
                 return -EIO;
         }
         *ret_seq = (uint64_t) v;
+        if (ret_flush_id)
+                *ret_flush_id = (uint64_t) id;
         return 0;
 }
 
@@ -810,7 +812,7 @@ static int flush_check(Store *s, const Fragment *f, size_t n, const RejectRow *r
 }
 
 static int flush_once(Store *s, const Fragment *f, size_t n, const RejectRow *rj, size_t nr,
-                      const char *instance, uint64_t seq) {
+                      const char *instance, uint64_t seq, uint64_t flush_id) {
         int r;
 
         r = store_exec(s, "flush: BEGIN", sql_begin, 0, NULL, NULL);
@@ -832,15 +834,17 @@ static int flush_once(Store *s, const Fragment *f, size_t n, const RejectRow *rj
                         return r;
         }
         if (instance) {
-                char num[32];
-                const char *params[2] = { instance, num };
+                char num[32], id[32];
+                const char *params[3] = { instance, num, id };
 
                 (void) snprintf(num, sizeof(num), "%" PRIu64, seq);
+                (void) snprintf(id, sizeof(id), "%" PRIu64, flush_id);
                 r = store_exec(s, "flush: recording the checkpoint",
-                               "INSERT INTO outage.checkpoints (instance, seq, updated_at)"
-                               " VALUES ($1, $2::bigint, now())"
-                               " ON CONFLICT (instance) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()",
-                               2, params, NULL);
+                               "INSERT INTO outage.checkpoints (instance, seq, flush_id, updated_at)"
+                               " VALUES ($1, $2::bigint, $3::bigint, now())"
+                               " ON CONFLICT (instance) DO UPDATE SET seq = EXCLUDED.seq,"
+                               " flush_id = EXCLUDED.flush_id, updated_at = now()",
+                               3, params, NULL);
                 if (r < 0)
                         return r;
         }
@@ -856,7 +860,7 @@ static void backoff_sleep(Store *s, int attempt) {
 }
 
 int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_t nr,
-                const char *instance, uint64_t seq) {
+                const char *instance, uint64_t seq, uint64_t flush_id) {
         int k;
 
         if (!s)
@@ -864,6 +868,10 @@ int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_
         k = flush_check(s, f, n, r, nr, seq);
         if (k < 0)
                 return k;
+        if (flush_id > INT64_MAX) {
+                store_set_error(s, "flush: flush_id out of range");
+                return -EINVAL;
+        }
         if (s->broken)
                 return -ECONNRESET;
         if (!s->temp_ready) {
@@ -873,7 +881,7 @@ int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_
                 s->temp_ready = true;
         }
         for (int attempt = 0;; attempt++) {
-                k = flush_once(s, f, n, r, nr, instance, seq);
+                k = flush_once(s, f, n, r, nr, instance, seq, flush_id);
                 if (k >= 0)
                         break;
                 store_rollback(s);

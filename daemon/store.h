@@ -38,8 +38,9 @@ typedef int (*store_event_cb)(const char *controller_id, const char *outage_type
                               usec_t start, usec_t end, void *userdata);
 int store_load_events(Store *s, usec_t since, store_event_cb cb, void *userdata);
 
-/* The journal position committed by instance (0 if none). */
-int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq);
+/* The journal position committed by instance (0 if none), and the flush_id of the
+ * transaction that wrote it (0 if none; ret_flush_id may be NULL). */
+int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id);
 
 typedef struct RejectRow {
         usec_t received_at;
@@ -52,11 +53,12 @@ typedef struct RejectRow {
 /* In one transaction: merges the fragments (SPEC section 3: each fragment is merged with
  * every stored event of its key within gap; union of spans, counts added; a fragment inside
  * one stored event adds nothing; each uncertain timestamp counts only if no stored event
- * contains it), inserts the rejects, and records (instance, seq) as the committed journal
- * position when instance is not NULL. Safe with concurrent writers: striped advisory locks
+ * contains it), inserts the rejects, and records (instance, seq, flush_id) as the committed
+ * journal position when instance is not NULL. flush_id identifies this flush (at most
+ * INT64_MAX): after a lost COMMIT, the checkpoint's flush_id tells whether it landed. Safe with concurrent writers: striped advisory locks
  * in sorted order, retried on serialization, deadlock and exclusion failures. Returns 0
  * (committed), -ECONNRESET (connection lost: nothing or everything was committed is not
  * known only if the COMMIT itself was lost; the caller retries, and the merge is idempotent
  * for spans), -EIO (the transaction failed and was rolled back). */
 int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_t nr,
-                const char *instance, uint64_t seq);
+                const char *instance, uint64_t seq, uint64_t flush_id);

@@ -56,6 +56,9 @@ CREATE UNIQUE INDEX settings_one_row ON outage.settings ((true));
 CREATE TABLE outage.checkpoints (
         instance   text PRIMARY KEY,
         seq        bigint NOT NULL,
+        -- identifies the flush transaction that wrote the row: after a connection lost
+        -- during COMMIT, the daemon reads it back to learn whether that flush landed
+        flush_id   bigint NOT NULL DEFAULT 0,
         updated_at timestamptz NOT NULL DEFAULT now()
 );
 

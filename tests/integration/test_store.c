@@ -80,7 +80,7 @@ static Fragment frag(const char *c, const char *t, usec_t start, usec_t end, uin
 }
 
 static void flush_ok(Store *s, const Fragment *f, size_t n) {
-        int r = store_flush(s, f, n, NULL, 0, NULL, 0);
+        int r = store_flush(s, f, n, NULL, 0, NULL, 0, 0);
 
         cr_assert_eq(r, 0, "store_flush: %d %s", r, store_error(s));
 }
@@ -524,11 +524,13 @@ Test(integration, rejects_and_checkpoint_commit_together) {
         uint64_t seq = 99;
         char *v;
 
-        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq), 0);
+        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq, NULL), 0);
         cr_assert_eq(seq, 0);
-        cr_assert_eq(store_flush(s, &f, 1, rj, 2, "inst-a", 42), 0, "%s", store_error(s));
-        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq), 0);
+        uint64_t id = 0;
+        cr_assert_eq(store_flush(s, &f, 1, rj, 2, "inst-a", 42, 4242), 0, "%s", store_error(s));
+        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq, &id), 0);
         cr_assert_eq(seq, 42);
+        cr_assert_eq(id, 4242);
         cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects WHERE controller_id IS NULL AND topic = 'outages/bad id'"), 1);
         v = pg_query_value(ci, "SELECT payload FROM outage.rejects WHERE reason = 'malformed_json'");
         cr_assert_str_eq(v, "a\tb\nc\\d \\xFF\\xFE end");
@@ -541,16 +543,17 @@ Test(integration, rejects_and_checkpoint_commit_together) {
                 "CREATE TRIGGER fail666 BEFORE INSERT OR UPDATE ON outage.checkpoints"
                 " FOR EACH ROW EXECUTE FUNCTION public.fail666()"), 0);
         f = frag("c2", "panel_outage", AT(11, 0), AT(11, 0), 1);
-        cr_assert_eq(store_flush(s, &f, 1, rj, 2, "inst-a", 666), -EIO);
+        cr_assert_eq(store_flush(s, &f, 1, rj, 2, "inst-a", 666, 6666), -EIO);
         cr_assert(strstr(store_error(s), "refused"), "%s", store_error(s));
         cr_assert(store_connected(s));
-        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq), 0);
+        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq, &id), 0);
         cr_assert_eq(seq, 42);
+        cr_assert_eq(id, 4242, "the flush_id of a rolled-back flush must not be visible");
         cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 2);
         expect_events(ci, "c1/panel_outage 10:00-10:00 1");
         /* The connection stays usable. */
-        cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "inst-a", 43), 0, "%s", store_error(s));
-        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq), 0);
+        cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "inst-a", 43, 0), 0, "%s", store_error(s));
+        cr_assert_eq(store_get_checkpoint(s, "inst-a", &seq, NULL), 0);
         cr_assert_eq(seq, 43);
         store_free(s);
         free(ci);
@@ -564,9 +567,9 @@ Test(integration, connection_loss_is_reported) {
         flush_ok(s, &f, 1);
         cr_assert_eq(pg_exec(ci, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                                  " WHERE datname = current_database() AND pid <> pg_backend_pid()"), 0);
-        cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "i", 1), -ECONNRESET);
+        cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "i", 1, 0), -ECONNRESET);
         cr_assert_not(store_connected(s));
-        cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "i", 1), -ECONNRESET);
+        cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "i", 1, 0), -ECONNRESET);
         store_free(s);
         free(ci);
 }
@@ -636,7 +639,7 @@ static void *worker_run(void *arg) {
 
                         f[k] = frag(cc_names[it->key / CC_TYPES], cc_types[it->key % CC_TYPES], it->ts, it->ts, 1);
                 }
-                if (store_flush(s, f, k, NULL, 0, NULL, 0) < 0) {
+                if (store_flush(s, f, k, NULL, 0, NULL, 0, 0) < 0) {
                         w->failures++;
                         snprintf(w->error, sizeof(w->error), "%s", store_error(s));
                 }
@@ -772,9 +775,9 @@ Test(integration, roles_reader_and_writer) {
         cr_assert_eq(store_connect(wci, NULL, &w, err, sizeof(err)), 0, "%s", err);
         cr_assert_eq(store_migrate(w, GAP), 0, "%s", store_error(w));
         f = frag("d", "t", AT(10, 0), AT(10, 0), 1);
-        cr_assert_eq(store_flush(w, &f, 1, &rj, 1, "w", 7), 0, "%s", store_error(w));
+        cr_assert_eq(store_flush(w, &f, 1, &rj, 1, "w", 7, 0), 0, "%s", store_error(w));
         f = frag("d", "t", AT(10, 5), AT(10, 12), 2);
-        cr_assert_eq(store_flush(w, &f, 1, NULL, 0, "w", 8), 0, "%s", store_error(w));
+        cr_assert_eq(store_flush(w, &f, 1, NULL, 0, "w", 8, 0), 0, "%s", store_error(w));
         expect_events(ci, "c/t 10:00-10:10 2; d/t 10:00-10:12 3");
         exec_state(wci, "DROP TABLE outage.rejects", st);
         cr_assert_str_eq(st, "42501");
