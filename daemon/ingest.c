@@ -334,7 +334,10 @@ Ingest *ingest_free(Ingest *i) {
                 if (MQTTAsync_isConnected(i->client)) {
                         MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
 
+                        /* Not a clean stop (ingest_stop did not run): let the broker
+                         * publish the offline will rather than discard it. */
                         d.timeout = 1000;
+                        d.reasonCode = MQTTREASONCODE_DISCONNECT_WITH_WILL_MESSAGE;
                         (void) MQTTAsync_disconnect(i->client, &d);
                 }
                 MQTTAsync_destroy(&i->client);
@@ -422,13 +425,17 @@ static void on_disconnect_fail(void *context, MQTTAsync_failureData5 *response) 
         wake(i);
 }
 
-static int disconnect_and_wait(Ingest *i, usec_t timeout) {
+/* with_will: ask the broker to publish the offline will (MQTT 5 reason code 0x04), for
+ * a disconnect that is not a clean stop, so the retained status stays truthful. */
+static int disconnect_and_wait(Ingest *i, usec_t timeout, bool with_will) {
         MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
         usec_t deadline = now_monotonic() + timeout;
         int r;
 
         atomic_store(&i->disconnect_done, 0);
         d.timeout = (int) (timeout / USEC_PER_MSEC);
+        if (with_will)
+                d.reasonCode = MQTTREASONCODE_DISCONNECT_WITH_WILL_MESSAGE;
         d.onSuccess5 = on_disconnect_done;
         d.onFailure5 = on_disconnect_fail;
         d.context = i;
@@ -458,7 +465,7 @@ int ingest_stop(Ingest *i, usec_t timeout) {
         if (atomic_load(&i->publish_done) != 1)
                 r = -ETIMEDOUT;
 
-        if (disconnect_and_wait(i, USEC_PER_SEC) < 0 && r == 0)
+        if (disconnect_and_wait(i, USEC_PER_SEC, false) < 0 && r == 0)
                 r = -ETIMEDOUT;
         return r;
 }
@@ -466,7 +473,7 @@ int ingest_stop(Ingest *i, usec_t timeout) {
 int ingest_pause(Ingest *i) {
         if (atomic_exchange(&i->paused, true))
                 return 0;
-        return disconnect_and_wait(i, USEC_PER_SEC);
+        return disconnect_and_wait(i, USEC_PER_SEC, true);
 }
 
 int ingest_resume(Ingest *i) {

@@ -321,7 +321,7 @@ static void copy_err(char *err, size_t errlen, const char *prefix, const char *m
 }
 
 int store_connect(const char *conninfo, const char *password, Store **ret, char *err, size_t errlen) {
-        const char *keys[8], *vals[8];
+        const char *keys[12], *vals[12];
         PQconninfoOption *opts;
         char *perr = NULL;
         Store *s;
@@ -345,6 +345,12 @@ int store_connect(const char *conninfo, const char *password, Store **ret, char 
         keys[k] = "fallback_application_name", vals[k++] = "outaged";
         if (!getenv("PGCONNECT_TIMEOUT"))
                 keys[k] = "connect_timeout", vals[k++] = "10";
+        /* A database host that vanishes without a RST must not hold a flush (or the drain
+         * at SIGTERM) for the kernel's default TCP timeouts of many minutes. */
+        keys[k] = "keepalives_idle", vals[k++] = "30";
+        keys[k] = "keepalives_interval", vals[k++] = "10";
+        keys[k] = "keepalives_count", vals[k++] = "3";
+        keys[k] = "tcp_user_timeout", vals[k++] = "60000";
         if (password)
                 keys[k] = "password", vals[k++] = password;
         keys[k] = "dbname", vals[k++] = conninfo;
