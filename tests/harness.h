@@ -98,6 +98,7 @@ typedef struct Daemon {
         int notify_fd;          /* our NOTIFY_SOCKET listener */
         pid_t pid;
         char last_status[512];
+        const char *extra_env;  /* one more "K=V" for the next daemon_start, or NULL */
 } Daemon;
 
 /* Writes a config for the daemon into a fresh temporary directory: broker b, database

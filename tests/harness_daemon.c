@@ -65,7 +65,7 @@ int daemon_prepare(Daemon *d, const DaemonOptions *o) {
 int daemon_start(Daemon *d) {
         char env_notify[700];
         char *argv[] = { (char *) harness_binary(), "-c", d->config_path, NULL };
-        char *env[] = { env_notify, NULL };
+        char *env[] = { env_notify, (char *) d->extra_env, NULL };
 
         snprintf(env_notify, sizeof(env_notify), "NOTIFY_SOCKET=%s", d->notify_path);
         d->pid = proc_spawn(argv, env, d->log_path);

@@ -158,6 +158,27 @@ Test(e2e, every_reject_reason) {
                 got = reasons_of(db);
         }
         cr_assert_str_eq(got, want);
+
+        /* counted: the metrics file has one counter per reason */
+        char path[600], line[256], *all = calloc(1, 65536);
+        snprintf(path, sizeof(path), "%s/metrics.prom", d.dir);
+        for (int i = 0; i < 50; i++) {
+                FILE *m = fopen(path, "r");
+                all[0] = '\0';
+                if (m) {
+                        while (fgets(line, sizeof(line), m))
+                                if (strlen(all) + strlen(line) < 65535)
+                                        strcat(all, line);
+                        fclose(m);
+                }
+                if (strstr(all, "outaged_rejects_total{reason=\"not_a_report\"} 3"))
+                        break;
+                harness_sleep_ms(200);
+        }
+        cr_assert(strstr(all, "outaged_rejects_total{reason=\"not_a_report\"} 3"), "metrics:\n%s", all);
+        cr_assert(strstr(all, "outaged_rejects_total{reason=\"malformed_json\"} 2"), "metrics:\n%s", all);
+        cr_assert(strstr(all, "outaged_rejects_total{reason=\"bad_controller_id\"} 1"), "metrics:\n%s", all);
+        free(all);
         cr_assert_str_eq(query(db, "SELECT controller_id IS NULL FROM outage.rejects WHERE reason = 'bad_controller_id'"), "t");
         cr_assert_str_eq(query(db, "SELECT topic FROM outage.rejects WHERE reason = 'bad_controller_id'"), "rej/-bad");
         cr_assert_str_eq(query(db, "SELECT length(payload) FROM outage.rejects WHERE reason = 'payload_too_large'"), "1024");
@@ -418,5 +439,64 @@ Test(e2e, sighup_reloads_allowlist) {
         cr_assert_eq(daemon_wait_notify(&d, "READY=1", 10000), 0);
         publish_report("reload/c1", "lamp_outage", 610);
         expect_events(db, "c1/lamp_outage 610 610 1;c1/panel_outage 600 600 1");
+        free(db);
+}
+
+/* An event is open while end_time + gap >= now(): a report a minute old is open. */
+Test(e2e, recent_event_is_open) {
+        char *db = new_database("e2e_open");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-open", .topic = "open/+" };
+        char payload[256], ts[64];
+        time_t t = time(NULL) - 60;
+        struct tm tm;
+
+        start_daemon(&o);
+        gmtime_r(&t, &tm);
+        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        snprintf(payload, sizeof(payload), "{\"outage_type\":\"lamp_outage\",\"timestamp\":\"%s\"}", ts);
+        cr_assert_eq(mqtt_publish(&broker, "open/c1", payload, strlen(payload)), 0);
+        char *v = NULL;
+        for (int i = 0; i < 100; i++) {
+                free(v);
+                v = query(db, "SELECT status FROM outage.events WHERE controller_id = 'c1'");
+                if (strcmp(v, "open") == 0)
+                        break;
+                harness_sleep_ms(100);
+        }
+        cr_assert_str_eq(v, "open");
+        free(v);
+        free(db);
+}
+
+/* WATCHDOG_USEC set by the service manager: the main loop sends WATCHDOG=1. */
+Test(e2e, watchdog_is_honoured) {
+        char *db = new_database("e2e_watchdog");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-wd", .topic = "wd/+" };
+
+        cr_assert_eq(daemon_prepare(&d, &o), 0);
+        d.extra_env = "WATCHDOG_USEC=400000";
+        cr_assert_eq(daemon_start(&d), 0);
+        cr_assert_eq(daemon_wait_ready(&d, 30000), 0);
+        cr_assert_eq(daemon_wait_notify(&d, "WATCHDOG=1", 5000), 0, "no WATCHDOG=1 within 5 s");
+        free(db);
+}
+
+/* A database migrated by a newer outaged is refused (exit 1), and left alone. */
+Test(e2e, newer_schema_is_refused) {
+        char *db = new_database("e2e_newer");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-newer", .topic = "newer/+" };
+        char *argv[] = { (char *) harness_binary(), "-c", NULL, "--migrate", NULL };
+        char *out = NULL, *err = NULL;
+
+        cr_assert_eq(daemon_prepare(&d, &o), 0);
+        argv[2] = d.config_path;
+        cr_assert_eq(proc_run(argv, NULL, &out, &err, 65536, 60000), 0, "%s", err);
+        free(out);
+        free(err);
+        cr_assert_eq(pg_exec(db, "INSERT INTO outage.schema_migrations (version, name) VALUES (999, '999_future.sql')"), 0);
+        cr_assert_eq(daemon_start(&d), 0);
+        cr_assert_eq(proc_wait(d.pid, 30000), 1);
+        d.pid = -1;
+        cr_assert_str_eq(query(db, "SELECT max(version) FROM outage.schema_migrations"), "999");
         free(db);
 }
