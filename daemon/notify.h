@@ -1,6 +1,6 @@
-/* notify.h — the service manager protocol (sd_notify): READY, STATUS, RELOADING,
- * STOPPING. The only module that uses sd-daemon. Without $NOTIFY_SOCKET every call is a
- * cheap no-op. (WATCHDOG=1 is sent by the sd-event loop itself, see main.c.) */
+/* notify.h — the service manager protocol: READY, STATUS, RELOADING, STOPPING, WATCHDOG.
+ * The only module that speaks it. Without $NOTIFY_SOCKET every call is a cheap no-op.
+ * Sends never block: a listener that stops reading must not freeze the daemon. */
 #pragma once
 
 #include "common.h"
@@ -8,4 +8,9 @@
 void notify_ready(void);
 void notify_reloading(void);
 void notify_stopping(void);
+void notify_watchdog(void);
 void notify_status(const char *fmt, ...) _printf_(1, 2);
+
+/* The watchdog interval requested by the service manager ($WATCHDOG_USEC, for this pid),
+ * or 0 when there is none. Ping at half of it. */
+usec_t notify_watchdog_usec(void);

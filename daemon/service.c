@@ -59,7 +59,8 @@ typedef struct Service {
 
         sd_event *event;
         sd_event_source *flush_timer, *status_timer, *evict_timer, *sync_timer;
-        sd_event_source *startup_timer, *reconnect_timer, *stop_timer;
+        sd_event_source *startup_timer, *reconnect_timer, *stop_timer, *watchdog_timer;
+        usec_t watchdog_usec;
 
         Journal *journal;
         Queue *queue;
@@ -677,6 +678,16 @@ static int on_status_timer(sd_event_source *src, uint64_t usec, void *userdata) 
         return 0;
 }
 
+/* The watchdog ping comes from the main loop itself, at half the interval systemd asked
+ * for: if the loop wedges, the pings stop and systemd restarts the daemon. */
+static int on_watchdog_timer(sd_event_source *src, uint64_t usec, void *userdata) {
+        Service *s = userdata;
+
+        notify_watchdog();
+        arm(src, s->watchdog_usec / 2);
+        return 0;
+}
+
 /* ---- broker connection ---- */
 
 static int on_reconnect_timer(sd_event_source *src, uint64_t usec, void *userdata) {
@@ -991,7 +1002,13 @@ static int setup_loop(Service *s) {
         r = sd_event_default(&s->event);
         if (r < 0)
                 return r;
-        (void) sd_event_set_watchdog(s->event, true);
+        s->watchdog_usec = notify_watchdog_usec();
+        if (s->watchdog_usec > 0) {
+                r = sd_event_add_time_relative(s->event, &s->watchdog_timer, CLOCK_MONOTONIC,
+                                               s->watchdog_usec / 2, 0, on_watchdog_timer, s);
+                if (r < 0)
+                        return r;
+        }
         r = sd_event_add_signal(s->event, NULL, SIGTERM, on_stop_signal, s);
         if (r >= 0)
                 r = sd_event_add_signal(s->event, NULL, SIGINT, on_stop_signal, s);

@@ -500,3 +500,16 @@ Test(e2e, newer_schema_is_refused) {
         cr_assert_str_eq(query(db, "SELECT max(version) FROM outage.schema_migrations"), "999");
         free(db);
 }
+
+/* A NOTIFY_SOCKET listener that stops reading (its queue holds a handful of datagrams)
+ * must not freeze the daemon: STATUS= comes every second. */
+Test(e2e, unread_notify_socket_does_not_block) {
+        char *db = new_database("e2e_notify");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-notify", .topic = "notify/+" };
+
+        start_daemon(&o);
+        harness_sleep_ms(15000);        /* not reading: well over the socket's queue */
+        publish_report("notify/c1", "lamp_outage", 600);
+        expect_events(db, "c1/lamp_outage 600 600 1");
+        free(db);
+}
