@@ -371,6 +371,12 @@ static bool item_timestamp(json_object *ts, usec_t *ret) {
 static bool item_in_window(usec_t ts, const ReportRules *r, usec_t now) {
         usec_t ahead;
 
+        /* Whatever the limits, only instants from 0001-01-01 to 9999-12-31 UTC: a string
+         * with an offset can name an instant in year 0 or 10000 (0000-01-01T00:00:00+01:00),
+         * which the database would refuse, and one such report would fail every flush. */
+        if (ts < REPORT_TIMESTAMP_MIN || ts > REPORT_TIMESTAMP_MAX)
+                return false;
+
         /* Saturate: with extreme clocks or limits the difference may not fit in int64. */
         if (__builtin_sub_overflow(ts, now, &ahead))
                 ahead = ts > now ? INT64_MAX : INT64_MIN;

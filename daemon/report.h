@@ -34,6 +34,11 @@ typedef enum RejectReason {
 /* "bad_controller_id", ... as in SPEC section 2; NULL for REJECT_NONE or out of range. */
 const char *reject_reason_to_string(RejectReason r);
 
+/* Accepted instants, whatever the age and skew limits: 0001-01-01T00:00:00Z up to
+ * 9999-12-31T23:59:59.999999Z, in Unix microseconds. */
+#define REPORT_TIMESTAMP_MIN (INT64_C(-62135596800) * 1000000)
+#define REPORT_TIMESTAMP_MAX (INT64_C(253402300800) * 1000000 - 1)
+
 typedef struct ReportRules {
         uint64_t max_payload;           /* bytes; a payload of exactly this size is fine */
         uint64_t max_batch_items;

@@ -148,7 +148,9 @@ static void add_reject(Service *s, usec_t received, const char *topic, const cha
         }
         r = &s->rejects[s->n_rejects];
         r->received_at = received;
-        r->topic = strdup(topic);
+        /* mosquitto only forwards valid UTF-8 topics, but a row the database refuses would
+         * fail every flush after it: escape like the payload. */
+        r->topic = report_escape_payload(topic, strlen(topic), strlen(topic));
         r->controller_id = controller_id ? strdup(controller_id) : NULL;
         r->reason = reason;
         r->payload = strdup(payload ? payload : "");

@@ -513,3 +513,26 @@ Test(e2e, unread_notify_socket_does_not_block) {
         expect_events(db, "c1/lamp_outage 600 600 1");
         free(db);
 }
+
+/* With max_age = 0 the extremes of the calendar are accepted and stored; an offset that
+ * lands outside years 1-9999 UTC is rejected, and cannot block the flushes of others. */
+Test(e2e, calendar_extremes_do_not_block_flushes) {
+        char *db = new_database("e2e_extremes");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-ext", .topic = "ext/+",
+                            .max_age = "0" };
+        const char *first = "{\"outage_type\":\"lamp_outage\",\"timestamp\":\"0001-01-01T00:00:00Z\"}";
+        const char *year0 = "{\"outage_type\":\"lamp_outage\",\"timestamp\":\"0000-12-31T23:00:00-00:30\"}";
+
+        start_daemon(&o);
+        cr_assert_eq(mqtt_publish(&broker, "ext/c1", first, strlen(first)), 0);
+        cr_assert_eq(mqtt_publish(&broker, "ext/c1", year0, strlen(year0)), 0);
+        publish_report("ext/c2", "lamp_outage", 600);
+        char want[256];
+        int64_t m = (INT64_C(-62135596800) - base_seconds()) / 60;
+        snprintf(want, sizeof(want), "c1/lamp_outage %" PRId64 " %" PRId64 " 1;c2/lamp_outage 600 600 1", m, m);
+        expect_events(db, want);
+        cr_assert_str_eq(query(db, "SELECT to_char(start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') "
+                                   "FROM outage.events WHERE controller_id = 'c1'"), "0001-01-01 00:00:00");
+        cr_assert_str_eq(query(db, "SELECT reason FROM outage.rejects"), "timestamp_out_of_range");
+        free(db);
+}

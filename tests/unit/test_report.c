@@ -642,8 +642,15 @@ Test(report, timestamp_window_limits) {
         /* max_age 0: no lower limit */
         r.max_age = 0;
         cr_assert_eq(item_reason_rules("{\"outage_type\":\"a\",\"timestamp\":0}", &r), REJECT_NONE);
+        /* ... but never an instant the database cannot store (year 0 or 10000 UTC) */
         cr_assert_eq(item_reason_rules("{\"outage_type\":\"a\",\"timestamp\":\"0000-01-01T00:00:00+23:59\"}", &r),
+                     REJECT_TIMESTAMP_OUT_OF_RANGE);
+        cr_assert_eq(item_reason_rules("{\"outage_type\":\"a\",\"timestamp\":\"0000-12-31T23:59:59.999999Z\"}", &r),
+                     REJECT_TIMESTAMP_OUT_OF_RANGE);
+        cr_assert_eq(item_reason_rules("{\"outage_type\":\"a\",\"timestamp\":\"0001-01-01T00:00:00Z\"}", &r),
                      REJECT_NONE);
+        cr_assert_eq(item_reason_rules("{\"outage_type\":\"a\",\"timestamp\":\"0001-01-01T00:30:00+01:00\"}", &r),
+                     REJECT_TIMESTAMP_OUT_OF_RANGE);
         /* zero skew: exactly now is fine, 1 us later is not */
         r.max_future_skew = 0;
         cr_assert_eq(item_reason_rules("{\"outage_type\":\"a\",\"timestamp\":\"2026-11-27T10:00:00Z\"}", &r),
@@ -657,8 +664,14 @@ Test(report, timestamp_window_limits) {
         const char *json = "[{\"outage_type\":\"a\",\"timestamp\":\"0000-01-01T00:00:00+23:59\"},"
                            "{\"outage_type\":\"a\",\"timestamp\":253402300799}]";
         cr_assert_eq(report_parse_message("c", json, strlen(json), &r, INT64_MIN, &m), 0);
-        cr_assert_eq(m->items[0].reason, REJECT_NONE);
+        cr_assert_eq(m->items[0].reason, REJECT_TIMESTAMP_OUT_OF_RANGE);  /* year 0 UTC */
         cr_assert_eq(m->items[1].reason, REJECT_NONE);
+        report_message_free(m);
+        const char *late = "[{\"outage_type\":\"a\",\"timestamp\":\"9999-12-31T23:59:59.999999Z\"},"
+                           "{\"outage_type\":\"a\",\"timestamp\":\"9999-12-31T23:59:59-00:01\"}]";
+        cr_assert_eq(report_parse_message("c", late, strlen(late), &r, INT64_MIN, &m), 0);
+        cr_assert_eq(m->items[0].reason, REJECT_NONE);
+        cr_assert_eq(m->items[1].reason, REJECT_TIMESTAMP_OUT_OF_RANGE);  /* year 10000 UTC */
         report_message_free(m);
         r.max_future_skew = 0;
         cr_assert_eq(report_parse_message("c", json, strlen(json), &r, INT64_MIN, &m), 0);
