@@ -171,7 +171,9 @@ Test(e2e, every_reject_reason) {
                                         strcat(all, line);
                         fclose(m);
                 }
-                if (strstr(all, "outaged_rejects_total{reason=\"not_a_report\"} 3"))
+                if (strstr(all, "outaged_rejects_total{reason=\"not_a_report\"} 3") &&
+                    strstr(all, "outaged_rejects_total{reason=\"malformed_json\"} 2") &&
+                    strstr(all, "outaged_rejects_total{reason=\"bad_controller_id\"} 1"))
                         break;
                 harness_sleep_ms(200);
         }
