@@ -37,6 +37,7 @@
 #define STOP_DRAIN_TIMEOUT (45 * USEC_PER_SEC)  /* under the unit's TimeoutStopSec=60s */
 #define PENDING_PAUSE (20000)                   /* messages held before pausing the broker */
 #define PENDING_RESUME (5000)
+#define MAX_BUFFERED_REJECTS (100000)           /* about 0.5 GiB at worst (4 KiB escaped payloads) */
 
 typedef struct Pending {
         QueueItem *head, *tail;
@@ -255,6 +256,11 @@ static void process_pending(Service *s) {
         while (s->pending.head) {
                 QueueItem *i = s->pending.head;
 
+                /* Rejects wait in memory for the next flush too: a flood of bad input
+                 * while the database is down must not grow them without bound. */
+                if (s->n_rejects >= MAX_BUFFERED_REJECTS)
+                        goto full;
+
                 s->pending.head = i->next;
                 if (!s->pending.head)
                         s->pending.tail = NULL;
@@ -269,7 +275,10 @@ static void process_pending(Service *s) {
         check_pause(s);
         return;
 full:
-        if (!s->memory_full)
+        if (!s->memory_full && s->n_rejects >= MAX_BUFFERED_REJECTS)
+                log_warning("%d rejects wait for the database: holding further messages until a flush succeeds",
+                            MAX_BUFFERED_REJECTS);
+        else if (!s->memory_full)
                 log_warning("Memory limit of %llu events reached: flushing and evicting the oldest events early",
                             (unsigned long long) s->config->max_events_in_memory);
         s->memory_full = true;
