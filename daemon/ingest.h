@@ -31,7 +31,8 @@ const char *ingest_state_to_string(IngestState s);
  * none. Returns 0, -EINVAL for a URI or option paho refuses, -ENOMEM. */
 int ingest_new(const Config *c, ingest_message_cb cb, void *userdata, int wake_fd, Ingest **ret);
 
-/* Disconnects if needed (without publishing the offline status) and frees. */
+/* Disconnects if still connected, asking the broker to publish the offline will (this is
+ * not a clean stop: ingest_stop() was not called or did not finish), and frees. */
 Ingest *ingest_free(Ingest *i);
 
 /* Starts connecting. Nothing reconnects by itself: a failed attempt and a lost connection
@@ -51,8 +52,9 @@ void ingest_last_error(Ingest *i, char *buf, size_t len);
  * callback. Returns 0, or a negative errno if the broker could not be told. */
 int ingest_stop(Ingest *i, usec_t timeout);
 
-/* Pauses consumption by disconnecting (the broker queues for the persistent session) and
- * resumes it. Used when memory is full and the database cannot take a flush. */
+/* Pauses consumption by disconnecting (the broker queues for the persistent session; the
+ * offline will is published, since nothing is consumed meanwhile) and resumes it. Used
+ * when memory is full and the database cannot take a flush. */
 int ingest_pause(Ingest *i);
 int ingest_resume(Ingest *i);
 bool ingest_paused(const Ingest *i);
