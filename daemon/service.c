@@ -84,6 +84,7 @@ typedef struct Service {
         FlushJob job;
         bool job_outstanding;           /* a batch taken from agg and not ended */
         bool job_submitted;             /* with the flusher thread now */
+        bool job_partial;               /* the batch was cut at batch_max */
         bool flush_requested;
         usec_t flush_backoff;
         usec_t next_flush_mono;
@@ -469,17 +470,28 @@ static void start_flush(Service *s) {
                 if (!flush_needed(s))
                         return;
                 memset(&s->job, 0, sizeof(s->job));
-                r = agg_flush_begin(s->agg, 0, &s->job.batch);
+                /* At most batch_max events per transaction: a large backlog goes in several
+                 * bounded transactions instead of one that holds everything up. */
+                r = agg_flush_begin(s->agg, s->config->batch_max, &s->job.batch);
                 if (r < 0) {
                         log_error_errno(r, "Cannot prepare a flush: %s", strerror(-r));
                         return;
                 }
-                r = take_rejects(s, &s->job);
-                if (r < 0) {
-                        agg_flush_end(s->agg, s->job.batch, false);
-                        return;
+                s->job_partial = !s->job.batch->complete;
+                if (s->job_partial)
+                        /* Not everything processed is in this batch: the checkpoint stays
+                         * where it is, and so do the rejects (a replay after a crash
+                         * would add them again). A replay re-applying reports whose
+                         * spans this batch commits adds nothing: they fall inside them. */
+                        s->job.seq = s->committed_seq;
+                else {
+                        r = take_rejects(s, &s->job);
+                        if (r < 0) {
+                                agg_flush_end(s->agg, s->job.batch, false);
+                                return;
+                        }
+                        s->job.seq = s->processed_seq;
                 }
-                s->job.seq = s->processed_seq;
                 s->job.flush_id = new_flush_id(s);
                 s->job_outstanding = true;
         }
@@ -588,7 +600,7 @@ static int on_flush_done(sd_event_source *src, int fd, uint32_t revents, void *u
         /* Memory was full: eviction may have made room. */
         if (s->memory_full || s->pending.head)
                 process_pending(s);
-        if (job->result == 0 && (s->flush_requested || s->memory_full ||
+        if (job->result == 0 && (s->flush_requested || s->memory_full || s->job_partial ||
                                  agg_dirty_count(s->agg) >= s->config->batch_max || s->stopping))
                 start_flush(s);
         maybe_finish_stop(s);

@@ -122,6 +122,7 @@ typedef struct DaemonOptions {
         const char *startup_timeout;    /* default 20s */
         const char *journal_dir;        /* default <dir>/journal */
         const char *ca_file;            /* TLS: default none */
+        const char *batch_max;          /* default 10000 */
 } DaemonOptions;
 
 int daemon_prepare(Daemon *d, const DaemonOptions *o);

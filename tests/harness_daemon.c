@@ -41,13 +41,13 @@ int daemon_prepare(Daemon *d, const DaemonOptions *o) {
         fprintf(f,
                 "[mqtt]\nuri = %s\nclient_id = %s\ntopic = %s\nshare_group = %s\nsession_expiry = 1h\nca_file = %s\n\n"
                 "[postgres]\nconninfo = %s\n\n"
-                "[aggregation]\ngap = %s\noutage_types = %s\nmax_age = %s\nflush_interval = %s\n\n"
+                "[aggregation]\ngap = %s\noutage_types = %s\nmax_age = %s\nflush_interval = %s\nbatch_max = %s\n\n"
                 "[storage]\njournal_dir = %s\njournal_sync = 100ms\n\n"
                 "[limits]\nmax_payload = %s\nmax_batch_items = %s\nmax_events_in_memory = %s\nstartup_timeout = %s\n\n"
                 "[log]\nlevel = debug\nmetrics_file = %s/metrics.prom\n",
                 o->mqtt_uri, or(o->client_id, "outaged-test"), or(o->topic, "outages/+"),
                 or(o->share_group, ""), or(o->ca_file, ""), o->conninfo, or(o->gap, "12min"), or(o->outage_types, ""),
-                or(o->max_age, "365d"), or(o->flush_interval, "100ms"), or(o->journal_dir, journal),
+                or(o->max_age, "365d"), or(o->flush_interval, "100ms"), or(o->batch_max, "10000"), or(o->journal_dir, journal),
                 or(o->max_payload, "64KiB"), or(o->max_batch_items, "1000"), or(o->max_events, "5000000"),
                 or(o->startup_timeout, "20s"), d->dir);
         if (fclose(f) != 0)

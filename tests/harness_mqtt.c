@@ -79,7 +79,11 @@ static int launch(MqttBroker *b) {
                 if (port_open(b->port))
                         return 0;
                 if (waitpid(b->pid, NULL, WNOHANG) == b->pid) {
-                        fprintf(stderr, "harness: mosquitto exited at start, see %s\n", log);
+                        char cmd[600];
+
+                        fprintf(stderr, "harness: mosquitto exited at start:\n");
+                        snprintf(cmd, sizeof(cmd), "tail -5 %s/mosquitto.log %s >&2", b->dir, log);
+                        (void) !system(cmd);
                         b->pid = -1;
                         return -1;
                 }
@@ -116,7 +120,14 @@ int mqtt_broker_pause(MqttBroker *b) {
 }
 
 int mqtt_broker_resume(MqttBroker *b) {
-        return launch(b);
+        /* The port was just released: give the kernel and mosquitto's own start-up a few
+         * chances before calling it a failure. */
+        for (int attempt = 0; attempt < 5; attempt++) {
+                if (launch(b) == 0)
+                        return 0;
+                harness_sleep_ms(500);
+        }
+        return -1;
 }
 
 void mqtt_broker_stop(MqttBroker *b) {
