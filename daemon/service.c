@@ -84,7 +84,8 @@ typedef struct Service {
         FlushJob job;
         bool job_outstanding;           /* a batch taken from agg and not ended */
         bool job_submitted;             /* with the flusher thread now */
-        bool job_partial;               /* the batch was cut at batch_max */
+        bool job_partial;               /* the batch was cut at flush_limit */
+        uint64_t flush_limit;           /* events per flush: batch_max, less after refusals */
         bool flush_requested;
         usec_t flush_backoff;
         usec_t next_flush_mono;
@@ -109,6 +110,7 @@ typedef struct Service {
 
         RateLimit reject_rl;
         RateLimit flush_rl;
+        RateLimit refused_rl;
 } Service;
 
 /* ---- rejects ---- */
@@ -472,7 +474,7 @@ static void start_flush(Service *s) {
                 memset(&s->job, 0, sizeof(s->job));
                 /* At most batch_max events per transaction: a large backlog goes in several
                  * bounded transactions instead of one that holds everything up. */
-                r = agg_flush_begin(s->agg, s->config->batch_max, &s->job.batch);
+                r = agg_flush_begin(s->agg, s->flush_limit, &s->job.batch);
                 if (r < 0) {
                         log_error_errno(r, "Cannot prepare a flush: %s", strerror(-r));
                         return;
@@ -543,6 +545,8 @@ static void flush_succeeded(Service *s, FlushJob *job) {
                 s->committed_seq = job->seq;
         s->job_outstanding = false;
         s->flush_backoff = 0;
+        if (s->flush_limit < s->config->batch_max)
+                s->flush_limit = s->flush_limit * 2 < s->config->batch_max ? s->flush_limit * 2 : s->config->batch_max;
         s->next_flush_mono = 0;
         if (s->db_was_down) {
                 log_notice("Database writes resumed after %d failed attempts", s->db_failures);
@@ -564,6 +568,19 @@ static void flush_failed(Service *s, FlushJob *job) {
         s->db_failures++;
         s->db_was_down = true;
         if (job->result != -EAGAIN) {
+                size_t n = job->batch ? job->batch->n : 0;
+
+                /* The database refused the transaction itself, not the connection: one
+                 * event it cannot take must not hold up the others. Smaller batches
+                 * isolate it (a refused key goes to the back of the queue), and the
+                 * limit grows back with every success. */
+                if ((job->result == -EIO || job->result == -EINVAL) && n > 0) {
+                        s->flush_limit = n > 1 ? n / 2 : 1;
+                        if (ratelimit_below(&s->refused_rl, now_monotonic(), NULL))
+                                log_error("The database refused a flush of %zu events (%s); retrying in batches of %llu: %s",
+                                          n, strerror(-job->result), (unsigned long long) s->flush_limit,
+                                          job->error[0] ? job->error : "no message");
+                }
                 agg_flush_end(s->agg, job->batch, false);
                 job->batch = NULL;
                 give_back_rejects(s, job);
@@ -1120,6 +1137,7 @@ int service_run(Config *c, const char *config_path) {
                 .ingest_wake_fd = -1,
                 .reject_rl = RATELIMIT_INIT(10 * USEC_PER_SEC, 20),
                 .flush_rl = RATELIMIT_INIT(60 * USEC_PER_SEC, 5),
+                .refused_rl = RATELIMIT_INIT(60 * USEC_PER_SEC, 5),
                 .last_ingest_state = INGEST_DISCONNECTED,
         };
         AggConfig ac = { .gap = c->gap, .max_events = c->max_events_in_memory };
@@ -1136,6 +1154,7 @@ int service_run(Config *c, const char *config_path) {
                 .n_outage_types = c->n_outage_types,
         };
         s.m.started_at = now_realtime();
+        s.flush_limit = c->batch_max;
         srandom((unsigned) (s.m.started_at ^ getpid()));
 
         r = block_signals();

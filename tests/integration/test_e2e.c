@@ -566,3 +566,36 @@ Test(e2e, calendar_extremes_do_not_block_flushes) {
         cr_assert_str_eq(query(db, "SELECT reason FROM outage.rejects"), "timestamp_out_of_range");
         free(db);
 }
+
+/* An event the database refuses (here a trigger refuses controller "poison") must not
+ * hold up the others: the daemon retries in smaller batches, and everything else lands. */
+Test(e2e, refused_event_does_not_block_the_others) {
+        char *db = new_database("e2e_poison");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-poison", .topic = "poison/+" };
+        enum { N = 30 };
+        const char *topics[N + 1], *payloads[N + 1];
+        char want[4096] = "";
+
+        start_daemon(&o);
+        cr_assert_eq(pg_exec(db,
+                "CREATE FUNCTION public.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF NEW.controller = (SELECT id FROM outage.controllers WHERE name = 'poison')"
+                " THEN RAISE EXCEPTION 'poison refused'; END IF; RETURN NEW; END $$;"
+                "CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON outage.stored_events"
+                " FOR EACH ROW EXECUTE FUNCTION public.refuse_poison()"), 0);
+        topics[0] = "poison/poison";
+        payloads[0] = report_json("lamp_outage", 600);
+        for (int i = 1; i <= N; i++) {
+                char *t;
+                cr_assert(asprintf(&t, "poison/c%02d", i) > 0);
+                topics[i] = t;
+                payloads[i] = report_json("lamp_outage", 600);
+                snprintf(want + strlen(want), sizeof(want) - strlen(want), "%sc%02d/lamp_outage 600 600 1",
+                         i > 1 ? ";" : "", i);
+        }
+        cr_assert_eq(mqtt_publish_many(&broker, topics, payloads, N + 1), 0);
+        char *got = wait_events(db, want, 60000);
+        cr_assert_str_eq(got, want);
+        free(got);
+        free(db);
+}
