@@ -54,11 +54,12 @@ typedef struct RejectRow {
  * every stored event of its key within gap; union of spans, counts added; a fragment inside
  * one stored event adds nothing; each uncertain timestamp counts only if no stored event
  * contains it), inserts the rejects, and records (instance, seq, flush_id) as the committed
- * journal position when instance is not NULL. flush_id identifies this flush (at most
- * INT64_MAX): after a lost COMMIT, the checkpoint's flush_id tells whether it landed. Safe with concurrent writers: striped advisory locks
- * in sorted order, retried on serialization, deadlock and exclusion failures. Returns 0
- * (committed), -ECONNRESET (connection lost: nothing or everything was committed is not
- * known only if the COMMIT itself was lost; the caller retries, and the merge is idempotent
- * for spans), -EIO (the transaction failed and was rolled back). */
+ * journal position when instance is not NULL. flush_id identifies this flush (1 to
+ * INT64_MAX). Safe with concurrent writers: striped advisory locks in sorted order, retried
+ * on serialization, deadlock and exclusion failures. Returns 0 (committed); -ECONNRESET
+ * (connection lost: if that happened during COMMIT, whether it landed is unknown — read
+ * the checkpoint on a new connection: its flush_id equals this one exactly when it did);
+ * -EIO (the database refused the transaction; rolled back); -EINVAL (a fragment is
+ * malformed, nothing sent). */
 int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_t nr,
                 const char *instance, uint64_t seq, uint64_t flush_id);
