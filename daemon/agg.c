@@ -1164,3 +1164,7 @@ size_t agg_key_spans(const Agg *a, const char *controller_id, const char *outage
 uint64_t agg_dirty_count(const Agg *a) {
         return a->n_dirty_keys;
 }
+
+uint64_t agg_span_count(const Agg *a) {
+        return a->n_spans;
+}

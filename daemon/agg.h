@@ -112,3 +112,6 @@ size_t agg_key_spans(const Agg *a, const char *controller_id, const char *outage
 /* Keys with something to flush (each holds one or more dirty spans); O(1), for the main
  * loop's batch trigger. */
 uint64_t agg_dirty_count(const Agg *a);
+
+/* Spans held (AggStats.spans without the scan agg_stats() makes); O(1). */
+uint64_t agg_span_count(const Agg *a);

@@ -29,6 +29,12 @@ typedef int64_t usec_t;
 #define TAKE_PTR(p) ({ __typeof__(p) _p = (p); (p) = NULL; _p; })
 
 static inline void freep(void *p) { free(*(void **) p); }
+
+/* free() that returns NULL, for "p = mfree(p)". */
+static inline void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
 #define _cleanup_free_ _cleanup_(freep)
 
 static inline void closep(int *fd) {

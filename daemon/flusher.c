@@ -224,16 +224,6 @@ FlushJob *flusher_take(Flusher *f) {
         return job;
 }
 
-bool flusher_busy(const Flusher *f) {
-        Flusher *m = (Flusher *) f;
-        bool b;
-
-        pthread_mutex_lock(&m->lock);
-        b = m->busy;
-        pthread_mutex_unlock(&m->lock);
-        return b;
-}
-
 bool flusher_connected(const Flusher *f) {
         return atomic_load(&((Flusher *) f)->connected);
 }

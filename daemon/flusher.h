@@ -44,5 +44,4 @@ int flusher_submit(Flusher *f, FlushJob *job);
 /* Returns the completed job (and clears the eventfd), or NULL if none completed. */
 FlushJob *flusher_take(Flusher *f);
 
-bool flusher_busy(const Flusher *f);
 bool flusher_connected(const Flusher *f);

@@ -11,6 +11,7 @@
  * retry keeps running after MQTTAsync_disconnect (which would defeat a pause), and
  * MQTTAsync_connect rewrites the client's will, credentials and TLS options without
  * paho's lock, so it must not run while paho may be retrying on its own. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
@@ -45,8 +46,8 @@ struct Ingest {
         _Atomic uint64_t n_connects;
 
         /* last error text, written by paho's thread, read by the main thread */
+        pthread_mutex_t last_error_lock;
         char last_error[256];
-        _Atomic bool last_error_lock;
 };
 
 static const char *const state_names[_INGEST_STATE_MAX] = {
@@ -74,26 +75,20 @@ static void set_state(Ingest *i, IngestState s) {
         wake(i);
 }
 
-/* A tiny spin lock: the error text is written rarely, by one thread, and read rarely. */
+/* Written on paho's thread, read on the main thread. */
 static void set_error(Ingest *i, const char *what, int code, const char *msg) {
-        bool expected = false;
-
-        while (!atomic_compare_exchange_weak(&i->last_error_lock, &expected, true))
-                expected = false;
+        pthread_mutex_lock(&i->last_error_lock);
         snprintf(i->last_error, sizeof(i->last_error), "%s: %s (code %d)", what,
                  msg ? msg : MQTTAsync_strerror(code), code);
-        atomic_store(&i->last_error_lock, false);
+        pthread_mutex_unlock(&i->last_error_lock);
 }
 
 void ingest_last_error(Ingest *i, char *buf, size_t len) {
-        bool expected = false;
-
         if (len == 0)
                 return;
-        while (!atomic_compare_exchange_weak(&i->last_error_lock, &expected, true))
-                expected = false;
+        pthread_mutex_lock(&i->last_error_lock);
         snprintf(buf, len, "%s", i->last_error);
-        atomic_store(&i->last_error_lock, false);
+        pthread_mutex_unlock(&i->last_error_lock);
 }
 
 int ingest_topic_id(const char *filter, const char *topic, size_t topic_len, char *buf, size_t buflen) {
@@ -283,6 +278,7 @@ int ingest_new(const Config *c, ingest_message_cb cb, void *userdata, int wake_f
         i->cb = cb;
         i->userdata = userdata;
         i->wake_fd = wake_fd;
+        pthread_mutex_init(&i->last_error_lock, NULL);
         atomic_store(&i->state, INGEST_DISCONNECTED);
 
         format_rfc3339(now_realtime(), started, sizeof(started));
@@ -346,6 +342,7 @@ Ingest *ingest_free(Ingest *i) {
         free(i->status_topic);
         free(i->online_payload);
         free(i->offline_payload);
+        pthread_mutex_destroy(&i->last_error_lock);
         free(i);
         return NULL;
 }

@@ -44,15 +44,6 @@ typedef struct Pending {
         size_t n;
 } Pending;
 
-/* A reject waiting for the next flush; strings owned. */
-typedef struct OwnedReject {
-        usec_t received_at;
-        char *topic;
-        char *controller_id;
-        RejectReason reason;
-        char *payload;
-} OwnedReject;
-
 typedef struct Service {
         Config *config;
         const char *config_path;
@@ -76,9 +67,10 @@ typedef struct Service {
         uint64_t cur_seq;
         usec_t cur_received;
         char cur_topic_id[65];
-        char *cur_topic;
+        const char *cur_topic;          /* borrowed from cur_item, or from the journal replay */
+        QueueItem *cur_item;            /* owns the message being applied (NULL on replay) */
 
-        OwnedReject *rejects;
+        RejectRow *rejects;             /* waiting for the next flush; strings owned */
         size_t n_rejects, cap_rejects;
 
         FlushJob job;
@@ -115,16 +107,21 @@ typedef struct Service {
 
 /* ---- rejects ---- */
 
-static void owned_reject_done(OwnedReject *r) {
-        free(r->topic);
-        free(r->controller_id);
-        free(r->payload);
+/* Frees the strings of n reject rows built by add_reject(), and the array. */
+static void free_rejects(RejectRow *rows, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free((char *) rows[i].topic);
+                free((char *) rows[i].controller_id);
+                free((char *) rows[i].payload);
+        }
+        free(rows);
 }
 
 static void add_reject(Service *s, usec_t received, const char *topic, const char *controller_id,
                        RejectReason reason, const char *payload) {
         unsigned suppressed = 0;
-        OwnedReject *r;
+        RejectRow *r;
+        char *t, *c, *p;
 
         if ((size_t) reason < ELEMENTSOF(s->m.rejects))
                 s->m.rejects[reason]++;
@@ -141,7 +138,7 @@ static void add_reject(Service *s, usec_t received, const char *topic, const cha
 
         if (s->n_rejects == s->cap_rejects) {
                 size_t cap = s->cap_rejects ? s->cap_rejects * 2 : 64;
-                OwnedReject *n = realloc(s->rejects, cap * sizeof(*n));
+                RejectRow *n = realloc(s->rejects, cap * sizeof(*n));
 
                 if (!n) {
                         log_error("Out of memory keeping a reject; it stays in the journal");
@@ -150,26 +147,33 @@ static void add_reject(Service *s, usec_t received, const char *topic, const cha
                 s->rejects = n;
                 s->cap_rejects = cap;
         }
-        r = &s->rejects[s->n_rejects];
-        r->received_at = received;
         /* mosquitto only forwards valid UTF-8 topics, but a row the database refuses would
          * fail every flush after it: escape like the payload. */
-        r->topic = report_escape_payload(topic, strlen(topic), strlen(topic));
-        r->controller_id = controller_id ? strdup(controller_id) : NULL;
-        r->reason = reason;
-        r->payload = strdup(payload ? payload : "");
-        if (!r->topic || !r->payload || (controller_id && !r->controller_id)) {
-                owned_reject_done(r);
+        t = report_escape_payload(topic, strlen(topic), strlen(topic));
+        c = controller_id ? strdup(controller_id) : NULL;
+        p = strdup(payload ? payload : "");
+        if (!t || !p || (controller_id && !c)) {
+                free(t);
+                free(c);
+                free(p);
                 log_error("Out of memory keeping a reject; it stays in the journal");
                 return;
         }
-        s->n_rejects++;
+        r = &s->rejects[s->n_rejects++];
+        *r = (RejectRow) {
+                .received_at = received,
+                .topic = t,
+                .controller_id = c,
+                .reason = reject_reason_to_string(reason),
+                .payload = p,
+        };
 }
 
 /* ---- applying messages ---- */
 
-/* Applies the items of s->cur from s->cur_index on. Returns 0 when the message is done,
- * -ENOSPC when memory is full (s->cur keeps the position), or another negative errno. */
+/* Applies the items of s->cur from s->cur_index on. When the message is done, releases
+ * it and records its journal position as processed. Returns 0 when done, -ENOSPC when
+ * memory is full (s->cur keeps the position), or another negative errno. */
 static int apply_current(Service *s) {
         ReportMessage *m = s->cur;
 
@@ -195,15 +199,18 @@ static int apply_current(Service *s) {
                         s->m.reports_duplicate++;
         }
         s->cur = report_message_free(s->cur);
-        free(s->cur_topic);
         s->cur_topic = NULL;
+        s->cur_item = mfree(s->cur_item);
+        s->processed_seq = s->cur_seq;
         return 0;
 }
 
-/* Parses one journaled message and applies it. The receive time stands in for "now" in
- * the skew and age checks, so a replay after a crash decides exactly as the first time. */
-static int process_message(Service *s, uint64_t seq, usec_t received, const char *topic,
-                           size_t topic_len, const void *payload, size_t len) {
+/* Parses one journaled message and applies it. Borrows topic until the message is done
+ * (apply_current() returned 0): item, if not NULL, owns it and is freed then. The receive
+ * time stands in for "now" in the skew and age checks, so a replay after a crash decides
+ * exactly as the first time. */
+static int process_message(Service *s, QueueItem *item, uint64_t seq, usec_t received,
+                           const char *topic, size_t topic_len, const void *payload, size_t len) {
         char id[65];
         bool have_id;
         int r;
@@ -211,34 +218,24 @@ static int process_message(Service *s, uint64_t seq, usec_t received, const char
         assert(!s->cur);
         have_id = ingest_topic_id(s->config->mqtt_topic, topic, topic_len, id, sizeof(id)) >= 0;
         r = report_parse_message(have_id ? id : NULL, payload, len, &s->rules, received, &s->cur);
-        if (r < 0)
+        if (r < 0) {
+                free(item);
                 return log_error_errno(r, "Cannot parse message: %s", strerror(-r));
+        }
 
+        s->cur_item = item;
         s->cur_seq = seq;
         s->cur_received = received;
         s->cur_index = 0;
-        s->cur_topic = strndup(topic, topic_len);
-        if (!s->cur_topic) {
-                s->cur = report_message_free(s->cur);
-                return -ENOMEM;
-        }
+        s->cur_topic = topic;
         snprintf(s->cur_topic_id, sizeof(s->cur_topic_id), "%s",
                  s->cur->controller_valid ? s->cur->controller_id : "");
 
-        if (s->cur->reason != REJECT_NONE) {
-                add_reject(s, received, s->cur_topic,
-                           s->cur->controller_valid ? s->cur->controller_id : NULL,
+        /* A message-level reject has no items: apply_current() only finishes it. */
+        if (s->cur->reason != REJECT_NONE)
+                add_reject(s, received, topic, s->cur->controller_valid ? s->cur->controller_id : NULL,
                            s->cur->reason, s->cur->payload);
-                s->cur = report_message_free(s->cur);
-                free(s->cur_topic);
-                s->cur_topic = NULL;
-                s->processed_seq = seq;
-                return 0;
-        }
-        r = apply_current(s);
-        if (r == 0)
-                s->processed_seq = seq;
-        return r;
+        return apply_current(s);
 }
 
 static void request_flush(Service *s);
@@ -249,13 +246,8 @@ static void check_pause(Service *s);
 static void process_pending(Service *s) {
         int r;
 
-        if (s->cur) {
-                r = apply_current(s);
-                if (r == -ENOSPC)
-                        goto full;
-                if (r == 0)
-                        s->processed_seq = s->cur_seq;
-        }
+        if (s->cur && apply_current(s) == -ENOSPC)
+                goto full;
         while (s->pending.head) {
                 QueueItem *i = s->pending.head;
 
@@ -268,9 +260,8 @@ static void process_pending(Service *s) {
                 if (!s->pending.head)
                         s->pending.tail = NULL;
                 s->pending.n--;
-                r = process_message(s, i->seq, i->received_at, i->topic, i->topic_len,
+                r = process_message(s, i, i->seq, i->received_at, i->topic, i->topic_len,
                                     i->payload, i->len);
-                free(i);
                 if (r == -ENOSPC)
                         goto full;
         }
@@ -378,73 +369,39 @@ static bool flush_needed(const Service *s) {
 }
 
 static void free_job_rejects(FlushJob *job) {
-        for (size_t i = 0; i < job->n_rejects; i++) {
-                free((char *) job->rejects[i].topic);
-                free((char *) job->rejects[i].controller_id);
-                free((char *) job->rejects[i].payload);
-        }
-        free(job->rejects);
+        free_rejects(job->rejects, job->n_rejects);
         job->rejects = NULL;
         job->n_rejects = 0;
 }
 
-/* Moves the buffered rejects into the job (as RejectRows with owned strings). */
-static int take_rejects(Service *s, FlushJob *job) {
-        RejectRow *rows;
-
-        if (s->n_rejects == 0)
-                return 0;
-        rows = calloc(s->n_rejects, sizeof(*rows));
-        if (!rows)
-                return -ENOMEM;
-        for (size_t i = 0; i < s->n_rejects; i++) {
-                OwnedReject *o = &s->rejects[i];
-
-                rows[i] = (RejectRow) {
-                        .received_at = o->received_at,
-                        .topic = o->topic,
-                        .controller_id = o->controller_id,
-                        .reason = reject_reason_to_string(o->reason),
-                        .payload = o->payload,
-                };
-        }
-        job->rejects = rows;
+/* Moves the buffered rejects into the job. */
+static void take_rejects(Service *s, FlushJob *job) {
+        job->rejects = TAKE_PTR(s->rejects);
         job->n_rejects = s->n_rejects;
-        s->n_rejects = 0;
-        return 0;
+        s->n_rejects = s->cap_rejects = 0;
 }
 
 /* Puts a failed job's rejects back in front of the buffered ones. */
 static void give_back_rejects(Service *s, FlushJob *job) {
         size_t n = job->n_rejects + s->n_rejects;
-        OwnedReject *all;
+        RejectRow *all;
 
         if (job->n_rejects == 0)
                 return;
-        all = malloc((n ? n : 1) * sizeof(*all));
+        if (s->n_rejects == 0) {
+                s->rejects = TAKE_PTR(job->rejects);
+                s->n_rejects = s->cap_rejects = job->n_rejects;
+                job->n_rejects = 0;
+                return;
+        }
+        all = realloc(job->rejects, n * sizeof(*all));
         if (!all) {
                 free_job_rejects(job);
                 log_error("Out of memory: rejects of a failed flush stay in the journal only");
                 return;
         }
-        for (size_t i = 0; i < job->n_rejects; i++) {
-                const RejectRow *r = &job->rejects[i];
-
-                all[i] = (OwnedReject) {
-                        .received_at = r->received_at,
-                        .topic = (char *) r->topic,
-                        .controller_id = (char *) r->controller_id,
-                        .reason = REJECT_NONE,
-                        .payload = (char *) r->payload,
-                };
-                for (int k = REJECT_NONE + 1; k < _REJECT_REASON_MAX; k++)
-                        if (streq(reject_reason_to_string((RejectReason) k), r->reason))
-                                all[i].reason = (RejectReason) k;
-        }
-        if (s->n_rejects > 0)
-                memcpy(all + job->n_rejects, s->rejects, s->n_rejects * sizeof(*all));
+        memcpy(all + job->n_rejects, s->rejects, s->n_rejects * sizeof(*all));
         free(s->rejects);
-        free(job->rejects);
         job->rejects = NULL;
         job->n_rejects = 0;
         s->rejects = all;
@@ -487,11 +444,7 @@ static void start_flush(Service *s) {
                          * spans this batch commits adds nothing: they fall inside them. */
                         s->job.seq = s->committed_seq;
                 else {
-                        r = take_rejects(s, &s->job);
-                        if (r < 0) {
-                                agg_flush_end(s->agg, s->job.batch, false);
-                                return;
-                        }
+                        take_rejects(s, &s->job);
                         s->job.seq = s->processed_seq;
                 }
                 s->job.flush_id = new_flush_id(s);
@@ -518,12 +471,11 @@ static void evict(Service *s) {
         if (r > 0)
                 log_debug("Evicted %d closed events from memory", r);
         if (s->memory_full) {
-                AggStats st;
                 uint64_t target = s->config->max_events_in_memory / 10 * 9;
+                uint64_t spans = agg_span_count(s->agg);
 
-                agg_stats(s->agg, now_realtime(), &st);
-                if (st.spans > target) {
-                        r = agg_evict_oldest(s->agg, st.spans - target);
+                if (spans > target) {
+                        r = agg_evict_oldest(s->agg, spans - target);
                         if (r > 0)
                                 log_info("Evicted the %d oldest events from memory early", r);
                 }
@@ -977,11 +929,7 @@ static int flush_sync(Service *s, Store *st) {
         r = agg_flush_begin(s->agg, 0, &b);
         if (r < 0)
                 return r;
-        r = take_rejects(s, &job);
-        if (r < 0) {
-                agg_flush_end(s->agg, b, false);
-                return r;
-        }
+        take_rejects(s, &job);
         r = store_flush(st, b->fragments, b->n, job.rejects, job.n_rejects, s->config->mqtt_client_id,
                         s->processed_seq, new_flush_id(s));
         agg_flush_end(s->agg, b, r == 0);
@@ -1009,15 +957,15 @@ static int replay_record(uint64_t seq, usec_t received, const char *topic, const
         int r;
 
         x->n++;
-        r = process_message(s, seq, received, topic, strlen(topic), payload, len);
+        /* topic and payload are valid only during this call: the message is finished
+         * here, flushing as often as memory requires. */
+        r = process_message(s, NULL, seq, received, topic, strlen(topic), payload, len);
         while (r == -ENOSPC) {
                 s->memory_full = true;
                 r = flush_sync(s, x->st);
                 if (r < 0)
                         return r;
                 r = apply_current(s);
-                if (r == 0)
-                        s->processed_seq = seq;
         }
         return r < 0 ? r : 0;
 }
@@ -1099,14 +1047,12 @@ static void service_done(Service *s) {
                 free_job_rejects(&s->job);
         }
         s->cur = report_message_free(s->cur);
-        free(s->cur_topic);
+        free(s->cur_item);
         for (QueueItem *i = s->pending.head, *n; i; i = n) {
                 n = i->next;
                 free(i);
         }
-        for (size_t i = 0; i < s->n_rejects; i++)
-                owned_reject_done(&s->rejects[i]);
-        free(s->rejects);
+        free_rejects(s->rejects, s->n_rejects);
         s->queue = queue_free(s->queue);
         s->agg = agg_free(s->agg);
         if (s->journal) {
