@@ -137,6 +137,10 @@ int daemon_wait_ready(Daemon *d, int timeout_ms);
 /* Reads notify messages until one contains needle, or timeout. Returns 0 or -1. */
 int daemon_wait_notify(Daemon *d, const char *needle, int timeout_ms);
 
+/* Waits for the daemon to exit by itself. Returns its exit code (128+signal if killed),
+ * -1 on timeout (then it is left running). */
+int daemon_wait_exit(Daemon *d, int timeout_ms);
+
 /* Sends sig and waits for exit. Returns the exit code (128+signal if killed), -1 on timeout. */
 int daemon_signal_wait(Daemon *d, int sig, int timeout_ms);
 

@@ -133,6 +133,17 @@ int daemon_wait_ready(Daemon *d, int timeout_ms) {
         }
 }
 
+int daemon_wait_exit(Daemon *d, int timeout_ms) {
+        int r;
+
+        if (d->pid <= 0)
+                return -1;
+        r = proc_wait(d->pid, timeout_ms);
+        if (r >= 0)
+                d->pid = -1;
+        return r;
+}
+
 int daemon_signal_wait(Daemon *d, int sig, int timeout_ms) {
         int r;
 

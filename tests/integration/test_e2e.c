@@ -383,8 +383,7 @@ Test(e2e, exit_69_when_broker_unreachable) {
 
         cr_assert_eq(daemon_prepare(&d, &o), 0);
         cr_assert_eq(daemon_start(&d), 0);
-        cr_assert_eq(proc_wait(d.pid, 30000), 69);
-        d.pid = -1;
+        cr_assert_eq(daemon_wait_exit(&d, 30000), 69);
         free(db);
 }
 
@@ -410,8 +409,7 @@ Test(e2e, exit_69_when_database_unreachable) {
 
         cr_assert_eq(daemon_prepare(&d, &o), 0);
         cr_assert_eq(daemon_start(&d), 0);
-        cr_assert_eq(proc_wait(d.pid, 30000), 69);
-        d.pid = -1;
+        cr_assert_eq(daemon_wait_exit(&d, 30000), 69);
 }
 
 Test(e2e, exit_78_when_gap_differs_from_database) {
@@ -424,27 +422,30 @@ Test(e2e, exit_78_when_gap_differs_from_database) {
         o.gap = "10min";
         cr_assert_eq(daemon_prepare(&d, &o), 0);
         cr_assert_eq(daemon_start(&d), 0);
-        cr_assert_eq(proc_wait(d.pid, 30000), 78);
-        d.pid = -1;
+        cr_assert_eq(daemon_wait_exit(&d, 30000), 78);
         free(db);
+}
+
+/* Runs `outaged -c <the daemon's config> --migrate` and asserts it exits 0. */
+static void run_migrate(const Daemon *dd) {
+        char *argv[] = { (char *) harness_binary(), "-c", dd->config_path, "--migrate", NULL };
+        char *out = NULL, *err = NULL;
+        int code = proc_run(argv, NULL, &out, &err, 65536, 60000);
+
+        cr_assert_eq(code, 0, "--migrate exited %d: %s", code, err ? err : "");
+        free(out);
+        free(err);
 }
 
 Test(e2e, migrate_only) {
         char *db = new_database("e2e_migrate");
         DaemonOptions o = { .mqtt_uri = "tcp://127.0.0.1:1", .conninfo = db, .client_id = "t-mig" };
-        char *argv[] = { (char *) harness_binary(), "-c", NULL, "--migrate", NULL };
-        char *out = NULL, *err = NULL;
 
         cr_assert_eq(daemon_prepare(&d, &o), 0);
-        argv[2] = d.config_path;
-        cr_assert_eq(proc_run(argv, NULL, &out, &err, 65536, 60000), 0, "%s", err);
-        free(out);
-        free(err);
+        run_migrate(&d);
         cr_assert_str_eq(query(db, "SELECT count(*) > 0 FROM outage.schema_migrations"), "t");
         cr_assert_str_eq(query(db, "SELECT count(*) FROM outage.events"), "0");
-        cr_assert_eq(proc_run(argv, NULL, &out, &err, 65536, 60000), 0, "%s", err);
-        free(out);
-        free(err);
+        run_migrate(&d);
         free(db);
 }
 
@@ -515,18 +516,12 @@ Test(e2e, watchdog_is_honoured) {
 Test(e2e, newer_schema_is_refused) {
         char *db = new_database("e2e_newer");
         DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "t-newer", .topic = "newer/+" };
-        char *argv[] = { (char *) harness_binary(), "-c", NULL, "--migrate", NULL };
-        char *out = NULL, *err = NULL;
 
         cr_assert_eq(daemon_prepare(&d, &o), 0);
-        argv[2] = d.config_path;
-        cr_assert_eq(proc_run(argv, NULL, &out, &err, 65536, 60000), 0, "%s", err);
-        free(out);
-        free(err);
+        run_migrate(&d);
         cr_assert_eq(pg_exec(db, "INSERT INTO outage.schema_migrations (version, name) VALUES (999, '999_future.sql')"), 0);
         cr_assert_eq(daemon_start(&d), 0);
-        cr_assert_eq(proc_wait(d.pid, 30000), 1);
-        d.pid = -1;
+        cr_assert_eq(daemon_wait_exit(&d, 30000), 1);
         cr_assert_str_eq(query(db, "SELECT max(version) FROM outage.schema_migrations"), "999");
         free(db);
 }

@@ -137,8 +137,7 @@ static void expect_refused(const char *dbname, const char *ca_name, const char *
         assert_broker_accepts(insecure_probe);
         cr_assert_eq(daemon_prepare(&d, &o), 0);
         cr_assert_eq(daemon_start(&d), 0);
-        cr_assert_eq(proc_wait(d.pid, 30000), 69);
-        d.pid = -1;
+        cr_assert_eq(daemon_wait_exit(&d, 30000), 69);
         free(u);
         free(db);
 }
