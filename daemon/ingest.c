@@ -1,7 +1,9 @@
 /* ingest.c — the MQTT session with paho MQTTAsync (MQTT 5): persistent session, the
  * subscription (re-requested on every connect), birth and last will, pause and stop.
- * It does not parse payloads and does not journal: the caller's callback does that on
- * paho's receive thread, before paho sends the PUBACK.
+ * It does not parse payloads. On paho's receive thread it makes each message durable
+ * (journal_append) and hands it to the main loop (queue_push) before the callback
+ * returns, which is when paho sends the PUBACK: the hand-off is the at-least-once
+ * boundary, and it lives here so that the main loop's code runs on one thread only.
  *
  * paho facts this file relies on: the PUBACK of a QoS 1 message is sent after
  * messageArrived returns 1; callbacks run on one thread holding paho's lock, so they only
@@ -20,16 +22,19 @@
 #include <MQTTAsync.h>
 
 #include "ingest.h"
+#include "journal.h"
+#include "queue.h"
 #include "version.h"
 
 #define INGEST_KEEPALIVE_S 30
 #define INGEST_CONNECT_TIMEOUT_S 10
+#define JOURNAL_RETRY_USEC (200 * 1000)
 
 struct Ingest {
         const Config *config;
         MQTTAsync client;
-        ingest_message_cb cb;
-        void *userdata;
+        Journal *journal;
+        Queue *queue;
         int wake_fd;
 
         char *filter;                   /* what we subscribe to, "$share/G/" included */
@@ -44,6 +49,7 @@ struct Ingest {
         _Atomic int disconnect_done;
         _Atomic uint64_t n_received;
         _Atomic uint64_t n_connects;
+        _Atomic int journal_error;      /* 0, or the -errno of a failing append */
 
         /* last error text, written by paho's thread, read by the main thread */
         pthread_mutex_t last_error_lock;
@@ -129,12 +135,40 @@ int ingest_topic_id(const char *filter, const char *topic, size_t topic_len, cha
         }
 }
 
+/* Makes the message durable, then hands it over. The broker gets its PUBACK when the
+ * callback returns, so this never gives up on a message: a journal that cannot be
+ * written (disk full) holds the message, and with it paho's receive thread and the
+ * broker's in-flight window, until it can (the broker keeps what it could not deliver). */
+static void hand_off(Ingest *i, const char *topic, size_t topic_len, const void *payload, size_t len) {
+        usec_t received = now_realtime();
+        char topic_buf[JOURNAL_TOPIC_MAX + 1];
+        QueueItem *item;
+        uint64_t seq;
+        int r;
+
+        if (topic_len > JOURNAL_TOPIC_MAX)
+                topic_len = JOURNAL_TOPIC_MAX;
+        memcpy(topic_buf, topic, topic_len);
+        topic_buf[topic_len] = '\0';
+
+        while ((r = journal_append(i->journal, received, topic_buf, payload, len, &seq)) < 0) {
+                if (atomic_exchange(&i->journal_error, r) != r)
+                        wake(i);        /* the main loop reports it */
+                usleep(JOURNAL_RETRY_USEC);
+        }
+        if (atomic_exchange(&i->journal_error, 0) != 0)
+                wake(i);
+        while (!(item = queue_item_new(seq, received, topic_buf, topic_len, payload, len)))
+                usleep(JOURNAL_RETRY_USEC);
+        (void) queue_push(i->queue, item);     /* -EPIPE when stopping: the journal has it */
+}
+
 static int on_message(void *context, char *topic, int topic_len, MQTTAsync_message *m) {
         Ingest *i = context;
         size_t tl = topic_len > 0 ? (size_t) topic_len : strlen(topic);
 
         atomic_fetch_add(&i->n_received, 1);
-        i->cb(topic, tl, m->payload, m->payloadlen > 0 ? (size_t) m->payloadlen : 0, i->userdata);
+        hand_off(i, topic, tl, m->payload, m->payloadlen > 0 ? (size_t) m->payloadlen : 0);
         MQTTAsync_freeMessage(&m);
         MQTTAsync_free(topic);
         return 1;       /* always: 0 is not backpressure, see the file comment */
@@ -265,7 +299,7 @@ static void format_rfc3339(usec_t t, char *buf, size_t len) {
         (void) strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-int ingest_new(const Config *c, ingest_message_cb cb, void *userdata, int wake_fd, Ingest **ret) {
+int ingest_new(const Config *c, Journal *journal, Queue *queue, int wake_fd, Ingest **ret) {
         MQTTAsync_createOptions copts = MQTTAsync_createOptions_initializer5;
         char started[64];
         Ingest *i;
@@ -275,8 +309,8 @@ int ingest_new(const Config *c, ingest_message_cb cb, void *userdata, int wake_f
         if (!i)
                 return -ENOMEM;
         i->config = c;
-        i->cb = cb;
-        i->userdata = userdata;
+        i->journal = journal;
+        i->queue = queue;
         i->wake_fd = wake_fd;
         pthread_mutex_init(&i->last_error_lock, NULL);
         atomic_store(&i->state, INGEST_DISCONNECTED);
@@ -491,4 +525,8 @@ uint64_t ingest_messages_received(const Ingest *i) {
 
 uint64_t ingest_connects(const Ingest *i) {
         return atomic_load(&((Ingest *) i)->n_connects);
+}
+
+int ingest_journal_error(const Ingest *i) {
+        return atomic_load(&((Ingest *) i)->journal_error);
 }

@@ -1,19 +1,15 @@
 /* ingest.h — the MQTT session (paho MQTTAsync, MQTT 5): persistent session, subscription,
- * birth and last will, reconnects. The only module that uses paho. Messages are handed to
- * the caller's callback on paho's receive thread; the callback must make the message
- * durable (journal) before it returns, because the broker is acknowledged right after. */
+ * birth and last will, reconnects. The only module that uses paho. On paho's receive
+ * thread every message is appended to the journal and then pushed to the queue before
+ * the broker is acknowledged: nothing acknowledged exists only in memory. */
 #pragma once
 
 #include "common.h"
 #include "config.h"
+#include "journal.h"
+#include "queue.h"
 
 typedef struct Ingest Ingest;
-
-/* Called on paho's thread for every message. It must not call back into Ingest. Its
- * return value is ignored by the protocol (paho acknowledges regardless): a callback that
- * cannot make a message durable must retry or block, never drop it. */
-typedef void (*ingest_message_cb)(const char *topic, size_t topic_len, const void *payload,
-                                  size_t len, void *userdata);
 
 typedef enum IngestState {
         INGEST_DISCONNECTED,
@@ -26,10 +22,13 @@ typedef enum IngestState {
 
 const char *ingest_state_to_string(IngestState s);
 
-/* Creates the client (nothing is sent yet). Borrows c for the Ingest's lifetime. wake_fd:
- * an eventfd written (value 1) on every state change, so the main loop can react; -1 for
- * none. Returns 0, -EINVAL for a URI or option paho refuses, -ENOMEM. */
-int ingest_new(const Config *c, ingest_message_cb cb, void *userdata, int wake_fd, Ingest **ret);
+/* Creates the client (nothing is sent yet). Borrows c, journal and queue for the Ingest's
+ * lifetime: each message is appended to journal (retried while that fails, holding the
+ * broker's in-flight window) and then pushed to queue (blocking while it is full). wake_fd:
+ * an eventfd written (value 1) on every state change and when journal appends start or
+ * stop failing, so the main loop can react; -1 for none. Returns 0, -EINVAL for a URI or
+ * option paho refuses, -ENOMEM. */
+int ingest_new(const Config *c, Journal *journal, Queue *queue, int wake_fd, Ingest **ret);
 
 /* Disconnects if still connected, asking the broker to publish the offline will (this is
  * not a clean stop: ingest_stop() was not called or did not finish), and frees. */
@@ -68,3 +67,5 @@ int ingest_topic_id(const char *filter, const char *topic, size_t topic_len, cha
 /* Counters, readable from any thread. */
 uint64_t ingest_messages_received(const Ingest *i);
 uint64_t ingest_connects(const Ingest *i);
+/* 0, or the negative errno of the journal append that is failing now (disk full). */
+int ingest_journal_error(const Ingest *i);

@@ -91,3 +91,10 @@ usec_t notify_watchdog_usec(void) {
                 return 0;
         return (usec_t) usec;
 }
+
+void notify_extend_timeout(usec_t usec) {
+        char buf[64];
+
+        snprintf(buf, sizeof(buf), "EXTEND_TIMEOUT_USEC=%lld", (long long) usec);
+        (void) send_message(buf, true);
+}

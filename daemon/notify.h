@@ -9,6 +9,8 @@ void notify_ready(void);
 void notify_reloading(void);
 void notify_stopping(void);
 void notify_watchdog(void);
+/* Asks for usec more time to start (or stop) from now: EXTEND_TIMEOUT_USEC=. */
+void notify_extend_timeout(usec_t usec);
 void notify_status(const char *fmt, ...) _printf_(1, 2);
 
 /* The watchdog interval requested by the service manager ($WATCHDOG_USEC, for this pid),

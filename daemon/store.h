@@ -48,6 +48,7 @@ typedef struct RejectRow {
         const char *controller_id;      /* NULL when the topic's id is invalid */
         const char *reason;
         const char *payload;            /* already escaped and truncated */
+        const char *detail;             /* NULL: none */
 } RejectRow;
 
 /* In one transaction: merges the fragments (SPEC section 3: each fragment is merged with

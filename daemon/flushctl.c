@@ -1,0 +1,313 @@
+/* flushctl.c — the flush job state machine (flushctl.h).
+ *
+ *   idle --start--> outstanding (batch taken, job with the flusher) --collect-->
+ *     committed: counts gone, checkpoint moves (complete batches only), journal trimmed
+ *     failed:    counts and rejects given back, retried after a backoff; a refused
+ *                transaction halves the batch limit until the refused fragment is alone,
+ *                then that fragment is recorded as a store_refused reject and dropped
+ *     unknown:   (COMMIT outcome lost) the same job is resubmitted as it is; the flusher
+ *                resolves it by flush_id first
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "backoff.h"
+#include "flushctl.h"
+#include "log.h"
+
+#define FLUSH_BACKOFF_MIN (500 * USEC_PER_MSEC)
+#define FLUSH_BACKOFF_MAX (30 * USEC_PER_SEC)
+
+/* Until the core can drop a refused batch: end it as committed (its counts are gone). */
+static void agg_flush_refuse(Agg *a, FlushBatch *b) {
+        agg_flush_end(a, b, true);
+}
+
+struct FlushCtl {
+        Agg *agg;
+        Apply *apply;
+        Flusher *flusher;
+        Journal *journal;
+        const FlushCtlConfig *cfg;
+
+        FlushJob job;
+        RejectBatch job_rejects;        /* owned while the job is outstanding */
+        bool outstanding;               /* a batch taken from agg and not ended */
+        bool submitted;                 /* with the flusher thread now */
+        bool partial;                   /* the batch was cut at limit */
+        bool more;                      /* the last committed batch was partial */
+        uint64_t limit;                 /* events per job: batch_max, less after refusals */
+        uint64_t next_id;               /* see FlushJob.flush_id */
+        uint64_t committed_seq;
+
+        Backoff backoff;
+        usec_t retry_at;
+        FlushStats stats;
+        RateLimit fail_rl, refused_rl;
+};
+
+int flushctl_new(Agg *agg, Apply *apply, Flusher *flusher, Journal *journal,
+                 const FlushCtlConfig *cfg, uint64_t committed_seq, FlushCtl **ret) {
+        FlushCtl *f = calloc(1, sizeof(*f));
+
+        if (!f)
+                return -ENOMEM;
+        *f = (FlushCtl) {
+                .agg = agg,
+                .apply = apply,
+                .flusher = flusher,
+                .journal = journal,
+                .cfg = cfg,
+                .limit = cfg->batch_max,
+                .committed_seq = committed_seq,
+                .backoff = BACKOFF_INIT(FLUSH_BACKOFF_MIN, FLUSH_BACKOFF_MAX),
+                .fail_rl = RATELIMIT_INIT(60 * USEC_PER_SEC, 5),
+                .refused_rl = RATELIMIT_INIT(60 * USEC_PER_SEC, 5),
+        };
+        *ret = f;
+        return 0;
+}
+
+FlushCtl *flushctl_free(FlushCtl *f) {
+        if (!f)
+                return NULL;
+        if (f->outstanding) {
+                agg_flush_end(f->agg, f->job.batch, false);
+                apply_return_rejects(f->apply, &f->job_rejects);
+        }
+        free(f);
+        return NULL;
+}
+
+bool flushctl_needed(const FlushCtl *f) {
+        return agg_dirty_count(f->agg) > 0 || apply_has_rejects(f->apply) ||
+               apply_processed_seq(f->apply) > f->committed_seq;
+}
+
+/* Unique per job of this instance (not per attempt): a random start, then a counter. */
+static uint64_t new_flush_id(FlushCtl *f) {
+        if (f->next_id == 0 || f->next_id >= (uint64_t) INT64_MAX) {
+                uint64_t r = 0;
+
+                if (getentropy(&r, sizeof(r)) < 0)
+                        r = (uint64_t) now_realtime() ^ ((uint64_t) getpid() << 40);
+                f->next_id = (r >> 2) | 1;
+        }
+        return f->next_id++;
+}
+
+/* Takes a batch and, when it is complete, the rejects: the job is ready to submit. */
+static int prepare(FlushCtl *f) {
+        FlushBatch *b = NULL;
+        int r;
+
+        /* At most limit events per transaction: a large backlog goes in several bounded
+         * transactions instead of one that holds everything up. */
+        r = agg_flush_begin(f->agg, f->limit, &b);
+        if (r < 0)
+                return r;
+        f->job = (FlushJob) { .batch = b };
+        f->partial = !b->complete;
+        if (f->partial)
+                /* Not everything applied is in this batch: the checkpoint stays where it
+                 * is, and so do the rejects (a replay after a crash adds them again). A
+                 * replay re-applying reports whose spans this batch commits adds nothing:
+                 * they fall inside them. */
+                f->job.seq = f->committed_seq;
+        else {
+                r = apply_take_rejects(f->apply, &f->job_rejects);
+                if (r < 0) {
+                        agg_flush_end(f->agg, b, false);
+                        return r;
+                }
+                f->job.rejects = f->job_rejects.rows;
+                f->job.n_rejects = f->job_rejects.n;
+                f->job.seq = apply_processed_seq(f->apply);
+        }
+        f->job.flush_id = new_flush_id(f);
+        f->outstanding = true;
+        return 0;
+}
+
+int flushctl_start(FlushCtl *f, usec_t now) {
+        int r;
+
+        if (f->submitted || now < f->retry_at)
+                return 0;
+        if (!f->outstanding) {
+                if (!flushctl_needed(f))
+                        return 0;
+                r = prepare(f);
+                if (r < 0)
+                        return r;
+        }
+        r = flusher_submit(f->flusher, &f->job);
+        if (r < 0)
+                return 0;
+        f->submitted = true;
+        return 1;
+}
+
+static void succeeded(FlushCtl *f) {
+        size_t nf = f->job.batch->n;
+        int r;
+
+        f->stats.ok++;
+        f->stats.fragments += nf;
+        f->stats.rejects += f->job_rejects.n;
+        f->stats.last_ok_realtime = now_realtime();
+        agg_flush_end(f->agg, f->job.batch, true);
+        reject_batch_clear(&f->job_rejects);
+        if (f->job.seq > f->committed_seq)
+                f->committed_seq = f->job.seq;
+        f->more = f->partial;
+        if (f->stats.failures > 0)
+                log_notice("Database writes resumed after %u failed attempts", f->stats.failures);
+        f->stats.failures = 0;
+        backoff_reset(&f->backoff);
+        f->retry_at = 0;
+        if (f->limit < f->cfg->batch_max)
+                f->limit = f->limit * 2 < f->cfg->batch_max ? f->limit * 2 : f->cfg->batch_max;
+        log_debug("Flushed %zu fragments in %.3f s", nf, f->stats.last_seconds);
+
+        r = journal_trim(f->journal, f->committed_seq);
+        if (r < 0)
+                log_warning_errno(r, "Cannot trim the journal: %m");
+}
+
+/* The topic a refused fragment's controller publishes on: the filter with its '+'. */
+static void fragment_topic(const FlushCtl *f, const Fragment *fr, char *buf, size_t len) {
+        const char *plus = strchr(f->cfg->topic_filter, '+');
+
+        if (!plus) {
+                snprintf(buf, len, "%s", f->cfg->topic_filter);
+                return;
+        }
+        snprintf(buf, len, "%.*s%s%s", (int) (plus - f->cfg->topic_filter), f->cfg->topic_filter,
+                 fr->controller_id, plus + 1);
+}
+
+static void format_time(usec_t t, char buf[64]) {
+        time_t s = (time_t) (t >= 0 ? t / USEC_PER_SEC : (t - USEC_PER_SEC + 1) / USEC_PER_SEC);
+        struct tm tm;
+
+        if (!gmtime_r(&s, &tm)) {
+                snprintf(buf, 64, "%" PRId64, t);
+                return;
+        }
+        snprintf(buf, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (t - (usec_t) s * USEC_PER_SEC));
+}
+
+/* The batch is one fragment the database refuses for good: record it and drop it, so it
+ * cannot hold up the checkpoint, the rejects and the journal trim (SPEC section 8). */
+static void refuse_fragment(FlushCtl *f) {
+        const Fragment *fr = &f->job.batch->fragments[0];
+        char topic[256], payload[640], start[64], end[64];
+
+        fragment_topic(f, fr, topic, sizeof(topic));
+        format_time(fr->start, start);
+        format_time(fr->end, end);
+        snprintf(payload, sizeof(payload),
+                 "{\"controller_id\":\"%s\",\"outage_type\":\"%s\",\"start_time\":\"%s\","
+                 "\"end_time\":\"%s\",\"report_count\":%" PRIu32 ",\"uncertain_reports\":%" PRIu32 "}",
+                 fr->controller_id, fr->outage_type, start, end, fr->count, fr->n_uncertain);
+        f->stats.refused++;
+        log_error("The database refused the event %s %s %s..%s for good; it is recorded in outage.rejects (store_refused) and dropped: %s",
+                  fr->controller_id, fr->outage_type, start, end, f->job.error[0] ? f->job.error : "no message");
+        if (apply_add_reject(f->apply, now_realtime(), topic, fr->controller_id, "store_refused",
+                             f->job.error, payload) < 0)
+                log_error("Out of memory recording the refused event: only this log line keeps it");
+        agg_flush_refuse(f->agg, f->job.batch);
+}
+
+static void failed(FlushCtl *f) {
+        int res = f->job.result;
+        size_t n = f->job.batch->n;
+        unsigned suppressed = 0;
+        usec_t delay;
+
+        f->stats.failed++;
+        f->stats.failures++;
+        if (res != -EAGAIN) {
+                /* The database refused the transaction itself, not the connection: one
+                 * event it cannot take must not hold up the others. Halving batches
+                 * isolates it; the limit grows back with every success. */
+                if ((res == -EIO || res == -EINVAL) && n == 1) {
+                        refuse_fragment(f);
+                        apply_return_rejects(f->apply, &f->job_rejects);
+                        f->outstanding = false;
+                        f->retry_at = 0;        /* nothing wrong with the others: go on */
+                        return;
+                }
+                if ((res == -EIO || res == -EINVAL) && n == 0 && f->job_rejects.n > 0) {
+                        /* Only rejects and the checkpoint: rows escaped to valid text that
+                         * the database still refuses cannot become acceptable by waiting. */
+                        f->stats.refused += f->job_rejects.n;
+                        log_error("The database refused %zu reject rows for good; they are dropped (their messages stay in the journal until the next checkpoint): %s",
+                                  f->job_rejects.n, f->job.error[0] ? f->job.error : "no message");
+                        agg_flush_end(f->agg, f->job.batch, false);
+                        reject_batch_clear(&f->job_rejects);
+                        f->outstanding = false;
+                        f->retry_at = 0;
+                        return;
+                }
+                if ((res == -EIO || res == -EINVAL) && n > 1) {
+                        f->limit = n / 2;
+                        if (ratelimit_below(&f->refused_rl, now_monotonic(), NULL))
+                                log_error("The database refused a flush of %zu events; retrying in batches of %" PRIu64 ": %s",
+                                          n, f->limit, f->job.error[0] ? f->job.error : "no message");
+                }
+                agg_flush_end(f->agg, f->job.batch, false);
+                apply_return_rejects(f->apply, &f->job_rejects);
+                f->outstanding = false;
+        }
+        delay = backoff_next(&f->backoff);
+        f->retry_at = now_monotonic() + delay;
+        if (ratelimit_below(&f->fail_rl, now_monotonic(), &suppressed))
+                log_warning("Database flush failed (%s), retrying in %.1f s: %s",
+                            res == -EAGAIN ? "database unreachable; the outcome of the last commit is checked first" :
+                            res == -ECONNREFUSED || res == -ECONNRESET ? "database unreachable" : strerror(-res),
+                            (double) delay / USEC_PER_SEC, f->job.error[0] ? f->job.error : "no message");
+}
+
+FlushOutcome flushctl_collect(FlushCtl *f, usec_t now) {
+        FlushJob *job = flusher_take(f->flusher);
+
+        if (!job)
+                return FLUSH_NONE;
+        f->submitted = false;
+        f->stats.last_seconds = (double) job->duration / (double) USEC_PER_SEC;
+        if (job->result == 0) {
+                succeeded(f);
+                f->outstanding = false;
+                return FLUSH_COMMITTED;
+        }
+        failed(f);
+        return FLUSH_FAILED;
+}
+
+bool flushctl_busy(const FlushCtl *f) {
+        return f->outstanding;
+}
+
+usec_t flushctl_retry_at(const FlushCtl *f) {
+        return f->retry_at;
+}
+
+void flushctl_retry_now(FlushCtl *f) {
+        f->retry_at = 0;
+}
+
+bool flushctl_more(const FlushCtl *f) {
+        return f->more;
+}
+
+uint64_t flushctl_committed_seq(const FlushCtl *f) {
+        return f->committed_seq;
+}
+
+const FlushStats *flushctl_stats(const FlushCtl *f) {
+        return &f->stats;
+}

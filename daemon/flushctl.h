@@ -1,0 +1,70 @@
+/* flushctl.h — the flush controller: when to flush, what goes into a flush job, what a
+ * result means. It takes a batch from the aggregation core and the buffered rejects from
+ * apply, hands the job to the flusher thread, and on the result commits or gives back,
+ * moves the journal checkpoint and trims the journal, backs off after failures, shrinks
+ * the batch limit when the database refuses a transaction and isolates a fragment it
+ * refuses for good (recorded as a store_refused reject, then dropped). Main thread only;
+ * logs failures (rate-limited). */
+#pragma once
+
+#include "agg.h"
+#include "apply.h"
+#include "common.h"
+#include "flusher.h"
+#include "journal.h"
+
+typedef struct FlushCtl FlushCtl;
+
+typedef struct FlushCtlConfig {
+        uint64_t batch_max;             /* events per transaction, at most */
+        const char *topic_filter;       /* to name the topic of a refused fragment's reject */
+} FlushCtlConfig;
+
+typedef struct FlushStats {
+        uint64_t ok, failed;            /* jobs */
+        uint64_t fragments, rejects;    /* committed */
+        uint64_t refused;               /* fragments the database refused for good */
+        double last_seconds;            /* duration of the last job */
+        usec_t last_ok_realtime;        /* when the last job committed, 0: never */
+        unsigned failures;              /* consecutive failed jobs */
+} FlushStats;
+
+typedef enum FlushOutcome {
+        FLUSH_NONE,                     /* no job completed */
+        FLUSH_COMMITTED,
+        FLUSH_FAILED,                   /* retried after a backoff (flushctl_retry_at) */
+        _FLUSH_OUTCOME_MAX,
+        _FLUSH_OUTCOME_INVALID = -EINVAL,
+} FlushOutcome;
+
+/* Borrows every module and cfg for its lifetime. committed_seq: the checkpoint read at
+ * start-up. Returns 0 or -ENOMEM. */
+int flushctl_new(Agg *agg, Apply *apply, Flusher *flusher, Journal *journal,
+                 const FlushCtlConfig *cfg, uint64_t committed_seq, FlushCtl **ret);
+/* Ends an outstanding job as not committed (the flusher must be stopped first). */
+FlushCtl *flushctl_free(FlushCtl *f);
+
+/* Something to flush: dirty events, buffered rejects, or applied records past the
+ * checkpoint. */
+bool flushctl_needed(const FlushCtl *f);
+
+/* Starts a job if one is needed, none is outstanding and no backoff is pending at now
+ * (monotonic). Returns 1 if a job went to the flusher, 0 if not, or a negative errno
+ * (-ENOMEM: try again later). */
+int flushctl_start(FlushCtl *f, usec_t now);
+
+/* Ends the job the flusher completed, if any (call when flusher_fd() is readable). */
+FlushOutcome flushctl_collect(FlushCtl *f, usec_t now);
+
+/* A job is outstanding (its batch is taken from the aggregation core). */
+bool flushctl_busy(const FlushCtl *f);
+/* When the next attempt may start after a failure (monotonic), 0 when it may now. */
+usec_t flushctl_retry_at(const FlushCtl *f);
+/* Drops a pending backoff: the next flushctl_start() may go at once (stop, memory). */
+void flushctl_retry_now(FlushCtl *f);
+/* The last committed job was cut at the batch limit: more is waiting, flush again. */
+bool flushctl_more(const FlushCtl *f);
+
+/* The journal position the database has committed. */
+uint64_t flushctl_committed_seq(const FlushCtl *f);
+const FlushStats *flushctl_stats(const FlushCtl *f);
