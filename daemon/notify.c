@@ -49,11 +49,11 @@ static int send_message(const char *msg, bool important) {
         }
 }
 
-void notify_ready(void) {
-        (void) send_message("READY=1", true);
+int notify_ready(void) {
+        return send_message("READY=1", true);
 }
 
-void notify_reloading(void) {
+int notify_reloading(void) {
         struct timespec ts;
         char buf[64];
 
@@ -61,18 +61,18 @@ void notify_reloading(void) {
         (void) clock_gettime(CLOCK_MONOTONIC, &ts);
         snprintf(buf, sizeof(buf), "RELOADING=1\nMONOTONIC_USEC=%lld",
                  (long long) ts.tv_sec * 1000000LL + ts.tv_nsec / 1000);
-        (void) send_message(buf, true);
+        return send_message(buf, true);
 }
 
-void notify_stopping(void) {
-        (void) send_message("STOPPING=1", true);
+int notify_stopping(void) {
+        return send_message("STOPPING=1", true);
 }
 
-void notify_watchdog(void) {
-        (void) send_message("WATCHDOG=1", false);
+int notify_watchdog(void) {
+        return send_message("WATCHDOG=1", false);
 }
 
-void notify_status(const char *fmt, ...) {
+int notify_status(const char *fmt, ...) {
         char buf[512];
         va_list ap;
         int n;
@@ -81,7 +81,7 @@ void notify_status(const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(buf + n, sizeof(buf) - (size_t) n, fmt, ap);
         va_end(ap);
-        (void) send_message(buf, false);
+        return send_message(buf, false);
 }
 
 usec_t notify_watchdog_usec(void) {

@@ -5,12 +5,21 @@
 
 #include "common.h"
 
-void notify_ready(void);
-void notify_reloading(void);
-void notify_stopping(void);
-void notify_watchdog(void);
-void notify_status(const char *fmt, ...) _printf_(1, 2);
+/* Each call sends one datagram to $NOTIFY_SOCKET (a path, or "@name" in the abstract
+ * namespace). Returns 0 when it was sent or when $NOTIFY_SOCKET is unset or empty,
+ * -EINVAL for a $NOTIFY_SOCKET that is not an absolute path or "@name" (or too long),
+ * -EAGAIN when the listener's queue stayed full, or another negative errno of socket(2)
+ * or sendto(2). READY=1, RELOADING=1 and STOPPING=1 are retried for up to half a second
+ * when the queue is full; STATUS= and WATCHDOG=1 are dropped at once (the next one
+ * follows within a second). Callers may ignore the result: nothing depends on delivery. */
+int notify_ready(void);
+int notify_reloading(void);             /* with MONOTONIC_USEC= (systemd 253+) */
+int notify_stopping(void);
+int notify_watchdog(void);
+/* STATUS=<text>; the text is cut to about 500 bytes. */
+int notify_status(const char *fmt, ...) _printf_(1, 2);
 
-/* The watchdog interval requested by the service manager ($WATCHDOG_USEC, for this pid),
- * or 0 when there is none. Ping at half of it. */
+/* The watchdog interval requested by the service manager ($WATCHDOG_USEC, for this pid:
+ * $WATCHDOG_PID, when set, must be ours), or 0 when there is none or it does not parse.
+ * Ping at half of it. */
 usec_t notify_watchdog_usec(void);
