@@ -4,8 +4,9 @@
  * (a test harness, a wedged manager) and its queue is full (net.unix.max_dgram_qlen, 10
  * by default here), the main loop would hang in the once-a-second STATUS= update. So the
  * datagram is sent here with MSG_DONTWAIT: a STATUS= or WATCHDOG=1 that finds the queue
- * full is dropped (the next one follows within a second); READY=1 and STOPPING=1 are
- * retried for a short while. sd-daemon still parses $WATCHDOG_USEC. */
+ * full is dropped (the next one follows within a second); READY=1, RELOADING=1,
+ * STOPPING=1 and EXTEND_TIMEOUT_USEC= are retried for a short while. sd-daemon still parses $WATCHDOG_USEC. */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -70,6 +71,15 @@ int notify_stopping(void) {
 
 int notify_watchdog(void) {
         return send_message("WATCHDOG=1", false);
+}
+
+int notify_extend_timeout(usec_t usec) {
+        char buf[64];
+
+        if (usec <= 0)
+                return -EINVAL;
+        snprintf(buf, sizeof(buf), "EXTEND_TIMEOUT_USEC=%" PRId64, usec);
+        return send_message(buf, true);
 }
 
 int notify_status(const char *fmt, ...) {

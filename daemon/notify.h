@@ -1,6 +1,6 @@
-/* notify.h — the service manager protocol: READY, STATUS, RELOADING, STOPPING, WATCHDOG.
- * The only module that speaks it. Without $NOTIFY_SOCKET every call is a cheap no-op.
- * Sends never block: a listener that stops reading must not freeze the daemon. */
+/* notify.h — the service manager protocol: READY, STATUS, RELOADING, STOPPING, WATCHDOG,
+ * EXTEND_TIMEOUT_USEC. The only module that speaks it. Without $NOTIFY_SOCKET every call is
+ * a cheap no-op. Sends never block: a listener that stops reading must not freeze the daemon. */
 #pragma once
 
 #include "common.h"
@@ -16,6 +16,11 @@ int notify_ready(void);
 int notify_reloading(void);             /* with MONOTONIC_USEC= (systemd 253+) */
 int notify_stopping(void);
 int notify_watchdog(void);
+/* EXTEND_TIMEOUT_USEC=<usec>: asks the service manager for usec more before the start-up
+ * (or stop) timeout fires, e.g. every few seconds of a long journal replay before READY=1.
+ * The manager then expects another message within usec; a value of 0 or less is -EINVAL
+ * (nothing sent). Retried like READY=1: a lost extension could get the daemon killed. */
+int notify_extend_timeout(usec_t usec);
 /* STATUS=<text>; the text is cut to about 500 bytes. */
 int notify_status(const char *fmt, ...) _printf_(1, 2);
 

@@ -285,3 +285,31 @@ Test(notify, watchdog_usec_for_another_process_or_unparsable) {
         watchdog_env("", NULL);
         cr_assert_eq(notify_watchdog_usec(), 0);
 }
+
+/* ---- EXTEND_TIMEOUT_USEC ---- */
+
+Test(notify, extend_timeout) {
+        cr_assert_eq(notify_extend_timeout(90 * USEC_PER_SEC), 0);
+        expect_msg("EXTEND_TIMEOUT_USEC=90000000");
+        cr_assert_eq(notify_extend_timeout(1), 0);
+        expect_msg("EXTEND_TIMEOUT_USEC=1");
+        cr_assert_eq(notify_extend_timeout(INT64_MAX), 0);
+        expect_msg("EXTEND_TIMEOUT_USEC=9223372036854775807");
+        cr_assert_eq(notify_extend_timeout(0), -EINVAL);
+        cr_assert_eq(notify_extend_timeout(-5), -EINVAL);
+        expect_nothing();
+}
+
+Test(notify, extend_timeout_is_retried_until_the_listener_reads) {
+        pthread_t th;
+        char buf[1024];
+        int sent = fill_queue(), r;
+
+        cr_assert_eq(pthread_create(&th, NULL, drain_later, NULL), 0);
+        r = notify_extend_timeout(30 * USEC_PER_SEC);
+        pthread_join(th, NULL);
+        cr_assert_eq(r, 0);
+        for (int i = 1; i < sent; i++)
+                cr_assert_geq(recv_msg(listener, buf, sizeof(buf), 1000), 0);
+        expect_msg("EXTEND_TIMEOUT_USEC=30000000");
+}
