@@ -16,6 +16,7 @@
 #include "harness.h"
 #include "metrics.h"
 #include "report.h"
+#include "version.h"
 
 /* ---- a parser of the exposition format ---- */
 
@@ -509,4 +510,182 @@ Test(metrics, missing_directory_fails_cleanly) {
         snprintf(p, sizeof(p), "%s/missing/outaged.prom", dir);
         cr_assert_eq(metrics_write(p, &m), -ENOENT);
         cr_assert_eq(stray_files(), 0);
+}
+
+/* ---- how the file is written ---- */
+
+static mode_t mode_of(const char *p) {
+        struct stat st;
+
+        cr_assert_eq(lstat(p, &st), 0, "%s: %m", p);
+        return st.st_mode;
+}
+
+Test(metrics, mode_0644_whatever_the_umask) {
+        Metrics m = { 0 };
+
+        umask(077);
+        cr_assert_eq(metrics_write(path, &m), 0);
+        cr_assert_eq(mode_of(path) & 07777, 0644, "mode %o", mode_of(path) & 07777);
+        umask(0);
+        cr_assert_eq(metrics_write(path, &m), 0);
+        cr_assert_eq(mode_of(path) & 07777, 0644, "mode %o", mode_of(path) & 07777);
+        cr_assert(S_ISREG(mode_of(path)));
+}
+
+Test(metrics, an_existing_file_with_another_mode_is_replaced) {
+        Metrics m = { 0 };
+        int fd = open(path, O_WRONLY | O_CREAT, 0600);
+
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, "old\n", 4), 4);
+        close(fd);
+        (void) write_and_parse(&m);
+        cr_assert_eq(mode_of(path) & 07777, 0644);
+}
+
+/* A file elsewhere that a symlink at the temporary name points to. */
+static void plant_symlink(const char *target) {
+        char tmp[600];
+
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        cr_assert_eq(symlink(target, tmp), 0, "%m");
+}
+
+Test(metrics, a_symlink_at_the_temporary_name_is_not_followed) {
+        Metrics m = { .messages_received = 7 };
+        char victim[600];
+        char *text;
+        int fd;
+
+        snprintf(victim, sizeof(victim), "%s/victim", dir);
+        fd = open(victim, O_WRONLY | O_CREAT, 0600);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, "precious\n", 9), 9);
+        close(fd);
+        plant_symlink(victim);
+
+        cr_assert_eq(value_of(write_and_parse(&m), "outaged_messages_received_total", ""), 7);
+        text = slurp(victim);
+        cr_assert_str_eq(text, "precious\n", "written through the symlink");
+        free(text);
+        cr_assert_eq(mode_of(victim) & 07777, 0600, "the target's mode changed");
+        cr_assert(S_ISREG(mode_of(path)), "the metrics file is not a regular file");
+        unlink(victim);
+        cr_assert_eq(stray_files(), 0);
+}
+
+Test(metrics, a_dangling_symlink_at_the_temporary_name_creates_nothing) {
+        Metrics m = { 0 };
+        char victim[600];
+
+        snprintf(victim, sizeof(victim), "%s/created-through-link", dir);
+        plant_symlink(victim);
+        (void) write_and_parse(&m);
+        cr_assert_eq(access(victim, F_OK), -1, "a file was created through the symlink");
+        cr_assert_eq(stray_files(), 0);
+}
+
+Test(metrics, a_stale_temporary_file_is_replaced) {
+        Metrics m = { 0 };
+        char tmp[600];
+        int fd;
+
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        fd = open(tmp, O_WRONLY | O_CREAT, 0600);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, "garbage that is longer than nothing\n", 36), 36);
+        close(fd);
+        (void) write_and_parse(&m);
+        cr_assert_eq(stray_files(), 0);
+}
+
+Test(metrics, unwritable_directory_fails_and_keeps_the_old_file) {
+        Metrics m = { .messages_received = 1 };
+
+        if (geteuid() == 0)
+                cr_skip_test("root writes anywhere");
+        (void) write_and_parse(&m);
+        cr_assert_eq(chmod(dir, 0555), 0);
+        m.messages_received = 2;
+        cr_assert_eq(metrics_write(path, &m), -EACCES);
+        chmod(dir, 0755);
+        cr_assert_eq(value_of(write_and_parse(&(Metrics) { .messages_received = 1 }),
+                              "outaged_messages_received_total", ""), 1);
+}
+
+/* ---- the metrics added for operations ---- */
+
+Test(metrics, build_info) {
+        Metrics m = { 0 };
+        char labels[128];
+
+        snprintf(labels, sizeof(labels), "version=\"%s\"", OUTAGED_VERSION);
+        cr_assert_eq(value_of(write_and_parse(&m), "outaged_build_info", labels), 1);
+}
+
+Test(metrics, last_flush_success_and_failure_counters) {
+        Metrics m = {
+                .last_flush_success = 1800000000 * USEC_PER_SEC + 250000,
+                .store_refused = 3,
+                .journal_write_failures = 4,
+        };
+        const Expo *e = write_and_parse(&m);
+
+        cr_assert_eq(value_of(e, "outaged_last_flush_success_timestamp_seconds", ""), 1800000000.25);
+        cr_assert_eq(value_of(e, "outaged_store_refused_total", ""), 3);
+        cr_assert_eq(value_of(e, "outaged_journal_write_failures_total", ""), 4);
+        m = (Metrics) { 0 };
+        e = write_and_parse(&m);
+        cr_assert_eq(value_of(e, "outaged_last_flush_success_timestamp_seconds", ""), 0, "never flushed");
+}
+
+static double bucket(const Expo *e, const char *le) {
+        char labels[64];
+
+        snprintf(labels, sizeof(labels), "le=\"%s\"", le);
+        return value_of(e, "outaged_flush_duration_seconds_bucket", labels);
+}
+
+Test(metrics, flush_duration_histogram) {
+        Metrics m = { 0 };
+        const Expo *e = write_and_parse(&m);
+
+        cr_assert_eq(bucket(e, "+Inf"), 0);
+        cr_assert_eq(value_of(e, "outaged_flush_duration_seconds_count", ""), 0);
+        cr_assert_eq(value_of(e, "outaged_flush_duration_seconds_sum", ""), 0);
+
+        metrics_observe_flush(&m, 0.005);       /* a bound belongs to its bucket (le) */
+        metrics_observe_flush(&m, 0.0050001);
+        metrics_observe_flush(&m, 0.3);
+        metrics_observe_flush(&m, 30);
+        metrics_observe_flush(&m, 31);
+        metrics_observe_flush(&m, -1);          /* a clock step: counts as 0 */
+        metrics_observe_flush(&m, NAN);
+        metrics_observe_flush(&m, INFINITY);
+        metrics_observe_flush(NULL, 1);
+        e = write_and_parse(&m);
+        cr_assert_eq(bucket(e, "0.005"), 2);
+        cr_assert_eq(bucket(e, "0.01"), 3);
+        cr_assert_eq(bucket(e, "0.25"), 3);
+        cr_assert_eq(bucket(e, "0.5"), 4);
+        cr_assert_eq(bucket(e, "10"), 4);
+        cr_assert_eq(bucket(e, "30"), 5);
+        cr_assert_eq(bucket(e, "+Inf"), 6);
+        cr_assert_eq(value_of(e, "outaged_flush_duration_seconds_count", ""), 6);
+        cr_assert_float_eq(value_of(e, "outaged_flush_duration_seconds_sum", ""),
+                           0.005 + 0.0050001 + 0.3 + 30 + 31, 1e-9);
+        cr_assert_eq(value_of(e, "outaged_last_flush_seconds", ""), 0, "the last observation");
+}
+
+Test(metrics, non_finite_gauges_are_spelled_for_prometheus) {
+        Metrics m = { .last_flush_seconds = NAN };
+        char *text;
+
+        (void) write_and_parse(&m);
+        text = slurp(path);
+        cr_assert_not_null(strstr(text, "\noutaged_last_flush_seconds NaN\n"));
+        free(text);
+        m.last_flush_seconds = INFINITY;
+        cr_assert_eq(value_of(write_and_parse(&m), "outaged_last_flush_seconds", ""), INFINITY);
 }
