@@ -50,6 +50,7 @@ struct Ingest {
         _Atomic uint64_t n_received;
         _Atomic uint64_t n_connects;
         _Atomic int journal_error;      /* 0, or the -errno of a failing append */
+        _Atomic uint64_t n_journal_failures;
 
         /* last error text, written by paho's thread, read by the main thread */
         pthread_mutex_t last_error_lock;
@@ -152,6 +153,7 @@ static void hand_off(Ingest *i, const char *topic, size_t topic_len, const void 
         topic_buf[topic_len] = '\0';
 
         while ((r = journal_append(i->journal, received, topic_buf, payload, len, &seq)) < 0) {
+                atomic_fetch_add(&i->n_journal_failures, 1);
                 if (atomic_exchange(&i->journal_error, r) != r)
                         wake(i);        /* the main loop reports it */
                 usleep(JOURNAL_RETRY_USEC);
@@ -525,6 +527,10 @@ uint64_t ingest_messages_received(const Ingest *i) {
 
 uint64_t ingest_connects(const Ingest *i) {
         return atomic_load(&((Ingest *) i)->n_connects);
+}
+
+uint64_t ingest_journal_failures(const Ingest *i) {
+        return atomic_load(&((Ingest *) i)->n_journal_failures);
 }
 
 int ingest_journal_error(const Ingest *i) {

@@ -67,5 +67,7 @@ int ingest_topic_id(const char *filter, const char *topic, size_t topic_len, cha
 /* Counters, readable from any thread. */
 uint64_t ingest_messages_received(const Ingest *i);
 uint64_t ingest_connects(const Ingest *i);
+/* Journal appends that failed (each retried until it succeeds). */
+uint64_t ingest_journal_failures(const Ingest *i);
 /* 0, or the negative errno of the journal append that is failing now (disk full). */
 int ingest_journal_error(const Ingest *i);

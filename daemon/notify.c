@@ -4,8 +4,9 @@
  * (a test harness, a wedged manager) and its queue is full (net.unix.max_dgram_qlen, 10
  * by default here), the main loop would hang in the once-a-second STATUS= update. So the
  * datagram is sent here with MSG_DONTWAIT: a STATUS= or WATCHDOG=1 that finds the queue
- * full is dropped (the next one follows within a second); READY=1 and STOPPING=1 are
- * retried for a short while. sd-daemon still parses $WATCHDOG_USEC. */
+ * full is dropped (the next one follows within a second); READY=1, RELOADING=1,
+ * STOPPING=1 and EXTEND_TIMEOUT_USEC= are retried for a short while. sd-daemon still parses $WATCHDOG_USEC. */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -49,11 +50,11 @@ static int send_message(const char *msg, bool important) {
         }
 }
 
-void notify_ready(void) {
-        (void) send_message("READY=1", true);
+int notify_ready(void) {
+        return send_message("READY=1", true);
 }
 
-void notify_reloading(void) {
+int notify_reloading(void) {
         struct timespec ts;
         char buf[64];
 
@@ -61,18 +62,27 @@ void notify_reloading(void) {
         (void) clock_gettime(CLOCK_MONOTONIC, &ts);
         snprintf(buf, sizeof(buf), "RELOADING=1\nMONOTONIC_USEC=%lld",
                  (long long) ts.tv_sec * 1000000LL + ts.tv_nsec / 1000);
-        (void) send_message(buf, true);
+        return send_message(buf, true);
 }
 
-void notify_stopping(void) {
-        (void) send_message("STOPPING=1", true);
+int notify_stopping(void) {
+        return send_message("STOPPING=1", true);
 }
 
-void notify_watchdog(void) {
-        (void) send_message("WATCHDOG=1", false);
+int notify_watchdog(void) {
+        return send_message("WATCHDOG=1", false);
 }
 
-void notify_status(const char *fmt, ...) {
+int notify_extend_timeout(usec_t usec) {
+        char buf[64];
+
+        if (usec <= 0)
+                return -EINVAL;
+        snprintf(buf, sizeof(buf), "EXTEND_TIMEOUT_USEC=%" PRId64, usec);
+        return send_message(buf, true);
+}
+
+int notify_status(const char *fmt, ...) {
         char buf[512];
         va_list ap;
         int n;
@@ -81,7 +91,7 @@ void notify_status(const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(buf + n, sizeof(buf) - (size_t) n, fmt, ap);
         va_end(ap);
-        (void) send_message(buf, false);
+        return send_message(buf, false);
 }
 
 usec_t notify_watchdog_usec(void) {
@@ -90,11 +100,4 @@ usec_t notify_watchdog_usec(void) {
         if (sd_watchdog_enabled(false, &usec) <= 0)
                 return 0;
         return (usec_t) usec;
-}
-
-void notify_extend_timeout(usec_t usec) {
-        char buf[64];
-
-        snprintf(buf, sizeof(buf), "EXTEND_TIMEOUT_USEC=%lld", (long long) usec);
-        (void) send_message(buf, true);
 }

@@ -133,6 +133,7 @@ static int on_flush_done(sd_event_source *src, int fd, uint32_t revents, void *u
         if (o == FLUSH_NONE)
                 return 0;
         if (o == FLUSH_COMMITTED) {
+                metrics_observe_flush(&s->m, flushctl_stats(s->flush)->last_seconds);
                 service_evict(s);
                 work(s);        /* eviction may have made room */
         } else if (flushctl_retry_at(s->flush) > 0)

@@ -14,6 +14,7 @@ static void gather(Service *s) {
         if (s->ingest) {        /* freed during the stop: keep the last values */
                 m->messages_received = ingest_messages_received(s->ingest);
                 m->mqtt_connects = ingest_connects(s->ingest);
+                m->journal_write_failures = ingest_journal_failures(s->ingest);
         }
         m->reports_accepted = as->accepted;
         m->reports_duplicate = as->duplicate;
@@ -24,7 +25,8 @@ static void gather(Service *s) {
         m->flushes_failed = fs->failed;
         m->fragments_flushed = fs->fragments;
         m->rejects_flushed = fs->rejects;
-        m->last_flush_seconds = fs->last_seconds;
+        m->last_flush_success = fs->last_ok_realtime;
+        m->store_refused = fs->refused;
         m->events_in_memory = st.spans;
         m->events_open = st.open_spans;
         m->events_dirty = st.dirty_spans;

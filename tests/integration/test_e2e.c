@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <signal.h>
 
-#define SHARED_SERVERS
 #include "common.h"
 
 static Daemon d;

@@ -1,10 +1,11 @@
-/* test_agg_property.c — property tests of the aggregation core against a brute-force
- * reference (sort the distinct timestamps of a key, split where consecutive ones are more
- * than gap apart). Random report sets are fed in random or time order, with redeliveries,
- * flushes (some failing, some with reports arriving while the batch is out), evictions,
- * max_events pressure and simulated restarts (crash with journal replay, or clean stop);
- * flushed fragments go into a model store that applies the same merge rule as the real one.
- * Every case is seeded; a failure prints its seed (AGG_PROPERTY_SEED=N reruns from N). */
+/* test_agg_property.c — property tests of the aggregation core against the brute-force
+ * reference of tests/reference.c (sort the distinct timestamps of a key, split where
+ * consecutive ones are more than gap apart). Random report sets are fed in random or time
+ * order, with redeliveries, flushes (some failing, some with reports arriving while the
+ * batch is out), evictions, max_events pressure and simulated restarts (crash with journal
+ * replay, or clean stop); flushed fragments go into a model store that applies the same
+ * merge rule as the real one. Every case is seeded; a failure prints its seed
+ * (AGG_PROPERTY_SEED=N reruns from N). */
 
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 
 #include "agg.h"
+#include "reference.h"
 
 #define GAP ((usec_t) 12)               /* small numbers make boundary collisions frequent */
 #define MAX_KEYS 4
@@ -314,24 +316,21 @@ static void sim_generate(Sim *s) {
         }
 }
 
+/* The stored events of each key against the shared reference (tests/reference.c). */
 static void check_against_reference(Sim *s) {
         for (int k = 0; k < MAX_KEYS; k++) {
-                usec_t ts[MAX_REPORTS];
-                size_t n = 0, d = 0, e = 0;
+                static RefReport ref[MAX_REPORTS];
+                RefEvent *want = NULL;
+                ssize_t n_want;
+                size_t n = 0;
 
                 for (size_t i = 0; i < s->n_arr; i++)
-                        if (s->arr[i].key == k)
-                                ts[n++] = s->arr[i].ts;
-                for (size_t i = 1; i < n; i++)
-                        for (size_t j = i; j > 0 && ts[j - 1] > ts[j]; j--) {
-                                usec_t x = ts[j];
-
-                                ts[j] = ts[j - 1];
-                                ts[j - 1] = x;
+                        if (s->arr[i].key == k) {
+                                snprintf(ref[n].key, sizeof(ref[n].key), "k%d", k);
+                                ref[n++].t = s->arr[i].ts;
                         }
-                for (size_t i = 0; i < n; i++)
-                        if (d == 0 || ts[d - 1] != ts[i])
-                                ts[d++] = ts[i];
+                n_want = reference_events(ref, n, GAP, &want);
+                cr_assert_geq(n_want, 0);
 
                 /* the model's events, in time order */
                 Event *ev = s->store.ev[k];
@@ -343,28 +342,25 @@ static void check_against_reference(Sim *s) {
                                 ev[j - 1] = x;
                         }
 
-                for (size_t i = 0; i < d; e++) {
-                        size_t j = i + 1;
-                        uint64_t distinct;
+                for (size_t e = 0; e < (size_t) n_want; e++) {
+                        const RefEvent *w = &want[e];
 
-                        while (j < d && ts[j] - ts[j - 1] <= GAP)
-                                j++;
-                        distinct = j - i;
                         cr_assert_lt(e, s->store.n[k], "seed %" PRIu64 ": key %d: missing event %" PRId64
-                                     "-%" PRId64, s->seed, k, ts[i], ts[j - 1]);
-                        cr_assert(ev[e].start == ts[i] && ev[e].end == ts[j - 1],
+                                     "-%" PRId64, s->seed, k, w->start, w->end);
+                        cr_assert(ev[e].start == w->start && ev[e].end == w->end,
                                   "seed %" PRIu64 ": key %d event %zu: %" PRId64 "-%" PRId64 ", expected %"
-                                  PRId64 "-%" PRId64, s->seed, k, e, ev[e].start, ev[e].end, ts[i], ts[j - 1]);
-                        cr_assert_leq(ev[e].count, distinct, "seed %" PRIu64 ": key %d event %zu: count %"
-                                      PRIu64 " > %" PRIu64 " distinct", s->seed, k, e, ev[e].count, distinct);
+                                  PRId64 "-%" PRId64, s->seed, k, e, ev[e].start, ev[e].end, w->start, w->end);
+                        cr_assert_leq(ev[e].count, w->distinct, "seed %" PRIu64 ": key %d event %zu: count %"
+                                      PRIu64 " > %" PRIu64 " distinct", s->seed, k, e, ev[e].count, w->distinct);
                         cr_assert_geq(ev[e].count, 1, "seed %" PRIu64, s->seed);
                         if (s->in_order)
-                                cr_assert_eq(ev[e].count, distinct, "seed %" PRIu64 ": key %d event %zu: "
+                                cr_assert_eq(ev[e].count, w->distinct, "seed %" PRIu64 ": key %d event %zu: "
                                              "in-order count %" PRIu64 " != %" PRIu64 " distinct",
-                                             s->seed, k, e, ev[e].count, distinct);
-                        i = j;
+                                             s->seed, k, e, ev[e].count, w->distinct);
                 }
-                cr_assert_eq(e, s->store.n[k], "seed %" PRIu64 ": key %d: extra events", s->seed, k);
+                cr_assert_eq((size_t) n_want, s->store.n[k], "seed %" PRIu64 ": key %d: extra events",
+                             s->seed, k);
+                free(want);
         }
 }
 
