@@ -18,6 +18,7 @@
 #include <json-c/json.h>
 
 #include "report.h"
+#include "text.h"
 
 static const char *const reason_names[_REJECT_REASON_MAX] = {
         [REJECT_BAD_CONTROLLER_ID] = "bad_controller_id",
@@ -40,109 +41,18 @@ const char *reject_reason_to_string(RejectReason r) {
         return reason_names[r];
 }
 
-/* ---- names ---------------------------------------------------------------------------- */
-
-static bool is_alnum_ascii(char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-/* ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$ over exactly len bytes. */
-static bool controller_id_valid_len(const char *s, size_t len) {
-        if (len < 1 || len > 64 || !is_alnum_ascii(s[0]))
-                return false;
-        for (size_t i = 1; i < len; i++)
-                if (!is_alnum_ascii(s[i]) && s[i] != '_' && s[i] != '.' && s[i] != ':' && s[i] != '-')
-                        return false;
-        return true;
-}
-
-/* ^[a-z][a-z0-9_]{0,63}$ over exactly len bytes. */
-static bool outage_type_valid_len(const char *s, size_t len) {
-        if (len < 1 || len > 64 || s[0] < 'a' || s[0] > 'z')
-                return false;
-        for (size_t i = 1; i < len; i++)
-                if (!(s[i] >= 'a' && s[i] <= 'z') && !(s[i] >= '0' && s[i] <= '9') && s[i] != '_')
-                        return false;
-        return true;
-}
+/* ---- names and escaping: the rules live in text.c ------------------------------------ */
 
 bool report_controller_id_valid(const char *s) {
-        return s && controller_id_valid_len(s, strnlen(s, 65));
+        return text_controller_id_valid(s);
 }
 
 bool report_outage_type_valid(const char *s) {
-        return s && outage_type_valid_len(s, strnlen(s, 65));
-}
-
-/* ---- UTF-8 and escaping --------------------------------------------------------------- */
-
-/* Length of the well-formed UTF-8 sequence at p (Unicode 15, table 3-7), or 0 if the bytes
- * at p do not start one within n bytes. NUL counts as valid here; callers decide. */
-static size_t utf8_seq_len(const unsigned char *p, size_t n) {
-        unsigned char c = p[0];
-        unsigned char lo = 0x80, hi = 0xbf;
-        size_t k;
-
-        if (c < 0x80)
-                return 1;
-        if (c >= 0xc2 && c <= 0xdf)
-                k = 2;
-        else if (c >= 0xe0 && c <= 0xef) {
-                k = 3;
-                if (c == 0xe0)
-                        lo = 0xa0;              /* overlong */
-                else if (c == 0xed)
-                        hi = 0x9f;              /* surrogates */
-        } else if (c >= 0xf0 && c <= 0xf4) {
-                k = 4;
-                if (c == 0xf0)
-                        lo = 0x90;              /* overlong */
-                else if (c == 0xf4)
-                        hi = 0x8f;              /* above U+10FFFF */
-        } else
-                return 0;                       /* continuation byte, C0, C1, F5-FF */
-
-        if (n < k || p[1] < lo || p[1] > hi)
-                return 0;
-        for (size_t i = 2; i < k; i++)
-                if (p[i] < 0x80 || p[i] > 0xbf)
-                        return 0;
-        return k;
+        return text_outage_type_valid(s);
 }
 
 char *report_escape_payload(const void *buf, size_t len, size_t max) {
-        static const char hex[] = "0123456789abcdef";
-        const unsigned char *p = buf;
-        size_t n = len < max ? len : max, out_len = 0;
-        char *out, *o;
-
-        if (!p)
-                n = 0;
-        /* Two passes over at most max bytes: the exact size beats holding 4x the input. */
-        for (size_t i = 0; i < n;) {
-                size_t k = p[i] ? utf8_seq_len(p + i, n - i) : 0;
-                out_len += k ? k : 4;
-                i += k ? k : 1;
-        }
-        out = o = malloc(out_len + 1);
-        if (!out)
-                return NULL;
-        for (size_t i = 0; i < n;) {
-                size_t k = p[i] ? utf8_seq_len(p + i, n - i) : 0;
-                if (k) {
-                        memcpy(o, p + i, k);
-                        o += k;
-                        i += k;
-                } else {
-                        *o++ = '\\';
-                        *o++ = 'x';
-                        *o++ = hex[p[i] >> 4];
-                        *o++ = hex[p[i] & 0xf];
-                        i++;
-                }
-        }
-        *o = '\0';
-        return out;
+        return text_escape(buf, len, max);
 }
 
 /* ---- byte scan ------------------------------------------------------------------------ */
@@ -165,7 +75,7 @@ static size_t scan_string(const unsigned char *p, size_t n, size_t i) {
                 else if (c < 0x80)
                         i++;
                 else {
-                        size_t k = utf8_seq_len(p + i, n - i);
+                        size_t k = text_utf8_seq_len(p + i, n - i);
                         if (!k)
                                 return SCAN_FAIL;
                         i += k;
@@ -409,7 +319,7 @@ static RejectReason item_check(json_object *o, const ItemContext *c, ReportItem 
 
         type_s = json_object_get_string(type);
         type_len = (size_t) json_object_get_string_len(type);
-        if (!outage_type_valid_len(type_s, type_len))
+        if (!text_outage_type_valid_len(type_s, type_len))
                 return REJECT_BAD_OUTAGE_TYPE;
         if (c->rules->outage_types &&
             !bsearch(type_s, c->rules->outage_types, c->rules->n_outage_types,
@@ -443,7 +353,7 @@ static int item_parse(json_object *o, const ItemContext *c, ReportItem *it) {
                                                  &json_len);
         if (!json)
                 return -ENOMEM;
-        it->payload = report_escape_payload(json, json_len, REPORT_REJECT_PAYLOAD_MAX);
+        it->payload = text_escape(json, json_len, REPORT_REJECT_PAYLOAD_MAX);
         return it->payload ? 0 : -ENOMEM;
 }
 
@@ -470,7 +380,7 @@ static void report_message_freep(ReportMessage **m) {
 
 static int message_reject(ReportMessage *m, RejectReason reason, const void *payload, size_t len) {
         m->reason = reason;
-        m->payload = report_escape_payload(payload, len, REPORT_REJECT_PAYLOAD_MAX);
+        m->payload = text_escape(payload, len, REPORT_REJECT_PAYLOAD_MAX);
         return m->payload ? 0 : -ENOMEM;
 }
 
@@ -520,7 +430,7 @@ int report_parse_message(const char *topic_id, const void *payload, size_t len,
         if (!m)
                 return -ENOMEM;
 
-        if (!report_controller_id_valid(topic_id)) {
+        if (!text_controller_id_valid(topic_id)) {
                 r = message_reject(m, REJECT_BAD_CONTROLLER_ID, payload, len);
                 if (r < 0)
                         return r;

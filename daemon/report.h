@@ -82,16 +82,10 @@ int report_parse_message(const char *topic_id, const void *payload, size_t len,
 
 ReportMessage *report_message_free(ReportMessage *m);
 
-/* Controller id pattern ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$ and outage type pattern
- * ^[a-z][a-z0-9_]{0,63}$. */
+/* Kept for callers not yet switched to text.h: text_controller_id_valid(),
+ * text_outage_type_valid() and text_escape() hold the rules. */
 bool report_controller_id_valid(const char *s);
 bool report_outage_type_valid(const char *s);
-
-/* Copies at most the first max bytes of buf as text: bytes that are not valid UTF-8 and NUL
- * bytes become "\xNN" (lowercase hex), one escape per byte. Valid UTF-8 means well-formed
- * sequences only: overlong forms, surrogates, code points above U+10FFFF and sequences cut
- * short (also by the max limit) are invalid. Returns a NUL-terminated string (caller owns)
- * or NULL on ENOMEM. */
 char *report_escape_payload(const void *buf, size_t len, size_t max);
 
 /* Parses an RFC 3339-like timestamp as in SPEC section 2:
