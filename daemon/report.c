@@ -55,6 +55,67 @@ char *report_escape_payload(const void *buf, size_t len, size_t max) {
         return text_escape(buf, len, max);
 }
 
+/* ---- topics ------------------------------------------------------------------------- */
+
+/* Matches topic against filter level by level; on a match returns 0 and the span of the
+ * level under the filter's '+'. */
+static int topic_match(const char *f, const char *t, const char *tend, const char **ret_id, size_t *ret_len) {
+        const char *id = NULL;
+        size_t id_len = 0;
+
+        for (;;) {
+                const char *fe = strchrnul(f, '/');
+                const char *te = memchr(t, '/', (size_t) (tend - t));
+
+                if (!te)
+                        te = tend;
+                if (fe - f == 1 && *f == '+') {
+                        if (id)
+                                return -EINVAL;         /* a second '+' level */
+                        id = t;
+                        id_len = (size_t) (te - t);
+                } else if (fe - f != te - t || memcmp(f, t, (size_t) (fe - f)) != 0)
+                        return -EINVAL;
+
+                if (*fe == '\0' && te == tend)
+                        break;
+                if (*fe == '\0' || te == tend)
+                        return -EINVAL;                 /* different number of levels */
+                f = fe + 1;
+                t = te + 1;
+        }
+        if (!id)
+                return -EINVAL;
+        *ret_id = id;
+        *ret_len = id_len;
+        return 0;
+}
+
+int report_topic_id(const char *filter, const char *topic, size_t topic_len, char *buf, size_t buflen) {
+        const char *f = filter, *id = NULL;
+        size_t n = 0;
+        int r;
+
+        if (!filter || (!topic && topic_len > 0))
+                return -EINVAL;
+        if (strncmp(f, "$share/", 7) == 0) {
+                f = strchr(f + 7, '/');
+                if (!f)
+                        return -EINVAL;
+                f++;
+        }
+        r = topic_match(f, topic ? topic : "", (topic ? topic : "") + topic_len, &id, &n);
+        if (r < 0)
+                return r;
+        if (!text_controller_id_valid_len(id, n))
+                return -EBADMSG;
+        if (n >= buflen)
+                return -ENOBUFS;
+        memcpy(buf, id, n);
+        buf[n] = '\0';
+        return (int) n;
+}
+
 /* ---- byte scan ------------------------------------------------------------------------ */
 
 #define SCAN_FAIL SIZE_MAX
@@ -414,6 +475,15 @@ static int message_check(ReportMessage *m, const void *payload, size_t len, cons
         *ret_root = TAKE_PTR(root);
         *ret_n = n;
         return 1;
+}
+
+int report_parse_topic(const char *filter, const char *topic, size_t topic_len,
+                       const void *payload, size_t len, const ReportRules *rules, usec_t now,
+                       ReportMessage **ret) {
+        char id[TEXT_NAME_MAX + 1];
+        int r = report_topic_id(filter, topic, topic_len, id, sizeof id);
+
+        return report_parse_message(r >= 0 ? id : NULL, payload, len, rules, now, ret);
 }
 
 int report_parse_message(const char *topic_id, const void *payload, size_t len,

@@ -80,7 +80,28 @@ typedef struct ReportMessage {
 int report_parse_message(const char *topic_id, const void *payload, size_t len,
                          const ReportRules *rules, usec_t now, ReportMessage **ret);
 
+/* As report_parse_message, from the MQTT topic itself: the controller id is found with
+ * report_topic_id() under the subscription filter (mqtt.topic, with or without its
+ * "$share/G/" prefix). A topic that does not match, or whose id fails the pattern, gives
+ * a bad_controller_id message. Borrows everything; same returns as report_parse_message. */
+int report_parse_topic(const char *filter, const char *topic, size_t topic_len,
+                       const void *payload, size_t len, const ReportRules *rules, usec_t now,
+                       ReportMessage **ret);
+
 ReportMessage *report_message_free(ReportMessage *m);
+
+/* The controller id of an MQTT topic: the level that the filter's single '+' matches,
+ * checked against the controller id pattern (SPEC section 2). A leading "$share/G/" on the
+ * filter is ignored (topics never carry it). Reads exactly topic_len bytes of topic.
+ * Returns the id's length and writes it NUL-terminated into buf; on failure buf is
+ * untouched and the return is
+ *   -EINVAL   the topic does not match the filter level by level, or the filter does not
+ *             have exactly one '+' level;
+ *   -EBADMSG  the level matched but is no valid controller id (empty, longer than 64
+ *             bytes, a NUL or another byte outside ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$);
+ *   -ENOBUFS  a valid id does not fit in buflen bytes (65 always suffice).
+ * Pure. */
+int report_topic_id(const char *filter, const char *topic, size_t topic_len, char *buf, size_t buflen);
 
 /* Kept for callers not yet switched to text.h: text_controller_id_valid(),
  * text_outage_type_valid() and text_escape() hold the rules. */
