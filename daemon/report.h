@@ -48,12 +48,19 @@ typedef struct ReportRules {
         size_t n_outage_types;
 } ReportRules;
 
+/* A reject's detail (SPEC section 4, outage.rejects.detail), with its NUL: which bound or
+ * rule failed, e.g. "older than max_age 30d", then ", item 3 of 12" for an array item
+ * (counted from 1). Well-formed UTF-8 without NUL; values from the payload in it are
+ * escaped like payloads and cut to 28 bytes with "...". Byte offsets count from 0. */
+#define REPORT_DETAIL_MAX 160
+
 /* One item of a message: either a valid report or a reject. */
 typedef struct ReportItem {
         RejectReason reason;            /* REJECT_NONE: a valid report */
         char outage_type[65];           /* valid reports only */
         usec_t timestamp;               /* valid reports only: Unix time in microseconds */
         char *payload;                  /* rejects only: the item as JSON, first 1 KiB, escaped */
+        char detail[REPORT_DETAIL_MAX]; /* rejects only, else "" */
 } ReportItem;
 
 typedef struct ReportMessage {
@@ -61,6 +68,7 @@ typedef struct ReportMessage {
         char controller_id[65];         /* valid only if controller_valid */
         RejectReason reason;            /* message-level reject, or REJECT_NONE */
         char *payload;                  /* message-level rejects only: first 1 KiB, escaped */
+        char detail[REPORT_DETAIL_MAX]; /* message-level rejects only, else "" */
         size_t n_items;
         ReportItem *items;              /* when reason == REJECT_NONE */
 } ReportMessage;
