@@ -5,8 +5,8 @@
 #include <stdio.h>
 
 #include "apply.h"
-#include "ingest.h"
 #include "log.h"
+#include "text.h"
 
 /* A reject row's topic keeps this many bytes of the topic (SPEC section 4). */
 #define REJECT_TOPIC_MAX 1024
@@ -120,7 +120,7 @@ static int add_row(Apply *a, usec_t received_at, const char *topic, size_t topic
                    const char *payload) {
         RejectRow row = {
                 .received_at = received_at,
-                .topic = report_escape_payload(topic, topic_len, REJECT_TOPIC_MAX),
+                .topic = text_escape(topic, topic_len, REJECT_TOPIC_MAX),
                 .controller_id = controller_id ? strdup(controller_id) : NULL,
                 .reason = reason,
                 .detail = detail ? strdup(detail) : NULL,
@@ -169,13 +169,10 @@ int apply_add_reject(Apply *a, usec_t received_at, const char *topic, const char
  * in the skew and age checks, so a replay after a crash decides exactly as the first time. */
 static int open_cursor(Apply *a) {
         const QueueItem *i = a->head;
-        char id[65];
-        bool have_id;
         int r;
 
-        have_id = ingest_topic_id(a->cfg->topic_filter, i->topic, i->topic_len, id, sizeof(id)) >= 0;
-        r = report_parse_message(have_id ? id : NULL, i->payload, i->len, a->cfg->rules,
-                                 i->received_at, &a->cur);
+        r = report_parse_topic(a->cfg->topic_filter, i->topic, i->topic_len, i->payload, i->len,
+                               a->cfg->rules, i->received_at, &a->cur);
         if (r < 0)
                 return r;
         a->cur_index = 0;

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "text.h"
 
 /* Bounds on the file itself: a configuration is a few kilobytes; anything far larger is a
  * mistake (or the wrong file) and must not be slurped into memory. */
@@ -39,108 +40,7 @@ struct ConfigKey {
 #define FIELD(c, k, type) ((type *) ((uint8_t *) (c) + (k)->offset))
 
 /* ---------------------------------------------------------------------------------------
- * Scalar parsers, exported for the tests. */
-
-static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
-
-/* Reads a run of decimal digits; -ERANGE on uint64 overflow, -EINVAL if there is none. */
-static int parse_digits(const char **p, uint64_t *ret) {
-        const char *s = *p;
-        uint64_t v = 0;
-
-        if (!is_digit(*s))
-                return -EINVAL;
-        for (; is_digit(*s); s++) {
-                unsigned d = (unsigned) (*s - '0');
-                if (v > (UINT64_MAX - d) / 10)
-                        return -ERANGE;
-                v = v * 10 + d;
-        }
-        *p = s;
-        *ret = v;
-        return 0;
-}
-
-/* Smallest first; a unit is the whole run of letters after the digits, so "ms" and "s"
- * or "min" and "m" cannot be confused. */
-static const struct { const char *name; usec_t usec; } duration_units[] = {
-        { "us",  1 },
-        { "ms",  USEC_PER_MSEC },
-        { "s",   USEC_PER_SEC },
-        { "min", USEC_PER_MINUTE },
-        { "h",   USEC_PER_HOUR },
-        { "d",   USEC_PER_DAY },
-};
-
-int config_parse_duration(const char *s, usec_t *ret) {
-        const char *p = s;
-        usec_t total = 0;
-
-        if (!s || !*s)
-                return -EINVAL;
-        if (streq(s, "0")) {
-                *ret = 0;
-                return 0;
-        }
-        while (*p) {
-                uint64_t n;
-                size_t ulen = 0, i;
-                int r;
-
-                r = parse_digits(&p, &n);
-                if (r < 0)
-                        return r == -ERANGE ? -ERANGE : -EINVAL;
-                while (isalpha((unsigned char) p[ulen]))
-                        ulen++;
-                if (ulen == 0)
-                        return -EINVAL;                 /* "5", "5 min" */
-                for (i = 0; i < ELEMENTSOF(duration_units); i++)
-                        if (strlen(duration_units[i].name) == ulen &&
-                            strncmp(p, duration_units[i].name, ulen) == 0)
-                                break;
-                if (i == ELEMENTSOF(duration_units))
-                        return -EINVAL;
-                p += ulen;
-                if (n > (uint64_t) INT64_MAX / (uint64_t) duration_units[i].usec)
-                        return -ERANGE;
-                if ((usec_t) (n * (uint64_t) duration_units[i].usec) > INT64_MAX - total)
-                        return -ERANGE;
-                total += (usec_t) (n * (uint64_t) duration_units[i].usec);
-        }
-        *ret = total;
-        return 0;
-}
-
-static const struct { const char *name; uint64_t bytes; } size_units[] = {
-        { "B",   1 },
-        { "KiB", UINT64_C(1) << 10 },
-        { "MiB", UINT64_C(1) << 20 },
-        { "GiB", UINT64_C(1) << 30 },
-};
-
-int config_parse_size(const char *s, uint64_t *ret) {
-        const char *p = s;
-        uint64_t n;
-        int r;
-
-        if (!s || !*s)
-                return -EINVAL;
-        if (streq(s, "0")) {
-                *ret = 0;
-                return 0;
-        }
-        r = parse_digits(&p, &n);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < ELEMENTSOF(size_units); i++)
-                if (streq(p, size_units[i].name)) {
-                        if (n > UINT64_MAX / size_units[i].bytes)
-                                return -ERANGE;
-                        *ret = n * size_units[i].bytes;
-                        return 0;
-                }
-        return -EINVAL;
-}
+ * Log levels. */
 
 static const char *const log_level_names[] = {
         [LOG_LEVEL_ERR] = "err",
@@ -167,97 +67,12 @@ const char *log_level_to_string(LogLevel l) {
         return log_level_names[l];
 }
 
-/* Writes d with the largest units first ("1h30min"); "0" for zero. buf >= 64 bytes. */
-static void format_duration(usec_t d, char *buf, size_t len) {
-        size_t o = 0;
-
-        if (d <= 0) {
-                snprintf(buf, len, "0");
-                return;
-        }
-        buf[0] = '\0';
-        for (size_t i = ELEMENTSOF(duration_units); i-- > 0 && d > 0;) {
-                usec_t n = d / duration_units[i].usec;
-                if (n == 0)
-                        continue;
-                int w = snprintf(buf + o, len - o, "%" PRIi64 "%s", n, duration_units[i].name);
-                if (w < 0 || (size_t) w >= len - o)
-                        return;
-                o += (size_t) w;
-                d -= n * duration_units[i].usec;
-        }
-}
-
-/* Writes v in the largest unit that divides it exactly ("64KiB"). */
-static void format_size(uint64_t v, char *buf, size_t len) {
-        size_t i = ELEMENTSOF(size_units) - 1;
-
-        if (v == 0) {
-                snprintf(buf, len, "0");
-                return;
-        }
-        while (i > 0 && v % size_units[i].bytes != 0)
-                i--;
-        snprintf(buf, len, "%" PRIu64 "%s", v / size_units[i].bytes, size_units[i].name);
-}
-
 /* ---------------------------------------------------------------------------------------
  * Text validation. */
-
-/* True if s is valid UTF-8 (no overlongs, surrogates or code points above U+10FFFF) with
- * no control characters, at most max bytes. */
-static bool valid_text(const char *s, size_t max) {
-        const unsigned char *p = (const unsigned char *) s;
-        size_t len = strlen(s);
-
-        if (len > max)
-                return false;
-        while (*p) {
-                uint32_t cp;
-                int n;
-
-                if (*p < 0x80) {
-                        if (*p < 0x20 || *p == 0x7f)
-                                return false;
-                        p++;
-                        continue;
-                }
-                if (*p >= 0xc2 && *p <= 0xdf) {
-                        cp = *p & 0x1f;
-                        n = 1;
-                } else if (*p >= 0xe0 && *p <= 0xef) {
-                        cp = *p & 0x0f;
-                        n = 2;
-                } else if (*p >= 0xf0 && *p <= 0xf4) {
-                        cp = *p & 0x07;
-                        n = 3;
-                } else
-                        return false;
-                for (int i = 1; i <= n; i++) {
-                        if ((p[i] & 0xc0) != 0x80)
-                                return false;
-                        cp = (cp << 6) | (p[i] & 0x3f);
-                }
-                if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-                    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
-                        return false;
-                p += n + 1;
-        }
-        return true;
-}
 
 static bool is_name_char(char ch) {
         return isascii((unsigned char) ch) &&
                (isalnum((unsigned char) ch) || ch == '_' || ch == '.' || ch == ':' || ch == '-');
-}
-
-static bool valid_outage_type(const char *s, size_t len) {
-        if (len < 1 || len > NAME_MAX_LEN || !(s[0] >= 'a' && s[0] <= 'z'))
-                return false;
-        for (size_t i = 1; i < len; i++)
-                if (!((s[i] >= 'a' && s[i] <= 'z') || is_digit(s[i]) || s[i] == '_'))
-                        return false;
-        return true;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -278,7 +93,7 @@ static int set_string(Config *c, const ConfigKey *k, const char *value) {
 }
 
 static int parse_path(Config *c, const ConfigKey *k, const char *v, const char **why) {
-        if (!valid_text(v, PATH_VALUE_MAX)) {
+        if (!text_plain_valid(v, PATH_VALUE_MAX)) {
                 *why = "a file name of at most 4095 bytes without control characters";
                 return -EINVAL;
         }
@@ -286,7 +101,7 @@ static int parse_path(Config *c, const ConfigKey *k, const char *v, const char *
 }
 
 static int parse_text(Config *c, const ConfigKey *k, const char *v, const char **why) {
-        if (!valid_text(v, TEXT_MAX)) {
+        if (!text_plain_valid(v, TEXT_MAX)) {
                 *why = "UTF-8 text of at most 1024 bytes without control characters";
                 return -EINVAL;
         }
@@ -294,19 +109,15 @@ static int parse_text(Config *c, const ConfigKey *k, const char *v, const char *
 }
 
 static int parse_conninfo(Config *c, const ConfigKey *k, const char *v, const char **why) {
-        if (!valid_text(v, CONNINFO_MAX)) {
+        if (!text_plain_valid(v, CONNINFO_MAX)) {
                 *why = "a libpq conninfo string or URI of at most 4096 bytes";
                 return -EINVAL;
         }
         return set_string(c, k, v);
 }
 
-static const char *const uri_schemes[] = {
-        "tcp://", "ssl://", "mqtt://", "mqtts://", "ws://", "wss://",
-};
-
 static int parse_uri(Config *c, const ConfigKey *k, const char *v, const char **why) {
-        bool ok = false;
+        size_t n;
 
         *why = "tcp://, ssl://, mqtt://, mqtts://, ws:// or wss:// followed by host[:port], "
                "at most 1024 bytes";
@@ -315,13 +126,10 @@ static int parse_uri(Config *c, const ConfigKey *k, const char *v, const char **
         for (const char *p = v; *p; p++)
                 if (*p <= ' ' || *p >= 0x7f)
                         return -EINVAL;
-        for (size_t i = 0; i < ELEMENTSOF(uri_schemes); i++) {
-                size_t n = strlen(uri_schemes[i]);
-                if (strncmp(v, uri_schemes[i], n) == 0 && v[n] != '\0' && v[n] != '/' &&
-                    v[n] != ':')
-                        ok = true;
-        }
-        return ok ? set_string(c, k, v) : -EINVAL;
+        n = text_uri_scheme(v, NULL);
+        if (n == 0 || v[n] == '\0' || v[n] == '/' || v[n] == ':')
+                return -EINVAL;
+        return set_string(c, k, v);
 }
 
 static int parse_client_id(Config *c, const ConfigKey *k, const char *v, const char **why) {
@@ -344,7 +152,7 @@ static int parse_topic(Config *c, const ConfigKey *k, const char *v, const char 
 
         *why = "an MQTT topic filter with exactly one '+' as a whole level, no '#', not "
                "starting with '$', at most 1024 bytes";
-        if (!*v || v[0] == '$' || !valid_text(v, TEXT_MAX) || strchr(v, '#'))
+        if (!*v || v[0] == '$' || !text_plain_valid(v, TEXT_MAX) || strchr(v, '#'))
                 return -EINVAL;
         for (const char *p = v; *p; p++) {
                 if (*p != '+')
@@ -358,22 +166,19 @@ static int parse_topic(Config *c, const ConfigKey *k, const char *v, const char 
 
 static int parse_share_group(Config *c, const ConfigKey *k, const char *v, const char **why) {
         *why = "empty, or at most 64 bytes of UTF-8 without whitespace, '/', '+' or '#'";
-        if (!valid_text(v, NAME_MAX_LEN) || strpbrk(v, "/+# "))
+        if (!text_plain_valid(v, NAME_MAX_LEN) || strpbrk(v, "/+# "))
                 return -EINVAL;
         return set_string(c, k, v);
 }
 
 static int parse_uint_common(const ConfigKey *k, const char *v, uint64_t *ret, const char **why) {
-        const char *p = v;
         uint64_t n;
         int r;
 
         *why = "a non-negative integer";
-        r = parse_digits(&p, &n);
-        if (r == -ERANGE && v[strspn(v, "0123456789")] == '\0')
-                return -ERANGE;                 /* all digits, beyond 2^64 */
-        if (r < 0 || *p != '\0')
-                return -EINVAL;
+        r = text_parse_uint(v, &n);
+        if (r < 0)
+                return r;
         if (n < k->min || n > k->max)
                 return -ERANGE;
         *ret = n;
@@ -405,7 +210,7 @@ static int parse_duration(Config *c, const ConfigKey *k, const char *v, const ch
         int r;
 
         *why = "a duration: integers with us, ms, s, min, h or d, e.g. 90s or 1h30min";
-        r = config_parse_duration(v, &d);
+        r = text_parse_duration(v, &d);
         if (r < 0)
                 return r;
         if ((uint64_t) d < k->min || (uint64_t) d > k->max)
@@ -419,7 +224,7 @@ static int parse_duration_sec(Config *c, const ConfigKey *k, const char *v, cons
         usec_t d;
         int r;
 
-        r = config_parse_duration(v, &d);
+        r = text_parse_duration(v, &d);
         if (r == 0 && d % USEC_PER_SEC != 0) {
                 *why = "a whole number of seconds, e.g. 1d or 3600s";
                 return -EINVAL;
@@ -432,7 +237,7 @@ static int parse_size(Config *c, const ConfigKey *k, const char *v, const char *
         int r;
 
         *why = "a size: an integer with B, KiB, MiB or GiB, e.g. 64KiB";
-        r = config_parse_size(v, &n);
+        r = text_parse_size(v, &n);
         if (r < 0)
                 return r;
         if (n < k->min || n > k->max)
@@ -481,7 +286,7 @@ static int parse_outage_types(Config *c, const ConfigKey *k, const char *v, cons
                 len = strcspn(p, " \t");
                 if (len == 0)
                         break;
-                if (!valid_outage_type(p, len) || n == OUTAGE_TYPES_MAX) {
+                if (!text_outage_type_valid_len(p, len) || n == OUTAGE_TYPES_MAX) {
                         strv_free(types);
                         return -EINVAL;
                 }
@@ -570,14 +375,14 @@ static bool section_known(const char *s) {
 
 /* "min..max" in the key's own unit, for out-of-range messages. */
 static void format_bounds(const ConfigKey *k, char *buf, size_t len) {
-        char a[64], b[64];
+        char a[TEXT_DURATION_MAX], b[TEXT_DURATION_MAX];
 
         if (k->parse == parse_duration || k->parse == parse_duration_sec) {
-                format_duration((usec_t) k->min, a, sizeof a);
-                format_duration((usec_t) k->max, b, sizeof b);
+                text_format_duration((usec_t) k->min, a);
+                text_format_duration((usec_t) k->max, b);
         } else if (k->parse == parse_size) {
-                format_size(k->min, a, sizeof a);
-                format_size(k->max, b, sizeof b);
+                text_format_size(k->min, a);
+                text_format_size(k->max, b);
         } else {
                 snprintf(a, sizeof a, "%" PRIu64, k->min);
                 snprintf(b, sizeof b, "%" PRIu64, k->max);
@@ -770,11 +575,6 @@ static int resolve_journal_dir(Config *c) {
         return 0;
 }
 
-static bool uri_is_tls(const char *uri) {
-        return strncmp(uri, "ssl://", 6) == 0 || strncmp(uri, "mqtts://", 8) == 0 ||
-               strncmp(uri, "wss://", 6) == 0;
-}
-
 static int check_cross_fields(const Config *c, const ParseCtx *x) {
         if (c->mqtt_cert_file && !c->mqtt_key_file)
                 return fail(x, key_line(x, "mqtt", "cert_file"), "mqtt.cert_file",
@@ -785,7 +585,7 @@ static int check_cross_fields(const Config *c, const ParseCtx *x) {
 
         /* TLS files with a plain-text URI would be ignored silently: the operator believes
          * the connection is encrypted when it is not. */
-        if (!uri_is_tls(c->mqtt_uri)) {
+        if (!text_uri_is_tls(c->mqtt_uri)) {
                 static const char *const tls_keys[] = { "ca_file", "cert_file", "key_file" };
                 const char *const vals[] = { c->mqtt_ca_file, c->mqtt_cert_file, c->mqtt_key_file };
 
@@ -1053,15 +853,13 @@ Config *config_free(Config *c) {
 
 /* The value of one key as the file would spell it. */
 static void format_value(const Config *c, const ConfigKey *k, FILE *f) {
-        char buf[64];
+        char buf[TEXT_DURATION_MAX];
 
-        if (k->parse == parse_duration || k->parse == parse_duration_sec) {
-                format_duration(*FIELD(c, k, usec_t), buf, sizeof buf);
-                fputs(buf, f);
-        } else if (k->parse == parse_size) {
-                format_size(*FIELD(c, k, uint64_t), buf, sizeof buf);
-                fputs(buf, f);
-        } else if (k->parse == parse_uint)
+        if (k->parse == parse_duration || k->parse == parse_duration_sec)
+                fputs(text_format_duration(*FIELD(c, k, usec_t), buf), f);
+        else if (k->parse == parse_size)
+                fputs(text_format_size(*FIELD(c, k, uint64_t), buf), f);
+        else if (k->parse == parse_uint)
                 fprintf(f, "%" PRIu64, *FIELD(c, k, uint64_t));
         else if (k->parse == parse_int)
                 fprintf(f, "%d", *FIELD(c, k, int));

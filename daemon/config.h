@@ -82,10 +82,7 @@ Config *config_free(Config *c);
 /* Writes the effective settings as INI to f, secrets masked ("********"). */
 void config_dump(const Config *c, FILE *f);
 
-/* Parsers shared with the tests. Each returns 0 or -EINVAL / -ERANGE and never clobbers
- * *ret on failure. Durations: integers with us, ms, s, min, h, d, combinable ("1h30min");
- * bare "0" is zero. Sizes: integers with B, KiB, MiB, GiB. */
-int config_parse_duration(const char *s, usec_t *ret);
-int config_parse_size(const char *s, uint64_t *ret);
+/* Durations and sizes are parsed by text_parse_duration() and text_parse_size() (text.h).
+ * The log level names: 0 or -EINVAL, *ret untouched on failure. */
 int config_parse_log_level(const char *s, LogLevel *ret);
 const char *log_level_to_string(LogLevel l);

@@ -10,11 +10,11 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "backoff.h"
 #include "flushctl.h"
 #include "log.h"
+#include "timestamp.h"
 
 #define FLUSH_BACKOFF_MIN (500 * USEC_PER_MSEC)
 #define FLUSH_BACKOFF_MAX (30 * USEC_PER_SEC)
@@ -188,27 +188,15 @@ static void fragment_topic(const FlushCtl *f, const Fragment *fr, char *buf, siz
                  fr->controller_id, plus + 1);
 }
 
-static void format_time(usec_t t, char buf[64]) {
-        time_t s = (time_t) (t >= 0 ? t / USEC_PER_SEC : (t - USEC_PER_SEC + 1) / USEC_PER_SEC);
-        struct tm tm;
-
-        if (!gmtime_r(&s, &tm)) {
-                snprintf(buf, 64, "%" PRId64, t);
-                return;
-        }
-        snprintf(buf, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (t - (usec_t) s * USEC_PER_SEC));
-}
-
 /* The batch is one fragment the database refuses for good: record it and drop it, so it
  * cannot hold up the checkpoint, the rejects and the journal trim (SPEC section 8). */
 static void refuse_fragment(FlushCtl *f) {
         const Fragment *fr = &f->job.batch->fragments[0];
-        char topic[256], payload[640], start[64], end[64];
+        char topic[256], payload[640], start[TIMESTAMP_FORMAT_MAX], end[TIMESTAMP_FORMAT_MAX];
 
         fragment_topic(f, fr, topic, sizeof(topic));
-        format_time(fr->start, start);
-        format_time(fr->end, end);
+        if (timestamp_format(fr->start, start) < 0 || timestamp_format(fr->end, end) < 0)
+                start[0] = end[0] = '\0';      /* outside years 0-9999: validation stops that */
         snprintf(payload, sizeof(payload),
                  "{\"controller_id\":\"%s\",\"outage_type\":\"%s\",\"start_time\":\"%s\","
                  "\"end_time\":\"%s\",\"report_count\":%" PRIu32 ",\"uncertain_reports\":%" PRIu32 "}",

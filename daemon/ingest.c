@@ -17,13 +17,14 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
-#include <time.h>
 
 #include <MQTTAsync.h>
 
 #include "ingest.h"
 #include "journal.h"
 #include "queue.h"
+#include "text.h"
+#include "timestamp.h"
 #include "version.h"
 
 #define INGEST_KEEPALIVE_S 30
@@ -96,44 +97,6 @@ void ingest_last_error(Ingest *i, char *buf, size_t len) {
         pthread_mutex_lock(&i->last_error_lock);
         snprintf(buf, len, "%s", i->last_error);
         pthread_mutex_unlock(&i->last_error_lock);
-}
-
-int ingest_topic_id(const char *filter, const char *topic, size_t topic_len, char *buf, size_t buflen) {
-        const char *f = filter, *t = topic, *tend = topic + topic_len;
-        int r = -EINVAL;
-
-        if (strncmp(f, "$share/", 7) == 0) {
-                f = strchr(f + 7, '/');
-                if (!f)
-                        return -EINVAL;
-                f++;
-        }
-
-        /* Walk filter and topic level by level. */
-        for (;;) {
-                const char *fe = strchrnul(f, '/');
-                const char *te = memchr(t, '/', (size_t) (tend - t));
-
-                if (!te)
-                        te = tend;
-                if (fe - f == 1 && *f == '+') {
-                        size_t n = (size_t) (te - t);
-
-                        if (n == 0 || n >= buflen || memchr(t, '\0', n))
-                                return -EINVAL;
-                        memcpy(buf, t, n);
-                        buf[n] = '\0';
-                        r = (int) n;
-                } else if (fe - f != te - t || memcmp(f, t, (size_t) (fe - f)) != 0)
-                        return -EINVAL;
-
-                if (*fe == '\0' && te == tend)
-                        return r;
-                if (*fe == '\0' || te == tend)
-                        return -EINVAL;         /* different number of levels */
-                f = fe + 1;
-                t = te + 1;
-        }
 }
 
 /* Makes the message durable, then hands it over. The broker gets its PUBACK when the
@@ -293,17 +256,9 @@ static char *status_json(const Config *c, const char *state, const char *started
         return s;
 }
 
-static void format_rfc3339(usec_t t, char *buf, size_t len) {
-        time_t secs = (time_t) (t / USEC_PER_SEC);
-        struct tm tm;
-
-        gmtime_r(&secs, &tm);
-        (void) strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 int ingest_new(const Config *c, Journal *journal, Queue *queue, int wake_fd, Ingest **ret) {
         MQTTAsync_createOptions copts = MQTTAsync_createOptions_initializer5;
-        char started[64];
+        char started[TIMESTAMP_FORMAT_MAX];
         Ingest *i;
         int r;
 
@@ -317,7 +272,8 @@ int ingest_new(const Config *c, Journal *journal, Queue *queue, int wake_fd, Ing
         pthread_mutex_init(&i->last_error_lock, NULL);
         atomic_store(&i->state, INGEST_DISCONNECTED);
 
-        format_rfc3339(now_realtime(), started, sizeof(started));
+        if (timestamp_format(now_realtime() / USEC_PER_SEC * USEC_PER_SEC, started) < 0)
+                started[0] = '\0';
         if ((c->mqtt_share_group ? asprintf(&i->filter, "$share/%s/%s", c->mqtt_share_group, c->mqtt_topic)
                                  : asprintf(&i->filter, "%s", c->mqtt_topic)) < 0) {
                 i->filter = NULL;
@@ -411,8 +367,7 @@ int ingest_start(Ingest *i) {
         will.qos = 1;
         o.will = &will;
 
-        if (strncmp(c->mqtt_uri, "ssl://", 6) == 0 || strncmp(c->mqtt_uri, "mqtts://", 8) == 0 ||
-            strncmp(c->mqtt_uri, "wss://", 6) == 0) {
+        if (text_uri_is_tls(c->mqtt_uri)) {
                 ssl.trustStore = c->mqtt_ca_file;
                 ssl.keyStore = c->mqtt_cert_file;
                 ssl.privateKey = c->mqtt_key_file;

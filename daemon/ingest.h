@@ -58,12 +58,6 @@ int ingest_pause(Ingest *i);
 int ingest_resume(Ingest *i);
 bool ingest_paused(const Ingest *i);
 
-/* Extracts the controller id from topic for a filter with exactly one '+' level (a leading
- * "$share/G/" on the filter is ignored). Writes the level into buf (NUL-terminated) and
- * returns its length, or -EINVAL when the topic does not match the filter or the level
- * does not fit in buflen. Pure. */
-int ingest_topic_id(const char *filter, const char *topic, size_t topic_len, char *buf, size_t buflen);
-
 /* Counters, readable from any thread. */
 uint64_t ingest_messages_received(const Ingest *i);
 uint64_t ingest_connects(const Ingest *i);

@@ -13,11 +13,19 @@
  *  3. the item checks, in SPEC order, on the tree.
  * Every stage is linear in the payload; json-c's own depth limit is set one above ours as
  * a safety net (it counts scalars as a level, see tokener_get). */
+#include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 
 #include <json-c/json.h>
 
 #include "report.h"
+#include "text.h"
+
+/* The two bad_controller_id details of report_parse_message. */
+#define BAD_ID_TOPIC "the topic does not match the filter"
+#define BAD_ID_PATTERN "the controller id in the topic does not match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
 static const char *const reason_names[_REJECT_REASON_MAX] = {
         [REJECT_BAD_CONTROLLER_ID] = "bad_controller_id",
@@ -40,138 +48,187 @@ const char *reject_reason_to_string(RejectReason r) {
         return reason_names[r];
 }
 
-/* ---- names ---------------------------------------------------------------------------- */
-
-static bool is_alnum_ascii(char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-/* ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$ over exactly len bytes. */
-static bool controller_id_valid_len(const char *s, size_t len) {
-        if (len < 1 || len > 64 || !is_alnum_ascii(s[0]))
-                return false;
-        for (size_t i = 1; i < len; i++)
-                if (!is_alnum_ascii(s[i]) && s[i] != '_' && s[i] != '.' && s[i] != ':' && s[i] != '-')
-                        return false;
-        return true;
-}
-
-/* ^[a-z][a-z0-9_]{0,63}$ over exactly len bytes. */
-static bool outage_type_valid_len(const char *s, size_t len) {
-        if (len < 1 || len > 64 || s[0] < 'a' || s[0] > 'z')
-                return false;
-        for (size_t i = 1; i < len; i++)
-                if (!(s[i] >= 'a' && s[i] <= 'z') && !(s[i] >= '0' && s[i] <= '9') && s[i] != '_')
-                        return false;
-        return true;
-}
+/* ---- names and escaping: the rules live in text.c ------------------------------------ */
 
 bool report_controller_id_valid(const char *s) {
-        return s && controller_id_valid_len(s, strnlen(s, 65));
+        return text_controller_id_valid(s);
 }
 
 bool report_outage_type_valid(const char *s) {
-        return s && outage_type_valid_len(s, strnlen(s, 65));
-}
-
-/* ---- UTF-8 and escaping --------------------------------------------------------------- */
-
-/* Length of the well-formed UTF-8 sequence at p (Unicode 15, table 3-7), or 0 if the bytes
- * at p do not start one within n bytes. NUL counts as valid here; callers decide. */
-static size_t utf8_seq_len(const unsigned char *p, size_t n) {
-        unsigned char c = p[0];
-        unsigned char lo = 0x80, hi = 0xbf;
-        size_t k;
-
-        if (c < 0x80)
-                return 1;
-        if (c >= 0xc2 && c <= 0xdf)
-                k = 2;
-        else if (c >= 0xe0 && c <= 0xef) {
-                k = 3;
-                if (c == 0xe0)
-                        lo = 0xa0;              /* overlong */
-                else if (c == 0xed)
-                        hi = 0x9f;              /* surrogates */
-        } else if (c >= 0xf0 && c <= 0xf4) {
-                k = 4;
-                if (c == 0xf0)
-                        lo = 0x90;              /* overlong */
-                else if (c == 0xf4)
-                        hi = 0x8f;              /* above U+10FFFF */
-        } else
-                return 0;                       /* continuation byte, C0, C1, F5-FF */
-
-        if (n < k || p[1] < lo || p[1] > hi)
-                return 0;
-        for (size_t i = 2; i < k; i++)
-                if (p[i] < 0x80 || p[i] > 0xbf)
-                        return 0;
-        return k;
+        return text_outage_type_valid(s);
 }
 
 char *report_escape_payload(const void *buf, size_t len, size_t max) {
-        static const char hex[] = "0123456789abcdef";
-        const unsigned char *p = buf;
-        size_t n = len < max ? len : max, out_len = 0;
-        char *out, *o;
+        return text_escape(buf, len, max);
+}
 
-        if (!p)
-                n = 0;
-        /* Two passes over at most max bytes: the exact size beats holding 4x the input. */
-        for (size_t i = 0; i < n;) {
-                size_t k = p[i] ? utf8_seq_len(p + i, n - i) : 0;
-                out_len += k ? k : 4;
-                i += k ? k : 1;
+/* ---- topics ------------------------------------------------------------------------- */
+
+/* Matches topic against filter level by level; on a match returns 0 and the span of the
+ * level under the filter's '+'. */
+static int topic_match(const char *f, const char *t, const char *tend, const char **ret_id, size_t *ret_len) {
+        const char *id = NULL;
+        size_t id_len = 0;
+
+        for (;;) {
+                const char *fe = strchrnul(f, '/');
+                const char *te = memchr(t, '/', (size_t) (tend - t));
+
+                if (!te)
+                        te = tend;
+                if (fe - f == 1 && *f == '+') {
+                        if (id)
+                                return -EINVAL;         /* a second '+' level */
+                        id = t;
+                        id_len = (size_t) (te - t);
+                } else if (fe - f != te - t || memcmp(f, t, (size_t) (fe - f)) != 0)
+                        return -EINVAL;
+
+                if (*fe == '\0' && te == tend)
+                        break;
+                if (*fe == '\0' || te == tend)
+                        return -EINVAL;                 /* different number of levels */
+                f = fe + 1;
+                t = te + 1;
         }
-        out = o = malloc(out_len + 1);
-        if (!out)
-                return NULL;
-        for (size_t i = 0; i < n;) {
-                size_t k = p[i] ? utf8_seq_len(p + i, n - i) : 0;
-                if (k) {
-                        memcpy(o, p + i, k);
-                        o += k;
-                        i += k;
-                } else {
-                        *o++ = '\\';
-                        *o++ = 'x';
-                        *o++ = hex[p[i] >> 4];
-                        *o++ = hex[p[i] & 0xf];
-                        i++;
-                }
+        if (!id)
+                return -EINVAL;
+        *ret_id = id;
+        *ret_len = id_len;
+        return 0;
+}
+
+int report_topic_id(const char *filter, const char *topic, size_t topic_len, char *buf, size_t buflen) {
+        const char *f = filter, *id = NULL;
+        size_t n = 0;
+        int r;
+
+        if (!filter || (!topic && topic_len > 0))
+                return -EINVAL;
+        if (strncmp(f, "$share/", 7) == 0) {
+                f = strchr(f + 7, '/');
+                if (!f)
+                        return -EINVAL;
+                f++;
         }
-        *o = '\0';
-        return out;
+        r = topic_match(f, topic ? topic : "", (topic ? topic : "") + topic_len, &id, &n);
+        if (r < 0)
+                return r;
+        if (!text_controller_id_valid_len(id, n))
+                return -EBADMSG;
+        if (n >= buflen)
+                return -ENOBUFS;
+        memcpy(buf, id, n);
+        buf[n] = '\0';
+        return (int) n;
+}
+
+/* ---- details -------------------------------------------------------------------------- */
+
+/* Writes the detail text. Every caller keeps its text short of REPORT_DETAIL_MAX minus
+ * the item suffix by construction (quoted values are bounded by detail_quote); should it
+ * be cut anyway, the cut never leaves half a UTF-8 sequence. */
+static void detail_set(char detail[static REPORT_DETAIL_MAX], const char *fmt, ...) _printf_(2, 3);
+static void detail_set(char detail[static REPORT_DETAIL_MAX], const char *fmt, ...) {
+        va_list ap;
+        int n;
+
+        va_start(ap, fmt);
+        n = vsnprintf(detail, REPORT_DETAIL_MAX, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                detail[0] = '\0';
+        else if ((size_t) n >= REPORT_DETAIL_MAX)
+                detail[text_utf8_valid_prefix(detail, REPORT_DETAIL_MAX - 1)] = '\0';
+}
+
+/* A JSON string value for a detail, escaped like a payload: at most 28 bytes of output,
+ * then "..." when cut. buf holds DETAIL_QUOTE_MAX bytes. The longest detail, a
+ * controller_mismatch with a 64-byte topic id in item 1000000 of 1000000, then takes
+ * 156 bytes: below REPORT_DETAIL_MAX. */
+#define DETAIL_QUOTE_MAX 32
+static const char *detail_quote(char buf[static DETAIL_QUOTE_MAX], const char *s, size_t len) {
+        size_t used = text_escape_into(buf, DETAIL_QUOTE_MAX - 3, s, len);
+
+        if (used < len)
+                strcat(buf, "...");
+        return buf;
+}
+
+/* ", item K of N" after the rule, for the items of an array (K counts from 1). */
+static void detail_append_index(char detail[static REPORT_DETAIL_MAX], size_t k, size_t n) {
+        char suffix[64];
+        size_t len = strlen(detail), slen;
+
+        slen = (size_t) snprintf(suffix, sizeof suffix, "%sitem %zu of %zu", len ? ", " : "", k, n);
+        if (len + slen >= REPORT_DETAIL_MAX)
+                len = text_utf8_valid_prefix(detail, REPORT_DETAIL_MAX - 1 - slen);
+        memcpy(detail + len, suffix, slen + 1);
 }
 
 /* ---- byte scan ------------------------------------------------------------------------ */
 
+/* What the byte scan found wrong, and where. */
+typedef enum ScanError {
+        SCAN_OK,
+        SCAN_NOT_UTF8,
+        SCAN_NUL,
+        SCAN_CONTROL,           /* a raw control byte inside a string */
+        SCAN_UNTERMINATED,      /* a string still open at the end */
+        SCAN_NUMBER,            /* not an RFC 8259 number */
+        SCAN_DEPTH,
+        SCAN_UNBALANCED,        /* a closing bracket with nothing open */
+        SCAN_UNEXPECTED,        /* a byte JSON does not allow outside strings */
+} ScanError;
+
+typedef struct Scan {
+        const unsigned char *p;
+        size_t n;
+        ScanError error;
+        size_t at;              /* offset of the offending byte */
+} Scan;
+
 #define SCAN_FAIL SIZE_MAX
 
-/* A string body after its opening quote: returns the index after the closing quote. Escape
- * sequences are skipped here and checked by json-c. */
-static size_t scan_string(const unsigned char *p, size_t n, size_t i) {
+static size_t scan_fail(Scan *s, ScanError e, size_t at) {
+        s->error = e;
+        s->at = at;
+        return SCAN_FAIL;
+}
+
+/* The error for a byte below 0x20 at i. */
+static size_t scan_fail_control(Scan *s, size_t i) {
+        return scan_fail(s, s->p[i] ? SCAN_CONTROL : SCAN_NUL, i);
+}
+
+/* A string body after its opening quote at start: returns the index after the closing
+ * quote. Escape sequences are skipped here and checked by json-c. */
+static size_t scan_string(Scan *s, size_t start) {
+        const unsigned char *p = s->p;
+        size_t i = start + 1, n = s->n;
+
         while (i < n) {
                 unsigned char c = p[i];
                 if (c == '"')
                         return i + 1;
                 if (c == '\\') {
-                        if (i + 1 >= n || p[i + 1] < 0x20)
-                                return SCAN_FAIL;
+                        if (i + 1 >= n)
+                                break;
+                        if (p[i + 1] < 0x20)
+                                return scan_fail_control(s, i + 1);
                         i += 2;
                 } else if (c < 0x20)
-                        return SCAN_FAIL;
+                        return scan_fail_control(s, i);
                 else if (c < 0x80)
                         i++;
                 else {
-                        size_t k = utf8_seq_len(p + i, n - i);
+                        size_t k = text_utf8_seq_len(p + i, n - i);
                         if (!k)
-                                return SCAN_FAIL;
+                                return scan_fail(s, SCAN_NOT_UTF8, i);
                         i += k;
                 }
         }
-        return SCAN_FAIL;
+        return scan_fail(s, SCAN_UNTERMINATED, start);
 }
 
 static size_t scan_digits(const unsigned char *p, size_t n, size_t i) {
@@ -181,22 +238,23 @@ static size_t scan_digits(const unsigned char *p, size_t n, size_t i) {
 }
 
 /* RFC 8259 number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
-static size_t scan_number(const unsigned char *p, size_t n, size_t i) {
-        size_t j;
+static size_t scan_number(Scan *s, size_t start) {
+        const unsigned char *p = s->p;
+        size_t i = start, n = s->n, j;
 
         if (p[i] == '-')
                 i++;
         if (i < n && p[i] == '0') {
                 if (++i < n && p[i] >= '0' && p[i] <= '9')
-                        return SCAN_FAIL;               /* leading zero */
+                        return scan_fail(s, SCAN_NUMBER, start);        /* leading zero */
         } else if (i < n && p[i] >= '1' && p[i] <= '9')
                 i = scan_digits(p, n, i + 1);
         else
-                return SCAN_FAIL;
+                return scan_fail(s, SCAN_NUMBER, start);
         if (i < n && p[i] == '.') {
                 j = scan_digits(p, n, i + 1);
                 if (j == i + 1)
-                        return SCAN_FAIL;
+                        return scan_fail(s, SCAN_NUMBER, start);
                 i = j;
         }
         if (i < n && (p[i] == 'e' || p[i] == 'E')) {
@@ -205,40 +263,47 @@ static size_t scan_number(const unsigned char *p, size_t n, size_t i) {
                         i++;
                 j = scan_digits(p, n, i);
                 if (j == i)
-                        return SCAN_FAIL;
+                        return scan_fail(s, SCAN_NUMBER, start);
                 i = j;
         }
         return i;
 }
 
-/* False if the payload cannot be strict JSON within REPORT_MAX_DEPTH; true does not mean it
- * is JSON (json-c checks the grammar). Outside strings only structural characters,
- * whitespace, numbers and the letters of true/false/null may appear. */
-static bool json_prescan(const unsigned char *p, size_t n) {
+/* A byte outside strings that is none of JSON's. */
+static size_t scan_unexpected(Scan *s, size_t i) {
+        unsigned char c = s->p[i];
+
+        if (c == 0)
+                return scan_fail(s, SCAN_NUL, i);
+        if (c >= 0x80 && text_utf8_seq_len(s->p + i, s->n - i) == 0)
+                return scan_fail(s, SCAN_NOT_UTF8, i);
+        return scan_fail(s, SCAN_UNEXPECTED, i);
+}
+
+/* False (with s->error and s->at) if the payload cannot be strict JSON within
+ * REPORT_MAX_DEPTH; true does not mean it is JSON (json-c checks the grammar). Outside
+ * strings only structural characters, whitespace, numbers and the letters of
+ * true/false/null may appear. */
+static bool json_prescan(Scan *s) {
         unsigned depth = 0;
         size_t i = 0;
 
-        while (i < n) {
-                switch (p[i]) {
+        while (i < s->n) {
+                switch (s->p[i]) {
                 case '{':
                 case '[':
-                        if (++depth > REPORT_MAX_DEPTH)
-                                return false;
-                        i++;
+                        i = ++depth > REPORT_MAX_DEPTH ? scan_fail(s, SCAN_DEPTH, i) : i + 1;
                         break;
                 case '}':
                 case ']':
-                        if (depth == 0)
-                                return false;
-                        depth--;
-                        i++;
+                        i = depth-- == 0 ? scan_fail(s, SCAN_UNBALANCED, i) : i + 1;
                         break;
                 case '"':
-                        i = scan_string(p, n, i + 1);
+                        i = scan_string(s, i);
                         break;
                 case '-':
                 case '0' ... '9':
-                        i = scan_number(p, n, i);
+                        i = scan_number(s, i);
                         break;
                 case ' ': case '\t': case '\n': case '\r': case ',': case ':':
                 case 't': case 'r': case 'u': case 'e': case 'f': case 'a': case 'l': case 's':
@@ -246,12 +311,36 @@ static bool json_prescan(const unsigned char *p, size_t n) {
                         i++;
                         break;
                 default:
-                        return false;
+                        i = scan_unexpected(s, i);
                 }
                 if (i == SCAN_FAIL)
                         return false;
         }
         return true;
+}
+
+/* The malformed_json detail of a failed scan. */
+static void scan_detail(const Scan *s, char detail[static REPORT_DETAIL_MAX]) {
+        static const char *const what[] = {
+                [SCAN_NOT_UTF8] = "not UTF-8",
+                [SCAN_NUL] = "NUL byte",
+                [SCAN_UNTERMINATED] = "unterminated string",
+                [SCAN_NUMBER] = "not a JSON number",
+        };
+        unsigned char c = s->p[s->at];
+
+        if (s->error == SCAN_CONTROL)
+                detail_set(detail, "control byte 0x%02x in a string at byte offset %zu", c, s->at);
+        else if (s->error == SCAN_DEPTH)
+                detail_set(detail, "nested deeper than %d at byte offset %zu", REPORT_MAX_DEPTH, s->at);
+        else if (s->error == SCAN_UNBALANCED)
+                detail_set(detail, "\"%c\" closes nothing at byte offset %zu", c, s->at);
+        else if (s->error < ELEMENTSOF(what) && what[s->error])
+                detail_set(detail, "%s at byte offset %zu", what[s->error], s->at);
+        else if (c > ' ' && c < 0x7f)
+                detail_set(detail, "unexpected \"%c\" at byte offset %zu", c, s->at);
+        else
+                detail_set(detail, "unexpected byte 0x%02x at byte offset %zu", c, s->at);
 }
 
 /* ---- json-c tokener, one per thread ------------------------------------------------------ */
@@ -295,28 +384,36 @@ static struct json_tokener *tokener_get(void) {
 
 /* Parses the payload (already scanned). Returns 1 and the root (caller owns; NULL for a JSON
  * null), 0 if it is not a single JSON value, -ENOMEM. */
-static int json_parse(const char *buf, size_t len, json_object **ret) {
+
+/* Parses the payload (already scanned). Returns 1 and the root (caller owns; NULL for a JSON
+ * null), 0 if it is not a single JSON value (with json-c's reason in detail), -ENOMEM. */
+static int json_parse(const char *buf, size_t len, json_object **ret, char detail[static REPORT_DETAIL_MAX]) {
         struct json_tokener *tok;
         json_object *root;
         enum json_tokener_error err;
-        size_t i;
+        size_t i, at;
 
-        if (len > INT32_MAX)
+        if (len > INT32_MAX) {
+                detail_set(detail, "larger than json-c can parse");
                 return 0;
+        }
         tok = tokener_get();
         if (!tok)
                 return -ENOMEM;
         root = json_tokener_parse_ex(tok, buf, (int) len);
         err = json_tokener_get_error(tok);
+        at = json_tokener_get_parse_end(tok);
         if (err == json_tokener_continue) {
                 /* json-c needs a terminator after a top-level number ("123"): a NUL byte
                  * is its end of input. Anything else unfinished is an error then. */
                 root = json_tokener_parse_ex(tok, "", 1);
                 err = json_tokener_get_error(tok);
-        } else if (err == json_tokener_success && json_tokener_get_parse_end(tok) != len)
+                at = len;
+        } else if (err == json_tokener_success && at != len)
                 err = json_tokener_error_parse_unexpected;      /* cannot happen in strict mode */
         if (err != json_tokener_success) {
                 json_object_put(root);
+                detail_set(detail, "%s at byte offset %zu", json_tokener_error_desc(err), at);
                 return 0;
         }
         if (!root) {
@@ -331,6 +428,20 @@ static int json_parse(const char *buf, size_t len, json_object **ret) {
         return 1;
 }
 
+/* "a string", "an integer", ... for details; NULL stands for JSON null. */
+static const char *json_type_phrase(json_object *o) {
+        switch (json_object_get_type(o)) {
+        case json_type_null:    return "null";
+        case json_type_boolean: return "a boolean";
+        case json_type_double:  return "a non-integer number";
+        case json_type_int:     return "an integer";
+        case json_type_object:  return "an object";
+        case json_type_array:   return "an array";
+        case json_type_string:  return "a string";
+        default:                return "an unknown JSON type";
+        }
+}
+
 /* ---- items ---------------------------------------------------------------------------- */
 
 typedef struct ItemContext {
@@ -340,11 +451,12 @@ typedef struct ItemContext {
         usec_t now;
 } ItemContext;
 
-/* A present, non-null member, or NULL (json-c gives JSON null as a NULL object). */
-static json_object *member(json_object *o, const char *key) {
+/* A present, non-null member, or NULL (json-c gives JSON null as a NULL object); *ret_null
+ * tells a null member from an absent one. */
+static json_object *member(json_object *o, const char *key, bool *ret_null) {
         json_object *v = NULL;
 
-        (void) json_object_object_get_ex(o, key, &v);
+        *ret_null = json_object_object_get_ex(o, key, &v) && !v;
         return v;
 }
 
@@ -352,98 +464,163 @@ static int cmp_outage_type(const void *key, const void *elem) {
         return strcmp(key, *(char *const *) elem);
 }
 
-/* Integer or string timestamp -> microseconds; false: bad_timestamp. */
-static bool item_timestamp(json_object *ts, usec_t *ret) {
+/* Integer or string timestamp -> microseconds; false: bad_timestamp, with the detail. */
+static bool item_timestamp(json_object *ts, usec_t *ret, char detail[static REPORT_DETAIL_MAX]) {
+        char q[DETAIL_QUOTE_MAX];
+        const char *s;
+        size_t len;
+
         if (json_object_is_type(ts, json_type_int)) {
                 /* json-c clamps integers beyond int64/uint64 to the limits, which are out of
                  * range here too; get_int64 clamps uint64 above INT64_MAX to INT64_MAX. */
-                int64_t s = json_object_get_int64(ts);
-                if (s < 0 || s > TIMESTAMP_UNIX_SECONDS_MAX)
+                int64_t secs = json_object_get_int64(ts);
+                if (secs < 0 || secs > TIMESTAMP_UNIX_SECONDS_MAX) {
+                        detail_set(detail, "integer timestamp outside 0..%" PRId64, TIMESTAMP_UNIX_SECONDS_MAX);
                         return false;
-                *ret = s * USEC_PER_SEC;
+                }
+                *ret = secs * USEC_PER_SEC;
                 return true;
         }
-        return timestamp_parse(json_object_get_string(ts), (size_t) json_object_get_string_len(ts), ret) == 0;
+        s = json_object_get_string(ts);
+        len = (size_t) json_object_get_string_len(ts);
+        if (timestamp_parse(s, len, ret) == 0)
+                return true;
+        detail_set(detail, "timestamp \"%s\" is not YYYY-MM-DDTHH:MM:SS[.ffffff][Z|±HH:MM] with a real date and time",
+                   detail_quote(q, s, len));
+        return false;
 }
 
 /* Accepted: ts no more than max_future_skew ahead of now and, with max_age > 0, no more
- * than max_age behind it. Both boundaries are inclusive. */
-static bool item_in_window(usec_t ts, const ReportRules *r, usec_t now) {
+ * than max_age behind it. Both boundaries are inclusive. False: the detail says which. */
+static bool item_in_window(usec_t ts, const ReportRules *r, usec_t now, char detail[static REPORT_DETAIL_MAX]) {
+        char d[TEXT_DURATION_MAX];
         usec_t ahead;
 
         /* Whatever the limits, only instants from 0001-01-01 to 9999-12-31 UTC: a string
          * with an offset can name an instant in year 0 or 10000 (0000-01-01T00:00:00+01:00),
          * which the database would refuse, and one such report would fail every flush. */
-        if (ts < REPORT_TIMESTAMP_MIN || ts > REPORT_TIMESTAMP_MAX)
+        if (ts < REPORT_TIMESTAMP_MIN || ts > REPORT_TIMESTAMP_MAX) {
+                detail_set(detail, ts < REPORT_TIMESTAMP_MIN ? "before 0001-01-01T00:00:00Z"
+                                                             : "after 9999-12-31T23:59:59.999999Z");
                 return false;
+        }
 
         /* Saturate: with extreme clocks or limits the difference may not fit in int64. */
         if (__builtin_sub_overflow(ts, now, &ahead))
                 ahead = ts > now ? INT64_MAX : INT64_MIN;
-        if (ahead > r->max_future_skew)
+        if (ahead > r->max_future_skew) {
+                detail_set(detail, "more than max_future_skew %s ahead", text_format_duration(r->max_future_skew, d));
                 return false;
-        if (r->max_age > 0 && ahead < -r->max_age)
+        }
+        if (r->max_age > 0 && ahead < -r->max_age) {
+                detail_set(detail, "older than max_age %s", text_format_duration(r->max_age, d));
                 return false;
+        }
         return true;
 }
 
-/* The item checks in SPEC order; fills it->outage_type and it->timestamp when valid. */
+/* The presence and JSON type checks: missing_field, then bad_field_type. */
+static RejectReason item_check_fields(json_object *o, json_object **ret_type, json_object **ret_ts,
+                                      json_object **ret_cid, char detail[static REPORT_DETAIL_MAX]) {
+        bool type_null, ts_null, cid_null;
+        json_object *type = member(o, "outage_type", &type_null);
+        json_object *ts = member(o, "timestamp", &ts_null);
+        json_object *cid = member(o, "controller_id", &cid_null);     /* null counts as absent */
+
+        if (!type || !ts) {
+                const char *name = !type ? "outage_type" : "timestamp";
+                detail_set(detail, "%s is %s", name, (!type ? type_null : ts_null) ? "null" : "absent");
+                return REJECT_MISSING_FIELD;
+        }
+        if (!json_object_is_type(type, json_type_string)) {
+                detail_set(detail, "outage_type is %s, expected a string", json_type_phrase(type));
+                return REJECT_BAD_FIELD_TYPE;
+        }
+        if (!json_object_is_type(ts, json_type_string) && !json_object_is_type(ts, json_type_int)) {
+                detail_set(detail, "timestamp is %s, expected a string or an integer", json_type_phrase(ts));
+                return REJECT_BAD_FIELD_TYPE;
+        }
+        if (cid && !json_object_is_type(cid, json_type_string)) {
+                detail_set(detail, "controller_id is %s, expected a string", json_type_phrase(cid));
+                return REJECT_BAD_FIELD_TYPE;
+        }
+        *ret_type = type;
+        *ret_ts = ts;
+        *ret_cid = cid;
+        return REJECT_NONE;
+}
+
+/* bad_outage_type, then unknown_outage_type. */
+static RejectReason item_check_type(json_object *type, const ItemContext *c, char detail[static REPORT_DETAIL_MAX]) {
+        const char *s = json_object_get_string(type);
+        size_t len = (size_t) json_object_get_string_len(type);
+        char q[DETAIL_QUOTE_MAX];
+
+        if (!text_outage_type_valid_len(s, len)) {
+                detail_set(detail, "outage_type \"%s\" does not match ^[a-z][a-z0-9_]{0,63}$",
+                           detail_quote(q, s, len));
+                return REJECT_BAD_OUTAGE_TYPE;
+        }
+        if (c->rules->outage_types &&
+            !bsearch(s, c->rules->outage_types, c->rules->n_outage_types, sizeof(char *), cmp_outage_type)) {
+                detail_set(detail, "outage_type %s is not in aggregation.outage_types", s);
+                return REJECT_UNKNOWN_OUTAGE_TYPE;
+        }
+        return REJECT_NONE;
+}
+
+/* The item checks in SPEC order; fills it->outage_type and it->timestamp when valid, else
+ * it->detail. */
 static RejectReason item_check(json_object *o, const ItemContext *c, ReportItem *it) {
-        json_object *type, *ts, *cid;
-        const char *type_s;
-        size_t type_len;
+        json_object *type = NULL, *ts = NULL, *cid = NULL;
+        char q[DETAIL_QUOTE_MAX];
+        RejectReason reason;
         usec_t t;
 
-        if (!json_object_is_type(o, json_type_object))
+        if (!json_object_is_type(o, json_type_object)) {
+                detail_set(it->detail, "%s, not an object", json_type_phrase(o));
                 return REJECT_NOT_A_REPORT;
+        }
+        reason = item_check_fields(o, &type, &ts, &cid, it->detail);
+        if (reason == REJECT_NONE)
+                reason = item_check_type(type, c, it->detail);
+        if (reason != REJECT_NONE)
+                return reason;
 
-        type = member(o, "outage_type");
-        ts = member(o, "timestamp");
-        cid = member(o, "controller_id");     /* null counts as absent, as for the others */
-        if (!type || !ts)
-                return REJECT_MISSING_FIELD;
-        if (!json_object_is_type(type, json_type_string) ||
-            (!json_object_is_type(ts, json_type_string) && !json_object_is_type(ts, json_type_int)) ||
-            (cid && !json_object_is_type(cid, json_type_string)))
-                return REJECT_BAD_FIELD_TYPE;
-
-        type_s = json_object_get_string(type);
-        type_len = (size_t) json_object_get_string_len(type);
-        if (!outage_type_valid_len(type_s, type_len))
-                return REJECT_BAD_OUTAGE_TYPE;
-        if (c->rules->outage_types &&
-            !bsearch(type_s, c->rules->outage_types, c->rules->n_outage_types,
-                     sizeof(char *), cmp_outage_type))
-                return REJECT_UNKNOWN_OUTAGE_TYPE;
-
-        if (!item_timestamp(ts, &t))
+        if (!item_timestamp(ts, &t, it->detail))
                 return REJECT_BAD_TIMESTAMP;
-        if (!item_in_window(t, c->rules, c->now))
+        if (!item_in_window(t, c->rules, c->now, it->detail))
                 return REJECT_TIMESTAMP_OUT_OF_RANGE;
 
         if (cid && ((size_t) json_object_get_string_len(cid) != c->controller_id_len ||
-                    memcmp(json_object_get_string(cid), c->controller_id, c->controller_id_len) != 0))
+                    memcmp(json_object_get_string(cid), c->controller_id, c->controller_id_len) != 0)) {
+                detail_set(it->detail, "controller_id \"%s\" is not the topic's %s",
+                           detail_quote(q, json_object_get_string(cid), (size_t) json_object_get_string_len(cid)),
+                           c->controller_id);
                 return REJECT_CONTROLLER_MISMATCH;
+        }
 
-        memcpy(it->outage_type, type_s, type_len);
-        it->outage_type[type_len] = '\0';
+        memcpy(it->outage_type, json_object_get_string(type), (size_t) json_object_get_string_len(type) + 1);
         it->timestamp = t;
         return REJECT_NONE;
 }
 
-static int item_parse(json_object *o, const ItemContext *c, ReportItem *it) {
+/* Checks item k of n (n == 0: the message is one object, not an array). */
+static int item_parse(json_object *o, const ItemContext *c, ReportItem *it, size_t k, size_t n) {
         const char *json;
         size_t json_len;
 
         it->reason = item_check(o, c, it);
         if (it->reason == REJECT_NONE)
                 return 0;
+        if (n > 0)
+                detail_append_index(it->detail, k, n);
 
         json = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
                                                  &json_len);
         if (!json)
                 return -ENOMEM;
-        it->payload = report_escape_payload(json, json_len, REPORT_REJECT_PAYLOAD_MAX);
+        it->payload = text_escape(json, json_len, REPORT_REJECT_PAYLOAD_MAX);
         return it->payload ? 0 : -ENOMEM;
 }
 
@@ -468,45 +645,73 @@ static void report_message_freep(ReportMessage **m) {
         report_message_free(*m);
 }
 
+/* Sets a message-level reject; the detail is written by the caller (before or after). */
 static int message_reject(ReportMessage *m, RejectReason reason, const void *payload, size_t len) {
         m->reason = reason;
-        m->payload = report_escape_payload(payload, len, REPORT_REJECT_PAYLOAD_MAX);
+        m->payload = text_escape(payload, len, REPORT_REJECT_PAYLOAD_MAX);
         return m->payload ? 0 : -ENOMEM;
 }
 
+/* not_a_report or batch_too_large for a parsed root; returns its item count when fine. */
+static size_t message_check_root(ReportMessage *m, json_object *root, const ReportRules *rules) {
+        char limit[32];
+        size_t n;
+
+        if (json_object_is_type(root, json_type_object))
+                return 1;
+        if (!json_object_is_type(root, json_type_array) || json_object_array_length(root) == 0) {
+                m->reason = REJECT_NOT_A_REPORT;
+                detail_set(m->detail, "the payload is %s, not an object or a non-empty array",
+                           json_object_is_type(root, json_type_array) ? "an empty array" : json_type_phrase(root));
+                return 0;
+        }
+        n = json_object_array_length(root);
+        if (n > rules->max_batch_items) {
+                m->reason = REJECT_BATCH_TOO_LARGE;
+                snprintf(limit, sizeof limit, "%" PRIu64, rules->max_batch_items);
+                detail_set(m->detail, "%zu items, more than max_batch_items %s", n, limit);
+                return 0;
+        }
+        return n;
+}
+
 /* The message-level checks after the controller id: returns 1 with the root and its item
- * count, 0 with m->reason set, or -ENOMEM. */
+ * count, 0 with m->reason and m->detail set, or -ENOMEM. */
 static int message_check(ReportMessage *m, const void *payload, size_t len, const ReportRules *rules,
                          json_object **ret_root, size_t *ret_n) {
         _cleanup_(json_object_putp) json_object *root = NULL;
+        Scan scan = { .p = payload, .n = len };
+        char size[TEXT_SIZE_MAX];
         size_t n;
         int r;
 
-        if (len > rules->max_payload)
+        if (len > rules->max_payload) {
+                detail_set(m->detail, "%zu bytes, more than max_payload %s", len,
+                           text_format_size(rules->max_payload, size));
                 return message_reject(m, REJECT_PAYLOAD_TOO_LARGE, payload, len);
-        if (!json_prescan(payload, len))
+        }
+        if (!json_prescan(&scan)) {
+                scan_detail(&scan, m->detail);
                 return message_reject(m, REJECT_MALFORMED_JSON, payload, len);
-        r = json_parse(payload, len, &root);
+        }
+        r = json_parse(payload, len, &root, m->detail);
         if (r < 0)
                 return r;
         if (r == 0)
                 return message_reject(m, REJECT_MALFORMED_JSON, payload, len);
 
-        if (json_object_is_type(root, json_type_object))
-                n = 1;
-        else if (json_object_is_type(root, json_type_array) && json_object_array_length(root) > 0)
-                n = json_object_array_length(root);
-        else
-                return message_reject(m, REJECT_NOT_A_REPORT, payload, len);
-        if (n > rules->max_batch_items)
-                return message_reject(m, REJECT_BATCH_TOO_LARGE, payload, len);
+        n = message_check_root(m, root, rules);
+        if (n == 0)
+                return message_reject(m, m->reason, payload, len);
 
         *ret_root = TAKE_PTR(root);
         *ret_n = n;
         return 1;
 }
 
-int report_parse_message(const char *topic_id, const void *payload, size_t len,
+/* report_parse_message, with the detail of a bad_controller_id given by the caller (NULL:
+ * topic_id is valid or the detail follows from it). */
+static int parse_message(const char *topic_id, const char *bad_id_detail, const void *payload, size_t len,
                          const ReportRules *rules, usec_t now, ReportMessage **ret) {
         _cleanup_(report_message_freep) ReportMessage *m = NULL;
         _cleanup_(json_object_putp) json_object *root = NULL;
@@ -520,7 +725,8 @@ int report_parse_message(const char *topic_id, const void *payload, size_t len,
         if (!m)
                 return -ENOMEM;
 
-        if (!report_controller_id_valid(topic_id)) {
+        if (!text_controller_id_valid(topic_id)) {
+                detail_set(m->detail, "%s", bad_id_detail ? bad_id_detail : topic_id ? BAD_ID_PATTERN : BAD_ID_TOPIC);
                 r = message_reject(m, REJECT_BAD_CONTROLLER_ID, payload, len);
                 if (r < 0)
                         return r;
@@ -540,18 +746,39 @@ int report_parse_message(const char *topic_id, const void *payload, size_t len,
         if (r < 0)
                 return r;
         if (r > 0) {
+                bool array = json_object_is_type(root, json_type_array);
+
                 m->items = calloc(n, sizeof(ReportItem));
                 if (!m->items)
                         return -ENOMEM;
                 for (size_t i = 0; i < n; i++) {
-                        json_object *o = json_object_is_type(root, json_type_array)
-                                                 ? json_object_array_get_idx(root, i) : root;
+                        json_object *o = array ? json_object_array_get_idx(root, i) : root;
                         m->n_items = i + 1;     /* so that a failure frees what was made */
-                        r = item_parse(o, &c, &m->items[i]);
+                        r = item_parse(o, &c, &m->items[i], i + 1, array ? n : 0);
                         if (r < 0)
                                 return r;
                 }
         }
         *ret = TAKE_PTR(m);
         return 0;
+}
+
+int report_parse_message(const char *topic_id, const void *payload, size_t len,
+                         const ReportRules *rules, usec_t now, ReportMessage **ret) {
+        return parse_message(topic_id, NULL, payload, len, rules, now, ret);
+}
+
+int report_parse_topic(const char *filter, const char *topic, size_t topic_len,
+                       const void *payload, size_t len, const ReportRules *rules, usec_t now,
+                       ReportMessage **ret) {
+        char id[TEXT_NAME_MAX + 1], why[REPORT_DETAIL_MAX], q[DETAIL_QUOTE_MAX];
+        int r = report_topic_id(filter, topic, topic_len, id, sizeof id);
+
+        if (r >= 0)
+                return parse_message(id, NULL, payload, len, rules, now, ret);
+        if (r == -EBADMSG)
+                return parse_message(NULL, BAD_ID_PATTERN, payload, len, rules, now, ret);
+        /* The filter is configuration (UTF-8 without controls), quoted only to bound it. */
+        detail_set(why, "%s %s", BAD_ID_TOPIC, detail_quote(q, filter ? filter : "", filter ? strlen(filter) : 0));
+        return parse_message(NULL, why, payload, len, rules, now, ret);
 }

@@ -48,12 +48,19 @@ typedef struct ReportRules {
         size_t n_outage_types;
 } ReportRules;
 
+/* A reject's detail (SPEC section 4, outage.rejects.detail), with its NUL: which bound or
+ * rule failed, e.g. "older than max_age 30d", then ", item 3 of 12" for an array item
+ * (counted from 1). Well-formed UTF-8 without NUL; values from the payload in it are
+ * escaped like payloads and cut to 28 bytes with "...". Byte offsets count from 0. */
+#define REPORT_DETAIL_MAX 160
+
 /* One item of a message: either a valid report or a reject. */
 typedef struct ReportItem {
         RejectReason reason;            /* REJECT_NONE: a valid report */
         char outage_type[65];           /* valid reports only */
         usec_t timestamp;               /* valid reports only: Unix time in microseconds */
         char *payload;                  /* rejects only: the item as JSON, first 1 KiB, escaped */
+        char detail[REPORT_DETAIL_MAX]; /* rejects only, else "" */
 } ReportItem;
 
 typedef struct ReportMessage {
@@ -61,6 +68,7 @@ typedef struct ReportMessage {
         char controller_id[65];         /* valid only if controller_valid */
         RejectReason reason;            /* message-level reject, or REJECT_NONE */
         char *payload;                  /* message-level rejects only: first 1 KiB, escaped */
+        char detail[REPORT_DETAIL_MAX]; /* message-level rejects only, else "" */
         size_t n_items;
         ReportItem *items;              /* when reason == REJECT_NONE */
 } ReportMessage;
@@ -80,18 +88,33 @@ typedef struct ReportMessage {
 int report_parse_message(const char *topic_id, const void *payload, size_t len,
                          const ReportRules *rules, usec_t now, ReportMessage **ret);
 
+/* As report_parse_message, from the MQTT topic itself: the controller id is found with
+ * report_topic_id() under the subscription filter (mqtt.topic, with or without its
+ * "$share/G/" prefix). A topic that does not match, or whose id fails the pattern, gives
+ * a bad_controller_id message. Borrows everything; same returns as report_parse_message. */
+int report_parse_topic(const char *filter, const char *topic, size_t topic_len,
+                       const void *payload, size_t len, const ReportRules *rules, usec_t now,
+                       ReportMessage **ret);
+
 ReportMessage *report_message_free(ReportMessage *m);
 
-/* Controller id pattern ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$ and outage type pattern
- * ^[a-z][a-z0-9_]{0,63}$. */
+/* The controller id of an MQTT topic: the level that the filter's single '+' matches,
+ * checked against the controller id pattern (SPEC section 2). A leading "$share/G/" on the
+ * filter is ignored (topics never carry it). Reads exactly topic_len bytes of topic.
+ * Returns the id's length and writes it NUL-terminated into buf; on failure buf is
+ * untouched and the return is
+ *   -EINVAL   the topic does not match the filter level by level, or the filter does not
+ *             have exactly one '+' level;
+ *   -EBADMSG  the level matched but is no valid controller id (empty, longer than 64
+ *             bytes, a NUL or another byte outside ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$);
+ *   -ENOBUFS  a valid id does not fit in buflen bytes (65 always suffice).
+ * Pure. */
+int report_topic_id(const char *filter, const char *topic, size_t topic_len, char *buf, size_t buflen);
+
+/* Kept for callers not yet switched to text.h: text_controller_id_valid(),
+ * text_outage_type_valid() and text_escape() hold the rules. */
 bool report_controller_id_valid(const char *s);
 bool report_outage_type_valid(const char *s);
-
-/* Copies at most the first max bytes of buf as text: bytes that are not valid UTF-8 and NUL
- * bytes become "\xNN" (lowercase hex), one escape per byte. Valid UTF-8 means well-formed
- * sequences only: overlong forms, surrogates, code points above U+10FFFF and sequences cut
- * short (also by the max limit) are invalid. Returns a NUL-terminated string (caller owns)
- * or NULL on ENOMEM. */
 char *report_escape_payload(const void *buf, size_t len, size_t max);
 
 /* Parses an RFC 3339-like timestamp as in SPEC section 2:

@@ -1,5 +1,8 @@
-/* timestamp.c — the SPEC section 2 timestamp grammar, parsed by hand into Unix microseconds.
- * No strptime/timegm: they depend on the locale and TZ and accept more than the grammar. */
+/* timestamp.c — the SPEC section 2 timestamp grammar, parsed by hand into Unix microseconds,
+ * and the RFC 3339 UTC form written back. No strptime/timegm/gmtime: they depend on the
+ * locale and TZ, accept more than the grammar, and gmtime's range depends on time_t. */
+#include <stdio.h>
+
 #include "timestamp.h"
 
 /* Howard Hinnant's days_from_civil: exact for every proleptic Gregorian date, branch-light,
@@ -11,6 +14,22 @@ int64_t timestamp_days_from_civil(int64_t y, unsigned m, unsigned d) {
         unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;  /* [0, 365] */
         unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;            /* [0, 146096] */
         return era * 146097 + (int64_t) doe - 719468;
+}
+
+/* Hinnant's civil_from_days, the inverse of the above. */
+void timestamp_civil_from_days(int64_t days, int64_t *ret_y, unsigned *ret_m, unsigned *ret_d) {
+        int64_t z = days + 719468;
+        int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+        unsigned doe = (unsigned) (z - era * 146097);                          /* [0, 146096] */
+        unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;  /* [0, 399] */
+        unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);                /* [0, 365] */
+        unsigned mp = (5 * doy + 2) / 153;                                     /* [0, 11] */
+        unsigned d = doy - (153 * mp + 2) / 5 + 1;                             /* [1, 31] */
+        unsigned m = mp < 10 ? mp + 3 : mp - 9;                                /* [1, 12] */
+
+        *ret_y = (int64_t) yoe + era * 400 + (m <= 2);
+        *ret_m = m;
+        *ret_d = d;
 }
 
 static bool is_leap_year(unsigned y) {
@@ -101,4 +120,33 @@ int timestamp_parse(const char *s, size_t len, usec_t *ret) {
         int64_t t = timestamp_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset;
         *ret = t * USEC_PER_SEC + frac;
         return 0;
+}
+
+int timestamp_format(usec_t t, char buf[static TIMESTAMP_FORMAT_MAX]) {
+        int64_t secs = t / USEC_PER_SEC, us = t % USEC_PER_SEC, days, sod, y;
+        unsigned m, d;
+        int n;
+
+        if (t < TIMESTAMP_FORMAT_MIN || t > TIMESTAMP_FORMAT_LAST)
+                return -ERANGE;
+        /* C division truncates toward zero: floor it for the instants before 1970. */
+        if (us < 0) {
+                us += USEC_PER_SEC;
+                secs--;
+        }
+        days = secs / 86400;
+        sod = secs % 86400;
+        if (sod < 0) {
+                sod += 86400;
+                days--;
+        }
+        timestamp_civil_from_days(days, &y, &m, &d);
+
+        n = snprintf(buf, TIMESTAMP_FORMAT_MAX, "%04u-%02u-%02uT%02u:%02u:%02u", (unsigned) y, m, d,
+                     (unsigned) (sod / 3600), (unsigned) (sod / 60 % 60), (unsigned) (sod % 60));
+        if (us != 0)
+                n += snprintf(buf + n, TIMESTAMP_FORMAT_MAX - (size_t) n, ".%06u", (unsigned) us);
+        buf[n++] = 'Z';
+        buf[n] = '\0';
+        return n;
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "text.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -28,8 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* The scalar parsers on the same bytes as a string. */
         s = strndup((const char *) data, size < 256 ? size : 256);
         if (s) {
-                (void) config_parse_duration(s, &d);
-                (void) config_parse_size(s, &n);
+                (void) text_parse_duration(s, &d);
+                (void) text_parse_size(s, &n);
                 free(s);
         }
         return 0;

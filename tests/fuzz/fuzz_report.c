@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "report.h"
+#include "text.h"
 
 #define NOW (INT64_C(1795773600) * USEC_PER_SEC)       /* 2026-11-27T10:00:00Z */
 
@@ -32,6 +33,15 @@ static void check_escaped(const char *s) {
                 abort();
 }
 
+/* A reject says why; a valid report or message has no detail. Either way the detail is
+ * UTF-8 without NUL inside its array. */
+static void check_detail(const char *detail, bool reject) {
+        size_t len = strnlen(detail, REPORT_DETAIL_MAX);
+
+        if (len >= REPORT_DETAIL_MAX || (len > 0) != reject || !text_utf8_valid(detail, len))
+                abort();
+}
+
 static void check(const uint8_t *data, size_t size, const ReportRules *rules) {
         ReportMessage *m = NULL;
 
@@ -39,6 +49,7 @@ static void check(const uint8_t *data, size_t size, const ReportRules *rules) {
                 return;         /* ENOMEM only */
         if (!m || !m->controller_valid || !streq(m->controller_id, "ctrl_1"))
                 abort();
+        check_detail(m->detail, m->reason != REJECT_NONE);
         if (m->reason != REJECT_NONE) {
                 if (m->n_items != 0 || m->reason > REJECT_BATCH_TOO_LARGE)
                         abort();
@@ -49,6 +60,7 @@ static void check(const uint8_t *data, size_t size, const ReportRules *rules) {
         }
         for (size_t i = 0; i < m->n_items; i++) {
                 const ReportItem *it = &m->items[i];
+                check_detail(it->detail, it->reason != REJECT_NONE);
                 if (it->reason == REJECT_NONE) {
                         if (it->payload || !report_outage_type_valid(it->outage_type) ||
                             it->timestamp > NOW + rules->max_future_skew ||

@@ -820,6 +820,292 @@ Test(report, escape_every_byte) {
         }
 }
 
+/* ---- reject details (SPEC section 4) --------------------------------------------------- */
+
+/* The message-level detail of json (len bytes) under rules r, checked to be a reject. */
+static void assert_msg_detail_len(const char *json, size_t len, const ReportRules *r, RejectReason reason,
+                                  const char *want) {
+        ReportMessage *m = parse_rules("ctrl_1", json, len, r);
+
+        cr_assert_eq(m->reason, reason, "%s: got %s", json, reject_reason_to_string(m->reason));
+        cr_assert_str_eq(m->detail, want, "%s", json);
+        report_message_free(m);
+}
+
+static void assert_msg_detail(const char *json, RejectReason reason, const char *want) {
+        assert_msg_detail_len(json, strlen(json), &rules, reason, want);
+}
+
+/* The detail of item k (from 0) of json under rules r. */
+static void assert_item_detail_rules(const char *json, const ReportRules *r, size_t k, RejectReason reason,
+                                     const char *want) {
+        ReportMessage *m = parse_rules("ctrl_1", json, strlen(json), r);
+
+        cr_assert_eq(m->reason, REJECT_NONE, "%s: message rejected: %s", json, m->detail);
+        cr_assert_gt(m->n_items, k);
+        cr_assert_eq(m->items[k].reason, reason, "%s: got %s", json, reject_reason_to_string(m->items[k].reason));
+        cr_assert_str_eq(m->items[k].detail, want, "%s", json);
+        report_message_free(m);
+}
+
+static void assert_item_detail(const char *json, RejectReason reason, const char *want) {
+        assert_item_detail_rules(json, &rules, 0, reason, want);
+}
+
+#define ID_PATTERN "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+Test(report, detail_empty_when_valid) {
+        ReportMessage *m = parse("[{\"outage_type\":\"a\",\"timestamp\":" TS "},{\"outage_type\":\"b\",\"timestamp\":1}]");
+
+        cr_assert_eq(m->reason, REJECT_NONE);
+        cr_assert_str_eq(m->detail, "");
+        cr_assert_eq(m->items[0].reason, REJECT_NONE);
+        cr_assert_str_eq(m->items[0].detail, "");
+        cr_assert_eq(m->items[1].reason, REJECT_TIMESTAMP_OUT_OF_RANGE);
+        cr_assert_str_eq(m->items[1].detail, "older than max_age 365d, item 2 of 2");
+        report_message_free(m);
+}
+
+Test(report, detail_bad_controller_id) {
+        const char *json = "{\"outage_type\":\"a\",\"timestamp\":" TS "}";
+        ReportMessage *m;
+
+        m = parse_rules(NULL, json, strlen(json), &rules);
+        cr_assert_str_eq(m->detail, "the topic does not match the filter");
+        report_message_free(m);
+        m = parse_rules("_x", json, strlen(json), &rules);
+        cr_assert_str_eq(m->detail, "the controller id in the topic does not match " ID_PATTERN);
+        report_message_free(m);
+
+        m = NULL;
+        cr_assert_eq(report_parse_topic("outages/+", "other/c1", 8, json, strlen(json), &rules, NOW, &m), 0);
+        cr_assert_eq(m->reason, REJECT_BAD_CONTROLLER_ID);
+        cr_assert_str_eq(m->detail, "the topic does not match the filter outages/+");
+        report_message_free(m);
+        cr_assert_eq(report_parse_topic("$share/g/outages/+", "outages/a b", 11, json, strlen(json), &rules, NOW, &m), 0);
+        cr_assert_str_eq(m->detail, "the controller id in the topic does not match " ID_PATTERN);
+        report_message_free(m);
+        /* a long filter is cut, never a whole configuration value in each row */
+        cr_assert_eq(report_parse_topic("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/+", "x/c1", 4, json, strlen(json),
+                                        &rules, NOW, &m), 0);
+        cr_assert_str_eq(m->detail, "the topic does not match the filter aaaaaaaaaaaaaaaaaaaaaaaaaaaa...");
+        report_message_free(m);
+}
+
+Test(report, detail_payload_too_large) {
+        char *big = repeat("x", 4097);
+
+        assert_msg_detail(big, REJECT_PAYLOAD_TOO_LARGE, "4097 bytes, more than max_payload 4KiB");
+        free(big);
+}
+
+Test(report, detail_malformed_json) {
+        static const struct { const char *json; size_t len; const char *want; } cases[] = {
+                { "{\"a\":\"\xff\"}", 0, "not UTF-8 at byte offset 6" },
+                { "{\"a\":\"\xed\xa0\x80\"}", 0, "not UTF-8 at byte offset 6" },
+                { "\xc3", 0, "not UTF-8 at byte offset 0" },
+                { "{\"a\":\"x\0\"}", 10, "NUL byte at byte offset 7" },
+                { "{\"a\":1}\0", 8, "NUL byte at byte offset 7" },
+                { "\"a\nb\"", 0, "control byte 0x0a in a string at byte offset 2" },
+                { "\"a\\\x01\"", 0, "control byte 0x01 in a string at byte offset 3" },
+                { "[\"abc", 0, "unterminated string at byte offset 1" },
+                { "[01]", 0, "not a JSON number at byte offset 1" },
+                { "[1.]", 0, "not a JSON number at byte offset 1" },
+                { "]", 0, "\"]\" closes nothing at byte offset 0" },
+                { "{\"a\":1}}", 0, "\"}\" closes nothing at byte offset 7" },
+                { "{'a':1}", 0, "unexpected \"'\" at byte offset 1" },
+                { "[NaN]", 0, "unexpected \"N\" at byte offset 1" },
+                { "\x01", 0, "unexpected byte 0x01 at byte offset 0" },
+                { "\xc3\xa9", 0, "unexpected byte 0xc3 at byte offset 0" },
+                /* json-c's own words for the grammar */
+                { "{\"a\":1", 0, "unexpected end of data at byte offset 6" },
+                { "[1 2]", 0, "array value separator ',' expected at byte offset 3" },
+                { "{\"a\" 1}", 0, "object property name separator ':' expected at byte offset 5" },
+                { "[1,]", 0, "unexpected character at byte offset 3" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                assert_msg_detail_len(cases[i].json, cases[i].len ? cases[i].len : strlen(cases[i].json), &rules,
+                                      REJECT_MALFORMED_JSON, cases[i].want);
+}
+
+Test(report, detail_too_deep) {
+        char *deep = repeat("[", 40);
+
+        assert_msg_detail(deep, REJECT_MALFORMED_JSON, "nested deeper than 32 at byte offset 32");
+        free(deep);
+}
+
+Test(report, detail_not_a_report) {
+        assert_msg_detail("\"x\"", REJECT_NOT_A_REPORT, "the payload is a string, not an object or a non-empty array");
+        assert_msg_detail("[]", REJECT_NOT_A_REPORT, "the payload is an empty array, not an object or a non-empty array");
+        assert_msg_detail("null", REJECT_NOT_A_REPORT, "the payload is null, not an object or a non-empty array");
+        assert_msg_detail("1.5", REJECT_NOT_A_REPORT,
+                          "the payload is a non-integer number, not an object or a non-empty array");
+        assert_msg_detail("true", REJECT_NOT_A_REPORT, "the payload is a boolean, not an object or a non-empty array");
+        assert_item_detail_rules("[1,{\"outage_type\":\"a\",\"timestamp\":" TS "}]", &rules, 0, REJECT_NOT_A_REPORT,
+                                 "an integer, not an object, item 1 of 2");
+        assert_item_detail_rules("[{\"outage_type\":\"a\",\"timestamp\":" TS "},[]]", &rules, 1, REJECT_NOT_A_REPORT,
+                                 "an array, not an object, item 2 of 2");
+        assert_item_detail_rules("[{\"outage_type\":\"a\",\"timestamp\":" TS "},\"s\",null]", &rules, 2,
+                                 REJECT_NOT_A_REPORT, "null, not an object, item 3 of 3");
+}
+
+Test(report, detail_batch_too_large) {
+        char *items = repeat("{},", 11), json[64];
+
+        items[strlen(items) - 1] = '\0';
+        cr_assert_lt(strlen(items) + 3, sizeof json);
+        snprintf(json, sizeof json, "[%s]", items);
+        assert_msg_detail(json, REJECT_BATCH_TOO_LARGE, "11 items, more than max_batch_items 10");
+        free(items);
+}
+
+Test(report, detail_missing_field) {
+        assert_item_detail("{\"timestamp\":" TS "}", REJECT_MISSING_FIELD, "outage_type is absent");
+        assert_item_detail("{\"outage_type\":null,\"timestamp\":" TS "}", REJECT_MISSING_FIELD, "outage_type is null");
+        assert_item_detail("{\"outage_type\":\"a\"}", REJECT_MISSING_FIELD, "timestamp is absent");
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":null}", REJECT_MISSING_FIELD, "timestamp is null");
+        assert_item_detail("{}", REJECT_MISSING_FIELD, "outage_type is absent");
+}
+
+Test(report, detail_bad_field_type) {
+        assert_item_detail("{\"outage_type\":1,\"timestamp\":" TS "}", REJECT_BAD_FIELD_TYPE,
+                           "outage_type is an integer, expected a string");
+        assert_item_detail("{\"outage_type\":[],\"timestamp\":" TS "}", REJECT_BAD_FIELD_TYPE,
+                           "outage_type is an array, expected a string");
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":1.5}", REJECT_BAD_FIELD_TYPE,
+                           "timestamp is a non-integer number, expected a string or an integer");
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":true}", REJECT_BAD_FIELD_TYPE,
+                           "timestamp is a boolean, expected a string or an integer");
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":{}}", REJECT_BAD_FIELD_TYPE,
+                           "timestamp is an object, expected a string or an integer");
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":" TS ",\"controller_id\":7}", REJECT_BAD_FIELD_TYPE,
+                           "controller_id is an integer, expected a string");
+}
+
+Test(report, detail_bad_outage_type) {
+        assert_item_detail("{\"outage_type\":\"Panel\",\"timestamp\":" TS "}", REJECT_BAD_OUTAGE_TYPE,
+                           "outage_type \"Panel\" does not match ^[a-z][a-z0-9_]{0,63}$");
+        assert_item_detail("{\"outage_type\":\"\",\"timestamp\":" TS "}", REJECT_BAD_OUTAGE_TYPE,
+                           "outage_type \"\" does not match ^[a-z][a-z0-9_]{0,63}$");
+        /* a NUL from a \u0000 escape is escaped; long values are cut with "..." */
+        assert_item_detail("{\"outage_type\":\"a\\u0000b\",\"timestamp\":" TS "}", REJECT_BAD_OUTAGE_TYPE,
+                           "outage_type \"a\\x00b\" does not match ^[a-z][a-z0-9_]{0,63}$");
+        assert_item_detail("{\"outage_type\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
+                           "\"timestamp\":" TS "}", REJECT_BAD_OUTAGE_TYPE,
+                           "outage_type \"aaaaaaaaaaaaaaaaaaaaaaaaaaaa...\" does not match ^[a-z][a-z0-9_]{0,63}$");
+        /* the cut falls before a character that does not fit whole */
+        assert_item_detail("{\"outage_type\":\"aaaaaaaaaaaaaaaaaaaaaaaaaa\xe2\x82\xac\",\"timestamp\":" TS "}",
+                           REJECT_BAD_OUTAGE_TYPE,
+                           "outage_type \"aaaaaaaaaaaaaaaaaaaaaaaaaa...\" does not match ^[a-z][a-z0-9_]{0,63}$");
+}
+
+Test(report, detail_unknown_outage_type) {
+        static char *const allowed[] = { "lamp_outage", "panel_outage" };
+        ReportRules r = rules;
+
+        r.outage_types = allowed;
+        r.n_outage_types = ELEMENTSOF(allowed);
+        assert_item_detail_rules("{\"outage_type\":\"door_open\",\"timestamp\":" TS "}", &r, 0,
+                                 REJECT_UNKNOWN_OUTAGE_TYPE, "outage_type door_open is not in aggregation.outage_types");
+}
+
+Test(report, detail_bad_timestamp) {
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":\"2026-02-30T00:00:00Z\"}", REJECT_BAD_TIMESTAMP,
+                           "timestamp \"2026-02-30T00:00:00Z\" is not YYYY-MM-DDTHH:MM:SS[.ffffff][Z|±HH:MM] "
+                           "with a real date and time");
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":-1}", REJECT_BAD_TIMESTAMP,
+                           "integer timestamp outside 0..253402300799");
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":99999999999999999999999}", REJECT_BAD_TIMESTAMP,
+                           "integer timestamp outside 0..253402300799");
+}
+
+Test(report, detail_timestamp_out_of_range) {
+        ReportRules r = rules;
+
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":\"2026-11-27T10:05:01Z\"}",
+                           REJECT_TIMESTAMP_OUT_OF_RANGE, "more than max_future_skew 5min ahead");
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":\"2025-11-27T09:59:59Z\"}",
+                           REJECT_TIMESTAMP_OUT_OF_RANGE, "older than max_age 365d");
+        r.max_age = 30 * USEC_PER_DAY;
+        r.max_future_skew = 90 * USEC_PER_MINUTE;
+        assert_item_detail_rules("{\"outage_type\":\"a\",\"timestamp\":\"2026-10-01T00:00:00Z\"}", &r, 0,
+                                 REJECT_TIMESTAMP_OUT_OF_RANGE, "older than max_age 30d");
+        assert_item_detail_rules("{\"outage_type\":\"a\",\"timestamp\":\"2026-11-27T12:00:00Z\"}", &r, 0,
+                                 REJECT_TIMESTAMP_OUT_OF_RANGE, "more than max_future_skew 1h30min ahead");
+        r.max_age = 0;
+        r.max_future_skew = INT64_MAX;
+        assert_item_detail_rules("{\"outage_type\":\"a\",\"timestamp\":\"0000-12-31T23:59:59.999999Z\"}", &r, 0,
+                                 REJECT_TIMESTAMP_OUT_OF_RANGE, "before 0001-01-01T00:00:00Z");
+        assert_item_detail_rules("{\"outage_type\":\"a\",\"timestamp\":\"9999-12-31T23:59:59-00:01\"}", &r, 0,
+                                 REJECT_TIMESTAMP_OUT_OF_RANGE, "after 9999-12-31T23:59:59.999999Z");
+}
+
+Test(report, detail_controller_mismatch) {
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":" TS ",\"controller_id\":\"ctrl_2\"}",
+                           REJECT_CONTROLLER_MISMATCH, "controller_id \"ctrl_2\" is not the topic's ctrl_1");
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":" TS ",\"controller_id\":\"x\\u0000\xc3\xa9\"}",
+                           REJECT_CONTROLLER_MISMATCH, "controller_id \"x\\x00\xc3\xa9\" is not the topic's ctrl_1");
+}
+
+Test(report, detail_item_index_only_in_arrays) {
+        ReportRules r = rules;
+        char json[4096];
+        size_t o = 0;
+
+        r.max_batch_items = 12;
+        /* 12 items, the third too old: "item 3 of 12" */
+        o += (size_t) snprintf(json + o, sizeof json - o, "[");
+        for (int i = 1; i <= 12; i++)
+                o += (size_t) snprintf(json + o, sizeof json - o, "%s{\"outage_type\":\"a\",\"timestamp\":%s}",
+                                       i > 1 ? "," : "", i == 3 ? "\"2020-01-01T00:00:00Z\"" : TS);
+        snprintf(json + o, sizeof json - o, "]");
+        assert_item_detail_rules(json, &r, 2, REJECT_TIMESTAMP_OUT_OF_RANGE, "older than max_age 365d, item 3 of 12");
+        /* a lone object is no batch */
+        assert_item_detail("{\"outage_type\":\"a\",\"timestamp\":\"2020-01-01T00:00:00Z\"}",
+                           REJECT_TIMESTAMP_OUT_OF_RANGE, "older than max_age 365d");
+        /* an array of one is */
+        assert_item_detail("[{\"outage_type\":\"a\",\"timestamp\":\"2020-01-01T00:00:00Z\"}]",
+                           REJECT_TIMESTAMP_OUT_OF_RANGE, "older than max_age 365d, item 1 of 1");
+}
+
+/* The longest detail fits whole, suffix included: measured on a batch of 1000, it leaves
+ * room for the longer suffix of the largest batch the configuration allows (1000000). */
+Test(report, detail_longest_fits) {
+        ReportRules r = rules;
+        char *id = repeat("c", 64), *json, *items;
+        const char *item = "{\"outage_type\":\"a\",\"timestamp\":" TS
+                           ",\"controller_id\":\"\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"
+                           "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\"},";
+        ReportMessage *m = NULL;
+        size_t n = 1000, len;
+
+        r.max_batch_items = n;
+        r.max_payload = UINT64_MAX;
+        items = repeat(item, n);
+        len = strlen(items);
+        items[len - 1] = ']';
+        json = malloc(len + 2);
+        json[0] = '[';
+        memcpy(json + 1, items, len + 1);
+        cr_assert_eq(report_parse_message(id, json, len + 1, &r, NOW, &m), 0);
+        cr_assert_eq(m->n_items, n);
+        for (size_t i = n - 1; i < n; i++) {
+                const char *d = m->items[i].detail;
+                cr_assert_eq(m->items[i].reason, REJECT_CONTROLLER_MISMATCH);
+                cr_assert_str_eq(d, "controller_id \"\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"
+                                    "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac...\" is not the topic's "
+                                    "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc, "
+                                    "item 1000 of 1000");
+                cr_assert_lt(strlen(d) + strlen("000000 of 1000000") - strlen(" of 1000"), REPORT_DETAIL_MAX);
+        }
+        report_message_free(m);
+        free(json);
+        free(items);
+        free(id);
+}
+
 Test(report, free_accepts_null) {
         cr_assert_null(report_message_free(NULL));
 }

@@ -1,5 +1,6 @@
 /* test_timestamp.c — the SPEC section 2 timestamp grammar: every accepted form, the
  * calendar and offset limits, and what must be refused. */
+#include <inttypes.h>
 #include <stdio.h>
 
 #include <criterion/criterion.h>
@@ -174,4 +175,86 @@ Test(timestamp, length_is_exact) {
         cr_assert_eq(timestamp_parse("2026-11-27T10:00:00\0", 20, &t), -EINVAL);
         cr_assert_eq(timestamp_parse("2026-11-27T10:00:00Z\0", 21, &t), -EINVAL);
         cr_assert_eq(timestamp_parse(NULL, 0, &t), -EINVAL);
+}
+
+/* ---- formatting ---- */
+
+static void fmt(usec_t t, const char *want) {
+        char buf[TIMESTAMP_FORMAT_MAX];
+        usec_t back = INT64_MIN;
+
+        cr_assert_eq(timestamp_format(t, buf), (int) strlen(want), "%s", want);
+        cr_assert_str_eq(buf, want);
+        cr_assert_eq(timestamp_parse(buf, strlen(buf), &back), 0, "%s", buf);
+        cr_assert_eq(back, t, "%s", buf);
+}
+
+Test(timestamp, format_examples) {
+        fmt(T10, "2026-11-27T10:00:00Z");
+        fmt(T10 + 250000, "2026-11-27T10:00:00.250000Z");
+        fmt(T10 + 1, "2026-11-27T10:00:00.000001Z");
+        fmt(T10 - 1, "2026-11-27T09:59:59.999999Z");
+        fmt(0, "1970-01-01T00:00:00Z");
+        fmt(-1, "1969-12-31T23:59:59.999999Z");
+        fmt(-S, "1969-12-31T23:59:59Z");
+        fmt(-USEC_PER_DAY, "1969-12-31T00:00:00Z");
+        fmt(INT64_C(951782400) * S, "2000-02-29T00:00:00Z");
+        fmt(INT64_C(-62135596800) * S, "0001-01-01T00:00:00Z");
+        fmt(INT64_C(-62135596800) * S - 1, "0000-12-31T23:59:59.999999Z");
+        fmt(INT64_C(-62167219200) * S, "0000-01-01T00:00:00Z");
+        fmt(TIMESTAMP_UNIX_SECONDS_MAX * S, "9999-12-31T23:59:59Z");
+        fmt(TIMESTAMP_FORMAT_LAST, "9999-12-31T23:59:59.999999Z");
+}
+
+Test(timestamp, format_out_of_range) {
+        char buf[TIMESTAMP_FORMAT_MAX] = "untouched";
+
+        cr_assert_eq(timestamp_format(TIMESTAMP_FORMAT_MIN - 1, buf), -ERANGE);
+        cr_assert_eq(timestamp_format(TIMESTAMP_FORMAT_LAST + 1, buf), -ERANGE);
+        cr_assert_eq(timestamp_format(INT64_MIN, buf), -ERANGE);
+        cr_assert_eq(timestamp_format(INT64_MAX, buf), -ERANGE);
+        cr_assert_str_eq(buf, "untouched");
+        cr_assert_eq(TIMESTAMP_FORMAT_MAX, sizeof("9999-12-31T23:59:59.999999Z"));
+}
+
+/* Every day of years 1 to 9999 (and year 0), at a time of day and a fraction that vary
+ * with the day: format, parse, compare; the dates must follow each other. */
+Test(timestamp, format_round_trips_every_day_of_years_1_to_9999) {
+        int64_t first = timestamp_days_from_civil(0, 1, 1), last = timestamp_days_from_civil(9999, 12, 31);
+        char buf[TIMESTAMP_FORMAT_MAX], prev[TIMESTAMP_FORMAT_MAX] = "";
+
+        for (int64_t day = first; day <= last; day++) {
+                int64_t k = day - first;                /* >= 0, for the modulo */
+                usec_t tod = (k * 7919 % 86400) * S + (k % 3 == 0 ? 0 : k * 104729 % S);
+                usec_t t = day * USEC_PER_DAY + tod, back = INT64_MIN;
+                int64_t y;
+                unsigned m, d;
+                int n = timestamp_format(t, buf);
+
+                if (n < 0 || timestamp_parse(buf, (size_t) n, &back) < 0 || back != t)
+                        cr_assert_fail("day %" PRId64 ": %s -> %" PRId64, day, buf, back);
+                timestamp_civil_from_days(day, &y, &m, &d);
+                if (timestamp_days_from_civil(y, m, d) != day)
+                        cr_assert_fail("civil_from_days(%" PRId64 ")", day);
+                if (strncmp(prev, buf, 10) >= 0)
+                        cr_assert_fail("%s after %s", buf, prev);
+                memcpy(prev, buf, sizeof buf);
+        }
+        cr_assert_eq(strncmp(prev, "9999-12-31", 10), 0);
+}
+
+Test(timestamp, format_round_trips_the_edges_of_every_second) {
+        /* the microseconds around midnight, a leap day, and the epoch */
+        static const usec_t bases[] = { 0, INT64_C(951782400) * S, INT64_C(-62135596800) * S, T10 };
+
+        for (size_t i = 0; i < ELEMENTSOF(bases); i++)
+                for (usec_t dt = -2 * S; dt <= 2 * S; dt += 999) {
+                        char buf[TIMESTAMP_FORMAT_MAX];
+                        usec_t back;
+                        int n = timestamp_format(bases[i] + dt, buf);
+
+                        cr_assert_eq(n, (bases[i] + dt) % S == 0 ? 20 : 27, "%s", buf);
+                        cr_assert_eq(timestamp_parse(buf, (size_t) n, &back), 0, "%s", buf);
+                        cr_assert_eq(back, bases[i] + dt, "%s", buf);
+                }
 }
