@@ -1,0 +1,253 @@
+/* test_reliability.c — SPEC section 8 faults that must not stop the service or freeze
+ * what it stores, with the real binary, mosquitto and PostgreSQL: one event the database
+ * refuses for good, a journal disk that fills up, and a flood of late reports from one
+ * controller while the watchdog is on. */
+#include <poll.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common.h"
+
+static Daemon d1;
+static char *mnt;
+
+static void teardown(void) {
+        daemon_dump_log(&d1);
+        daemon_cleanup(&d1);
+        if (mnt) {
+                (void) umount2(mnt, MNT_DETACH);
+                harness_rm_rf(mnt);
+                free(mnt);
+                mnt = NULL;
+        }
+        servers_stop();
+}
+
+TestSuite(reliability, .init = servers_start, .fini = teardown, .timeout = 300);
+
+static void start(Daemon *d, const DaemonOptions *o) {
+        int r;
+
+        cr_assert_eq(daemon_prepare(d, o), 0);
+        cr_assert_eq(daemon_start(d), 0);
+        r = daemon_wait_ready(d, 30000);
+        if (r != 0)
+                daemon_dump_log(d);
+        cr_assert_eq(r, 0, "daemon not ready (%d)", r);
+}
+
+/* Polls sql until it returns want, or timeout; returns the last value (caller frees). */
+static char *wait_value(const char *db, const char *sql, const char *want, int timeout_ms) {
+        for (int waited = 0;; waited += 200) {
+                char *v = query(db, sql);
+
+                if (strcmp(v, want) == 0 || waited >= timeout_ms)
+                        return v;
+                free(v);
+                harness_sleep_ms(200);
+        }
+}
+
+static void expect_value(const char *db, const char *sql, const char *want, int timeout_ms) {
+        char *v = wait_value(db, sql, want, timeout_ms);
+
+        cr_assert_str_eq(v, want, "%s", sql);
+        free(v);
+}
+
+/* A trigger a DBA might add refuses one controller for good. The other events, the
+ * rejects and the journal checkpoint keep moving; the refused fragment becomes a
+ * store_refused reject. Before the fix the refused key went to the back of the queue
+ * forever and the checkpoint, the trim and the rejects never moved again. */
+Test(reliability, one_refused_event_does_not_freeze_the_rest) {
+        char *db = new_database("r_refused");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "r-refused",
+                            .topic = "refused/+" };
+        char *v;
+
+        start(&d1, &o);
+        cr_assert_eq(pg_exec(db,
+                "CREATE FUNCTION public.no_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.name = 'poison' THEN RAISE EXCEPTION 'controller poison is banned'; END IF; "
+                "RETURN NEW; END $$;"
+                "CREATE TRIGGER no_poison BEFORE INSERT ON outage.controllers "
+                "FOR EACH ROW EXECUTE FUNCTION public.no_poison();"), 0);
+
+        publish_report("refused/poison", "panel_outage", 600);
+        publish_report("refused/good1", "panel_outage", 600);
+        publish_report("refused/good2", "lamp_outage", 610);
+        cr_assert_eq(mqtt_publish(&broker, "refused/good1", "not json", 8), 0);
+        publish_report("refused/good1", "panel_outage", 620);
+
+        v = wait_events(db, "good1/panel_outage 600 620 2;good2/lamp_outage 610 610 1", 30000);
+        cr_assert_str_eq(v, "good1/panel_outage 600 620 2;good2/lamp_outage 610 610 1");
+        free(v);
+        expect_value(db, "SELECT count(*) FROM outage.rejects WHERE reason = 'malformed_json'", "1", 30000);
+        expect_value(db, "SELECT count(*) FROM outage.rejects WHERE reason = 'store_refused' "
+                         "AND controller_id = 'poison' AND payload LIKE '%\"controller_id\":\"poison\"%' "
+                         "AND topic = 'refused/poison'", "1", 30000);
+        /* Five messages, all covered by the checkpoint: the journal can be trimmed. */
+        expect_value(db, "SELECT seq >= 5 FROM outage.checkpoints WHERE instance = 'r-refused'", "t", 30000);
+
+        /* The daemon keeps working for the poisoned key's neighbours and stops cleanly. */
+        publish_report("refused/good2", "lamp_outage", 615);
+        v = wait_events(db, "good1/panel_outage 600 620 2;good2/lamp_outage 610 615 2", 30000);
+        cr_assert_str_eq(v, "good1/panel_outage 600 620 2;good2/lamp_outage 610 615 2");
+        free(v);
+        cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 30000), 0);
+        free(db);
+}
+
+/* Fills a file until the file system is full. */
+static void fill(const char *path) {
+        char buf[4096] = { 0 };
+        FILE *f = fopen(path, "w");
+
+        cr_assert_not_null(f);
+        while (fwrite(buf, 1, sizeof(buf), f) == sizeof(buf) && fflush(f) == 0)
+                ;
+        fclose(f);
+}
+
+/* The journal's disk fills up: nothing unjournalled is acknowledged (the broker keeps
+ * it), STATUS says so, and consumption resumes by itself once space returns. */
+Test(reliability, journal_disk_full_holds_and_resumes) {
+        char *db = new_database("r_diskfull"), journal[512], filler[512];
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "r-diskfull",
+                            .topic = "full/+" };
+        char *v;
+
+        if (geteuid() != 0)
+                cr_skip_test("mounting a small tmpfs needs root");
+        mnt = harness_mkdtemp("outaged-tmpfs");
+        cr_assert_eq(mount("tmpfs", mnt, "tmpfs", 0, "size=512k,mode=0755"), 0, "mount: %m");
+        snprintf(journal, sizeof(journal), "%s/journal", mnt);
+        snprintf(filler, sizeof(filler), "%s/filler", mnt);
+        o.journal_dir = journal;
+        start(&d1, &o);
+
+        fill(filler);
+        for (int k = 0; k < 20; k++) {
+                char topic[32];
+
+                snprintf(topic, sizeof(topic), "full/c%02d", k);
+                publish_report(topic, "panel_outage", 600 + k);
+        }
+        cr_assert_eq(daemon_wait_notify(&d1, "journal disk full", 20000), 0,
+                     "STATUS should say the journal is full; last: %s", d1.last_status);
+        v = query(db, "SELECT count(*) FROM outage.events");
+        cr_assert_str_eq(v, "0", "nothing may be stored that was not journalled first");
+        free(v);
+
+        cr_assert_eq(unlink(filler), 0);
+        expect_value(db, "SELECT count(*) FROM outage.events", "20", 30000);
+        cr_assert_eq(daemon_wait_notify(&d1, "mqtt subscribed", 20000), 0, "last: %s", d1.last_status);
+        cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 30000), 0);
+        free(db);
+}
+
+static int64_t mono_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The longest time between two WATCHDOG=1 while waiting for sql to return want. */
+static int64_t watch_pings_until(Daemon *d, const char *db, const char *sql, const char *want,
+                                 int timeout_ms) {
+        int64_t last = mono_ms(), worst = 0, deadline = last + timeout_ms, next_query = 0;
+
+        while (mono_ms() < deadline) {
+                struct pollfd p = { .fd = d->notify_fd, .events = POLLIN };
+                char buf[1024];
+                ssize_t n;
+
+                (void) poll(&p, 1, 100);
+                while ((n = recv(d->notify_fd, buf, sizeof(buf) - 1, MSG_DONTWAIT)) > 0) {
+                        buf[n] = '\0';
+                        if (strstr(buf, "WATCHDOG=1")) {
+                                if (mono_ms() - last > worst)
+                                        worst = mono_ms() - last;
+                                last = mono_ms();
+                        }
+                }
+                if (mono_ms() >= next_query) {
+                        char *v = query(db, sql);
+                        bool done = strcmp(v, want) == 0;
+
+                        free(v);
+                        if (done)
+                                break;
+                        next_query = mono_ms() + 500;
+                }
+        }
+        if (mono_ms() - last > worst)
+                worst = mono_ms() - last;
+        return worst;
+}
+
+/* 200,000 late reports into one span: linear work, bounded memory, a main loop that
+ * keeps pinging the watchdog, and another controller's report still stored promptly.
+ * Before the fix each late report copied the span's uncertain timestamps: about 40 s of
+ * a frozen loop for this flood, past any watchdog. */
+Test(reliability, late_flood_from_one_controller_keeps_the_loop_alive, .timeout = 600) {
+        char *db = new_database("r_flood");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "r-flood",
+                            .topic = "flood/+", .max_age = "0", .flush_interval = "1s" };
+        const int messages = 200, per = 1000;
+        const char **topics = calloc(messages, sizeof(char *));
+        char **payloads = calloc(messages, sizeof(char *));
+        int64_t worst;
+        char *v;
+
+        /* Pings every 2.5 s; a loop that stalls for 5 s would be killed by systemd. */
+        d1.extra_env = "WATCHDOG_USEC=5000000";
+        start(&d1, &o);
+        /* The span exists and is flushed first, so the flood is behind the horizon. */
+        publish_report("flood/f1", "panel_outage", -3000);
+        publish_report("flood/f1", "panel_outage", -2000);
+        v = wait_value(db, "SELECT count(*) FROM outage.events", "1", 30000);
+        free(v);
+        harness_sleep_ms(6000);         /* past the eviction timer: the span is closed */
+        /* ... and evicted: the daemon must decide the flood's reports as uncertain. Each
+         * message: 1,000 distinct timestamps inside the span, microseconds apart. */
+        for (int m = 0; m < messages; m++) {
+                size_t cap = (size_t) per * 64 + 16, len = 0;
+                char *p = malloc(cap);
+
+                len += (size_t) snprintf(p + len, cap - len, "[");
+                for (int k = 0; k < per; k++) {
+                        char ts[64];
+
+                        ts_string(ts, sizeof(ts), -2500 + (double) (m * per + k) * 1e-6 * 7);
+                        len += (size_t) snprintf(p + len, cap - len, "%s{\"outage_type\":\"panel_outage\",\"timestamp\":\"%s\"}",
+                                                 k ? "," : "", ts);
+                }
+                snprintf(p + len, cap - len, "]");
+                topics[m] = "flood/f1";
+                payloads[m] = p;
+        }
+        for (int off = 0; off < messages; off += 50)
+                cr_assert_eq(mqtt_publish_many(&broker, topics + off, (const char *const *) payloads + off, 50), 0);
+        publish_report("flood/other", "lamp_outage", 0);
+
+        worst = watch_pings_until(&d1, db, "SELECT count(*) FROM outage.events WHERE controller_id = 'other'",
+                                  "1", 240000);
+        v = query(db, "SELECT count(*) FROM outage.events WHERE controller_id = 'other'");
+        cr_assert_str_eq(v, "1", "the other controller's report must be stored during the flood");
+        free(v);
+        cr_assert_lt(worst, 5000, "the main loop went %" PRId64 " ms without a watchdog ping", worst);
+        v = wait_events(db, "f1/panel_outage -3000 -2000 2;other/lamp_outage 0 0 1", 120000);
+        cr_assert_str_eq(v, "f1/panel_outage -3000 -2000 2;other/lamp_outage 0 0 1");
+        free(v);
+        cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 60000), 0);
+        for (int m = 0; m < messages; m++)
+                free(payloads[m]);
+        free(payloads);
+        free(topics);
+        free(db);
+}
