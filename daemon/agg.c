@@ -10,7 +10,10 @@
  *  - An open-addressing table of uint32 key indexes (linear probing, backward-shift delete,
  *    load factor <= 3/4) finds a key from its two string ids.
  *  - A key with several spans keeps them in a malloc'd array, sorted, pairwise more than gap
- *    apart. Uncertain timestamps (rare) live in a side table indexed from the span.
+ *    apart. Uncertain timestamps (rare) live in a side table indexed from the span, one
+ *    vector per span, appended to in amortised O(1) (capacity doubling) and sorted only when
+ *    a flush copies them out; merging spans appends the smaller vectors to the largest, so
+ *    a late backlog of n reports costs O(n log n), never a copy per report.
  *  - Dirty keys form a FIFO list threaded through the key records: flushing is O(dirty).
  *  - Clean keys are ordered by their oldest span end in a lazy binary min-heap of (end, key)
  *    entries. An entry is stale when its key went dirty, was freed, or its oldest end
@@ -49,9 +52,10 @@ typedef struct Key {
         } s;
 } Key;
 
-/* Uncertain timestamps of one span. ts holds n sorted distinct values; inflight more of this
- * span's timestamps are in the outstanding batch. cap >= n + inflight whenever ts is set, so
- * that a failed batch can give its timestamps back without allocating. */
+/* Uncertain timestamps of one span. ts holds n distinct values in no particular order (each
+ * one was outside the span when it came, so none repeats); inflight more of this span's
+ * timestamps are in the outstanding batch. cap >= n + inflight always, so that a failed
+ * batch can give its timestamps back without allocating. */
 typedef struct UVec {
         usec_t *ts;
         uint32_t n, cap, inflight;      /* free entries: n links the free list */
@@ -352,6 +356,85 @@ static void uvec_release(Agg *a, uint32_t i) {
         a->free_uvec = i;
 }
 
+/* Makes room for need timestamps in UVec i, doubling the capacity so that appends cost
+ * O(1) amortised. Contents unchanged; -ENOMEM leaves everything as it was. */
+static int uvec_reserve(Agg *a, uint32_t i, uint64_t need) {
+        UVec *u = &a->uvecs[i];
+        uint64_t cap = u->cap ? u->cap : 1;
+        usec_t *ts;
+
+        assert(need <= UINT32_MAX);
+        if (need <= u->cap)
+                return 0;
+        while (cap < need)
+                cap *= 2;
+        if (cap > UINT32_MAX)
+                cap = need;
+        ts = realloc(u->ts, cap * sizeof(usec_t));
+        if (!ts)
+                return -ENOMEM;
+        a->bytes_unc += (cap - u->cap) * sizeof(usec_t);
+        u->ts = ts;
+        u->cap = cap;
+        return 0;
+}
+
+/* Appends m timestamps (room reserved). */
+static void uvec_append(UVec *u, const usec_t *ts, uint32_t m) {
+        assert((uint64_t) u->n + u->inflight + m <= u->cap);
+        memcpy(u->ts + u->n, ts, (size_t) m * sizeof(usec_t));
+        u->n += m;
+}
+
+static void sift_down(usec_t *v, size_t root, size_t n) {
+        for (;;) {
+                size_t c = 2 * root + 1;
+                usec_t t;
+
+                if (c >= n)
+                        return;
+                if (c + 1 < n && v[c + 1] > v[c])
+                        c++;
+                if (v[root] >= v[c])
+                        return;
+                t = v[root];
+                v[root] = v[c];
+                v[c] = t;
+                root = c;
+        }
+}
+
+/* Sorts v ascending without allocating: O(n) when already sorted either way (a backlog in
+ * or against time order), else heapsort, O(n log n). */
+static void sort_usec(usec_t *v, size_t n) {
+        size_t i;
+
+        for (i = 1; i < n && v[i - 1] <= v[i]; i++)
+                ;
+        if (i >= n)
+                return;
+        for (i = 1; i < n && v[i - 1] >= v[i]; i++)
+                ;
+        if (i >= n) {
+                for (size_t l = 0, r = n - 1; l < r; l++, r--) {
+                        usec_t t = v[l];
+
+                        v[l] = v[r];
+                        v[r] = t;
+                }
+                return;
+        }
+        for (size_t root = n / 2; root-- > 0;)
+                sift_down(v, root, n);
+        for (size_t end = n - 1; end > 0; end--) {
+                usec_t t = v[0];
+
+                v[0] = v[end];
+                v[end] = t;
+                sift_down(v, 0, end);
+        }
+}
+
 /* ---- heap of clean keys by oldest end ---- */
 
 static bool heap_entry_live(Agg *a, size_t i) {
@@ -526,56 +609,41 @@ static void spans_remove(Agg *a, Key *k, size_t lo, size_t hi) {
 }
 
 /* Merges spans [lo, hi] of k with [s, e] (plus, when has_ts, one report at ts counted as
- * certain or uncertain). Allocates first; on -ENOMEM nothing changed. */
+ * certain or uncertain). The merged span keeps the largest uncertain vector of the spans and
+ * the others are appended to it: O(smaller vectors), amortised O(1) for one more timestamp.
+ * Allocates first; on -ENOMEM nothing changed. */
 static int spans_merge(Agg *a, Key *k, size_t lo, size_t hi, usec_t s, usec_t e,
                        bool has_ts, usec_t ts, bool cert) {
-        uint64_t total_n = (has_ts && !cert) ? 1 : 0, total_inflight = 0;
-        uint32_t slot = 0, n_slots = 0, count = (has_ts && cert) ? 1 : 0;
-        usec_t *buf = NULL;
-        size_t cap = 0;
+        bool unc_ts = has_ts && !cert;
+        uint64_t total = unc_ts, inflight = 0;
+        uint32_t base = 0, count = (has_ts && cert) ? 1 : 0;
         Span *sp = key_spans(k), merged;
+        bool new_base = false;
+        int r;
 
         for (size_t i = lo; i <= hi; i++)
                 if (sp[i].unc) {
-                        total_n += a->uvecs[sp[i].unc].n;
-                        total_inflight += a->uvecs[sp[i].unc].inflight;
-                        if (!slot)
-                                slot = sp[i].unc;
-                        n_slots++;
+                        const UVec *u = &a->uvecs[sp[i].unc];
+
+                        total += u->n;
+                        inflight += u->inflight;
+                        if (!base || u->cap > a->uvecs[base].cap)
+                                base = sp[i].unc;
                 }
-        if (total_n + total_inflight > UINT32_MAX)
+        if (total + inflight > UINT32_MAX)
                 return -ENOSPC;
-
-        if (total_n + total_inflight > 0 && (n_slots > 1 || (has_ts && !cert))) {
-                /* A fresh buffer with room for what is in flight too (see UVec). */
-                size_t j = 0;
-                bool placed = !(has_ts && !cert);
-
-                cap = total_n + total_inflight;
-                buf = malloc(cap * sizeof(usec_t));
-                if (!buf)
-                        return -ENOMEM;
-                for (size_t i = lo; i <= hi; i++) {
-                        const UVec *u = sp[i].unc ? &a->uvecs[sp[i].unc] : NULL;
-
-                        if (!placed && ts < sp[i].start) {
-                                buf[j++] = ts;
-                                placed = true;
-                        }
-                        if (u && u->n) {
-                                memcpy(buf + j, u->ts, u->n * sizeof(usec_t));
-                                j += u->n;
-                        }
+        if (total + inflight > 0) {
+                if (!base) {
+                        base = uvec_alloc(a);
+                        if (!base)
+                                return -ENOMEM;
+                        new_base = true;
                 }
-                if (!placed)
-                        buf[j++] = ts;
-                assert(j == total_n);
-        }
-        if (total_n + total_inflight > 0 && !slot) {
-                slot = uvec_alloc(a);
-                if (!slot) {
-                        free(buf);
-                        return -ENOMEM;
+                r = uvec_reserve(a, base, total + inflight);
+                if (r < 0) {
+                        if (new_base)
+                                uvec_release(a, base);
+                        return r;
                 }
         }
 
@@ -583,28 +651,23 @@ static int spans_merge(Agg *a, Key *k, size_t lo, size_t hi, usec_t s, usec_t e,
         merged = (Span) {
                 .start = s < sp[lo].start ? s : sp[lo].start,
                 .end = e > sp[hi].end ? e : sp[hi].end,
-                .unc = slot,
+                .unc = base,
         };
         for (size_t i = lo; i <= hi; i++) {
                 merged.count = add_count(merged.count, sp[i].count);
-                if (sp[i].unc && sp[i].unc != slot)
+                if (sp[i].unc && sp[i].unc != base) {
+                        UVec *u = &a->uvecs[sp[i].unc], *b = &a->uvecs[base];
+
+                        uvec_append(b, u->ts, u->n);
+                        b->inflight += u->inflight;
                         uvec_release(a, sp[i].unc);
+                }
                 sp[i].unc = 0;
         }
         merged.count = add_count(merged.count, count);
-        if (slot) {
-                UVec *u = &a->uvecs[slot];
-
-                if (buf) {
-                        a->bytes_unc -= (size_t) u->cap * sizeof(usec_t);
-                        free(u->ts);
-                        u->ts = buf;
-                        u->cap = cap;
-                        a->bytes_unc += cap * sizeof(usec_t);
-                }
-                u->n = total_n;
-                u->inflight = total_inflight;
-        }
+        if (unc_ts)
+                uvec_append(&a->uvecs[base], &ts, 1);
+        assert(!base || (a->uvecs[base].n == total && a->uvecs[base].inflight == inflight));
         sp[lo] = merged;
         if (hi > lo)
                 spans_remove(a, k, lo + 1, hi);
@@ -930,6 +993,7 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
                                 UVec *u = &a->uvecs[sp[j].unc];
 
                                 memcpy(p->pool + pool_at, u->ts, u->n * sizeof(usec_t));
+                                sort_usec(p->pool + pool_at, u->n);
                                 f->uncertain = p->pool + pool_at;
                                 f->n_uncertain = u->n;
                                 pool_at += u->n;
@@ -976,19 +1040,11 @@ static Span *span_containing(Key *k, usec_t t) {
         return &sp[l];
 }
 
-/* Merges m sorted timestamps into u in place, from the back (cap >= n + inflight >= n + m). */
+/* Puts m timestamps of the batch back into u, in the room kept for them. */
 static void uvec_give_back(UVec *u, const usec_t *ts, uint32_t m) {
-        size_t i = u->n, j = m, o = u->n + m;
-
-        assert(u->inflight >= m && u->cap >= u->n + m);
-        while (j > 0) {
-                if (i > 0 && u->ts[i - 1] > ts[j - 1])
-                        u->ts[--o] = u->ts[--i];
-                else
-                        u->ts[--o] = ts[--j];
-        }
-        u->n += m;
+        assert(u->inflight >= m);
         u->inflight -= m;
+        uvec_append(u, ts, m);
 }
 
 void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {

@@ -620,3 +620,113 @@ Test(agg, report_in_a_hole_the_store_filled_stays_uncertain) {
         agg_flush_end(a, b, true);
         agg_free(a);
 }
+
+/* 200,000 reports older than the horizon, each extending one span alternately at its start
+ * and at its end: a copy of the span's uncertain timestamps per report made this quadratic
+ * (tens of seconds); amortised appends make it milliseconds. */
+Test(agg, late_reports_into_one_span_take_linear_time, .timeout = 10) {
+        const size_t n = 200000;
+        usec_t mid = DAY0 + (usec_t) n * USEC_PER_MINUTE;
+        Agg *a = new_agg(mid + (usec_t) n * USEC_PER_MINUTE + USEC_PER_DAY, 0);
+        FlushBatch *b = NULL;
+        AggSpan s[2];
+
+        for (size_t i = 0; i < n; i++) {
+                usec_t off = (usec_t) (i + 1) / 2 * USEC_PER_MINUTE;
+
+                cr_assert_eq(add(a, i % 2 ? mid - off : mid + off), 1);
+        }
+        cr_assert_eq(spans(a, s), 1);
+        cr_assert_eq(s[0].n_uncertain, n);
+        cr_assert_eq(s[0].count, 0);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].n_uncertain, n);
+        cr_assert_eq(b->fragments[0].start, mid - (usec_t) n / 2 * USEC_PER_MINUTE);
+        cr_assert_eq(b->fragments[0].end, mid + (usec_t) (n - 1) / 2 * USEC_PER_MINUTE);
+        for (size_t i = 1; i < n; i++)
+                cr_assert_eq(b->fragments[0].uncertain[i], b->fragments[0].uncertain[i - 1] + USEC_PER_MINUTE);
+        agg_flush_end(a, b, true);
+        agg_free(a);
+}
+
+/* Uncertain timestamps in random order into spans that keep merging, with failed and
+ * committed flushes and reports arriving while a batch is out: every fragment carries its
+ * timestamps sorted, distinct and inside it, and the committed batches carry exactly the
+ * timestamps that were accepted (agg_add 1: outside every span when they came), once. */
+#define SPACING (7 * USEC_PER_MINUTE)
+
+/* Checks each fragment's timestamps; when commit, marks them seen (once) and counts them. */
+static size_t check_batch(const FlushBatch *b, bool commit, const bool *accepted, bool *seen) {
+        size_t n = 0;
+
+        for (size_t f = 0; f < b->n; f++) {
+                const Fragment *fr = &b->fragments[f];
+
+                for (uint32_t u = 0; u < fr->n_uncertain; u++) {
+                        size_t k = (fr->uncertain[u] - DAY0) / SPACING;
+
+                        cr_assert(fr->start <= fr->uncertain[u] && fr->uncertain[u] <= fr->end);
+                        if (u > 0)
+                                cr_assert_lt(fr->uncertain[u - 1], fr->uncertain[u]);
+                        cr_assert(accepted[k]);
+                        if (commit) {
+                                cr_assert_not(seen[k]);
+                                seen[k] = true;
+                                n++;
+                        }
+                }
+        }
+        return n;
+}
+
+Test(agg, uncertain_timestamps_sorted_after_merges_and_give_backs) {
+        enum { N = 3000 };
+        Agg *a = new_agg(DAY0 + USEC_PER_DAY * 30, 0);
+        static usec_t ts[N];
+        static bool seen[N], accepted[N];
+        uint64_t x = 12345;
+        FlushBatch *b = NULL;
+        size_t committed = 0, n_accepted = 0;
+
+        for (size_t i = 0; i < N; i++)
+                ts[i] = DAY0 + (usec_t) i * SPACING;
+        for (size_t i = N; i > 1; i--) {
+                size_t j;
+                usec_t t;
+
+                x = x * 6364136223846793005u + 1442695040888963407u;
+                j = (x >> 33) % i;
+                t = ts[i - 1];
+                ts[i - 1] = ts[j];
+                ts[j] = t;
+        }
+        for (size_t i = 0; i < N; i++) {
+                int r = add(a, ts[i]);
+
+                cr_assert(r == 0 || r == 1);
+                if (r == 1) {
+                        accepted[(ts[i] - DAY0) / SPACING] = true;
+                        n_accepted++;
+                }
+                if (i % 397 != 0)
+                        continue;
+                /* end the batch that was out while these reports came, then take another */
+                if (b) {
+                        bool commit = i % 3 == 0;
+
+                        committed += check_batch(b, commit, accepted, seen);
+                        agg_flush_end(a, b, commit);
+                }
+                cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+                committed += check_batch(b, false, accepted, seen);
+        }
+        agg_flush_end(a, b, false);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        committed += check_batch(b, true, accepted, seen);
+        agg_flush_end(a, b, true);
+        cr_assert_eq(committed, n_accepted);
+        cr_assert_gt(n_accepted, N / 4);
+        cr_assert_eq(agg_key_spans(a, "ctrl_1", "panel_outage", NULL, 0), 1);
+        agg_free(a);
+}
