@@ -95,6 +95,8 @@ struct Agg {
         UVec *uvecs;                    /* [0] unused */
         uint32_t uvecs_used, uvecs_cap, free_uvec;
         size_t bytes_many, bytes_unc;
+        uint64_t n_unc;                 /* uncertain timestamps held: n + inflight of all */
+        uint64_t n_unc_full;            /* spans with AGG_UNCERTAIN_FLUSH_AT or more to flush */
 
         FlushBatch *batch;
 };
@@ -153,6 +155,16 @@ static bool span_dirty(const Agg *a, const Span *s) {
 
 static bool certain(const Agg *a, usec_t ts) {
         return ts >= add_sat(a->horizon, a->gap);
+}
+
+/* max_events in units of one uncertain timestamp, AGG_UNCERTAIN_PER_EVENT per span; the
+ * timestamps' share is rounded down, as in agg_event_count(). */
+static bool fits(const Agg *a, uint64_t more_spans, uint64_t more_unc) {
+        uint64_t used = (a->n_spans + more_spans) * AGG_UNCERTAIN_PER_EVENT + a->n_unc + more_unc;
+
+        if (a->max_events == 0 || a->max_events > UINT64_MAX / 2 / AGG_UNCERTAIN_PER_EVENT)
+                return true;
+        return used < (a->max_events + 1) * AGG_UNCERTAIN_PER_EVENT;
 }
 
 /* ---- key table ---- */
@@ -379,11 +391,37 @@ static int uvec_reserve(Agg *a, uint32_t i, uint64_t need) {
         return 0;
 }
 
-/* Appends m timestamps (room reserved). */
-static void uvec_append(UVec *u, const usec_t *ts, uint32_t m) {
+/* Keeps the count of spans at the flush threshold right as one's pending count changes. */
+static void uvec_set_n(Agg *a, UVec *u, uint32_t n) {
+        if (u->n >= AGG_UNCERTAIN_FLUSH_AT)
+                a->n_unc_full--;
+        if (n >= AGG_UNCERTAIN_FLUSH_AT)
+                a->n_unc_full++;
+        u->n = n;
+}
+
+/* Appends m timestamps (room reserved). Does not count them in n_unc: the caller does when
+ * they are new, not moved from another vector or given back. */
+static void uvec_append(Agg *a, UVec *u, const usec_t *ts, uint32_t m) {
         assert((uint64_t) u->n + u->inflight + m <= u->cap);
         memcpy(u->ts + u->n, ts, (size_t) m * sizeof(usec_t));
-        u->n += m;
+        uvec_set_n(a, u, u->n + m);
+}
+
+/* After a commit: gives back capacity beyond twice what is held, so that memory follows the
+ * accounting (fits()) rather than the largest burst. A failure keeps the bigger buffer. */
+static void uvec_trim(Agg *a, UVec *u) {
+        uint64_t held = (uint64_t) u->n + u->inflight;
+        usec_t *ts;
+
+        if (held == 0 || u->cap <= 2 * held || u->cap <= 4)
+                return;
+        ts = realloc(u->ts, held * sizeof(usec_t));
+        if (!ts)
+                return;
+        a->bytes_unc -= (u->cap - held) * sizeof(usec_t);
+        u->ts = ts;
+        u->cap = held;
 }
 
 static void sift_down(usec_t *v, size_t root, size_t n) {
@@ -632,6 +670,10 @@ static int spans_merge(Agg *a, Key *k, size_t lo, size_t hi, usec_t s, usec_t e,
                 }
         if (total + inflight > UINT32_MAX)
                 return -ENOSPC;
+        /* One more uncertain timestamp: within the span's cap, and within max_events unless
+         * the merge frees a span, which is worth more than a timestamp. */
+        if (unc_ts && (total > AGG_UNCERTAIN_MAX || (hi == lo && !fits(a, 0, 1))))
+                return -ENOSPC;
         if (total + inflight > 0) {
                 if (!base) {
                         base = uvec_alloc(a);
@@ -658,15 +700,18 @@ static int spans_merge(Agg *a, Key *k, size_t lo, size_t hi, usec_t s, usec_t e,
                 if (sp[i].unc && sp[i].unc != base) {
                         UVec *u = &a->uvecs[sp[i].unc], *b = &a->uvecs[base];
 
-                        uvec_append(b, u->ts, u->n);
+                        uvec_append(a, b, u->ts, u->n);
                         b->inflight += u->inflight;
+                        uvec_set_n(a, u, 0);
                         uvec_release(a, sp[i].unc);
                 }
                 sp[i].unc = 0;
         }
         merged.count = add_count(merged.count, count);
-        if (unc_ts)
-                uvec_append(&a->uvecs[base], &ts, 1);
+        if (unc_ts) {
+                uvec_append(a, &a->uvecs[base], &ts, 1);
+                a->n_unc++;
+        }
         assert(!base || (a->uvecs[base].n == total && a->uvecs[base].inflight == inflight));
         sp[lo] = merged;
         if (hi > lo)
@@ -683,9 +728,7 @@ static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts
         usec_t *buf = NULL;
         Span *m = NULL;
 
-        if (a->max_events > 0 && a->n_spans >= a->max_events)
-                return -ENOSPC;
-        if (n >= MAX_SPANS_PER_KEY)
+        if (!fits(a, 1, has_ts && !cert) || n >= MAX_SPANS_PER_KEY)
                 return -ENOSPC;
         if (has_ts && !cert) {
                 buf = malloc(sizeof(usec_t));
@@ -713,6 +756,7 @@ static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts
                 buf[0] = s;
                 a->uvecs[x.unc] = (UVec) { .ts = buf, .n = 1, .cap = 1 };
                 a->bytes_unc += sizeof(usec_t);
+                a->n_unc++;
         }
         if (n == 0)
                 k->s.one = x;
@@ -798,10 +842,11 @@ Agg *agg_free(Agg *a) {
         return NULL;
 }
 
-/* Finds or creates the key. Creation is all-or-nothing; *created tells the caller to
- * destroy the key again if its own step fails. */
-static int key_get(Agg *a, const char *controller_id, const char *outage_type, uint32_t *ret,
-                   bool *created) {
+/* Finds or creates the key; a new key must have room for one span and unc uncertain
+ * timestamps. Creation is all-or-nothing; *created tells the caller to destroy the key again
+ * if its own step fails. */
+static int key_get(Agg *a, const char *controller_id, const char *outage_type, uint64_t unc,
+                   uint32_t *ret, bool *created) {
         uint32_t idx = key_find_str(a, controller_id, outage_type), c, t;
         int r;
 
@@ -810,7 +855,7 @@ static int key_get(Agg *a, const char *controller_id, const char *outage_type, u
                 *ret = idx;
                 return 0;
         }
-        if (a->max_events > 0 && a->n_spans >= a->max_events)
+        if (!fits(a, 1, unc))
                 return -ENOSPC;
         r = key_reserve(a);
         if (r < 0)
@@ -837,11 +882,11 @@ int agg_add(Agg *a, const char *controller_id, const char *outage_type, usec_t t
         int r;
 
         assert(a && controller_id && outage_type);
-        r = key_get(a, controller_id, outage_type, &idx, &created);
+        cert = certain(a, ts);
+        r = key_get(a, controller_id, outage_type, !cert, &idx, &created);
         if (r < 0)
                 return r;
         k = key_at(a, idx);
-        cert = certain(a, ts);
 
         if (created) {
                 r = spans_add(a, k, 0, ts, ts, true, cert);
@@ -891,7 +936,7 @@ int agg_load(Agg *a, const char *controller_id, const char *outage_type, usec_t 
         r = heap_reserve(a, 1);
         if (r < 0)
                 return r;
-        r = key_get(a, controller_id, outage_type, &idx, &created);
+        r = key_get(a, controller_id, outage_type, 0, &idx, &created);
         if (r < 0)
                 return r;
         k = key_at(a, idx);
@@ -998,7 +1043,7 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
                                 f->n_uncertain = u->n;
                                 pool_at += u->n;
                                 u->inflight += u->n;
-                                u->n = 0;
+                                uvec_set_n(a, u, 0);
                         }
                 }
                 if (rest)
@@ -1041,10 +1086,10 @@ static Span *span_containing(Key *k, usec_t t) {
 }
 
 /* Puts m timestamps of the batch back into u, in the room kept for them. */
-static void uvec_give_back(UVec *u, const usec_t *ts, uint32_t m) {
+static void uvec_give_back(Agg *a, UVec *u, const usec_t *ts, uint32_t m) {
         assert(u->inflight >= m);
         u->inflight -= m;
-        uvec_append(u, ts, m);
+        uvec_append(a, u, ts, m);
 }
 
 void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {
@@ -1062,14 +1107,16 @@ void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {
 
                         assert(s->unc);
                         u = &a->uvecs[s->unc];
-                        if (committed)
+                        if (committed) {
                                 u->inflight -= f->n_uncertain;
-                        else
-                                uvec_give_back(u, f->uncertain, f->n_uncertain);
+                                a->n_unc -= f->n_uncertain;
+                        } else
+                                uvec_give_back(a, u, f->uncertain, f->n_uncertain);
                         if (u->n == 0 && u->inflight == 0) {
                                 uvec_release(a, s->unc);
                                 s->unc = 0;
-                        }
+                        } else if (committed)
+                                uvec_trim(a, u);
                 }
                 if (!committed) {
                         s->count = add_count(s->count, f->count);
@@ -1187,6 +1234,7 @@ void agg_stats(const Agg *a, usec_t now, AggStats *ret) {
                 .keys = a->n_keys,
                 .spans = a->n_spans,
                 .dirty_spans = dirty,
+                .uncertain = a->n_unc,
                 .open_spans = open,
                 .strings = intern_count(a->strings),
                 .bytes = bytes,
@@ -1223,4 +1271,12 @@ uint64_t agg_dirty_count(const Agg *a) {
 
 uint64_t agg_span_count(const Agg *a) {
         return a->n_spans;
+}
+
+uint64_t agg_event_count(const Agg *a) {
+        return a->n_spans + a->n_unc / AGG_UNCERTAIN_PER_EVENT;
+}
+
+bool agg_flush_wanted(const Agg *a) {
+        return a->n_unc_full > 0;
 }
