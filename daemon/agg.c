@@ -91,6 +91,7 @@ struct Agg {
         usec_t *hend;                   /* heap: oldest span end when pushed */
         uint32_t *hkey;                 /* heap: key index */
         size_t heap_n, heap_cap;
+        size_t heap_spare;              /* room kept for agg_flush_refuse() while a batch is out */
 
         UVec *uvecs;                    /* [0] unused */
         uint32_t uvecs_used, uvecs_cap, free_uvec;
@@ -540,13 +541,15 @@ static void heap_compact(Agg *a) {
                 heap_down(a, i);
 }
 
-/* Makes room for extra pushes. Compacts first when stale entries outnumber live keys, which
- * bounds the heap to about twice the keys and makes compaction O(1) amortised per push. */
+/* Makes room for extra pushes beyond the spare room. Compacts first when stale entries
+ * outnumber live keys, which bounds the heap to about twice the keys and makes compaction
+ * O(1) amortised per push. */
 static int heap_reserve(Agg *a, size_t extra) {
         size_t cap;
         usec_t *e;
         uint32_t *k;
 
+        extra += a->heap_spare;
         if (a->heap_n + extra <= a->heap_cap)
                 return 0;
         if (a->heap_n > 2 * (size_t) a->n_keys + 1024) {
@@ -986,7 +989,8 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
                         }
         }
 
-        r = heap_reserve(a, n);
+        /* n for the keys this batch cleans, n more for agg_flush_refuse() */
+        r = heap_reserve(a, 2 * n);
         if (r < 0)
                 return r;
         b = calloc(1, sizeof(FlushBatch));
@@ -1059,6 +1063,7 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
         assert(b->n == n && pool_at == n_unc);
         b->complete = a->dirty_head == NONE;
         p->n_pool = n_unc;
+        a->heap_spare = n;
         a->batch = b;
         *ret = b;
         return 0;
@@ -1125,7 +1130,117 @@ void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {
                 }
         }
         a->batch = NULL;
+        a->heap_spare = 0;
         batch_free(b);
+}
+
+/* The index of the span of k that contains t, if any. */
+static bool span_find(Key *k, usec_t t, size_t *ret) {
+        Span *sp = key_spans(k);
+        size_t l = 0, r = k->n_spans;
+
+        while (l < r) {
+                size_t m = l + (r - l) / 2;
+
+                if (sp[m].end < t)
+                        l = m + 1;
+                else
+                        r = m;
+        }
+        if (l == k->n_spans || sp[l].start > t)
+                return false;
+        *ret = l;
+        return true;
+}
+
+/* Takes a dirty key off the dirty list: O(dirty keys). */
+static void dirty_unlink(Agg *a, uint32_t idx) {
+        Key *k = key_at(a, idx);
+        uint32_t prev = NONE;
+
+        assert(k->dirty);
+        for (uint32_t i = a->dirty_head; i != idx; i = key_at(a, i)->next) {
+                assert(i != NONE);
+                prev = i;
+        }
+        if (prev == NONE)
+                a->dirty_head = k->next;
+        else
+                key_at(a, prev)->next = k->next;
+        if (a->dirty_tail == idx)
+                a->dirty_tail = prev;
+        k->next = NONE;
+        k->dirty = false;
+        a->n_dirty_keys--;
+}
+
+static bool key_has_dirty(const Agg *a, Key *k) {
+        const Span *sp = key_spans(k);
+
+        for (size_t j = 0; j < k->n_spans; j++)
+                if (span_dirty(a, &sp[j]))
+                        return true;
+        return false;
+}
+
+/* Drops span j of a key with everything it holds, raising the horizon past it; destroys the
+ * key when it was the last. Returns the reports to flush it held (count and uncertain). */
+static uint64_t span_drop(Agg *a, uint32_t idx, size_t j) {
+        Key *k = key_at(a, idx);
+        Span *sp = key_spans(k);
+        uint64_t n = sp[j].count;
+
+        if (sp[j].unc) {
+                UVec *u = &a->uvecs[sp[j].unc];
+
+                n += u->n;
+                a->n_unc -= (uint64_t) u->n + u->inflight;
+                uvec_set_n(a, u, 0);
+                uvec_release(a, sp[j].unc);
+                sp[j].unc = 0;
+        }
+        if (sp[j].end + 1 > a->horizon)
+                a->horizon = sp[j].end + 1;
+        if (k->n_spans == 1) {
+                k->n_spans = 0;
+                a->n_spans--;
+                if (k->dirty)
+                        dirty_unlink(a, idx);
+                key_destroy(a, idx);
+        } else {
+                spans_remove(a, k, j, j);
+                if (k->dirty && !key_has_dirty(a, k))
+                        dirty_unlink(a, idx);
+        }
+        return n;
+}
+
+uint64_t agg_flush_refuse(Agg *a, FlushBatch *b) {
+        BatchPriv *p;
+        uint64_t dropped = 0;
+
+        assert(a && b && a->batch == b);
+        p = b->priv;
+        for (size_t i = 0; i < b->n; i++) {
+                uint32_t idx = p->keys[i];
+                Key *k = key_at(a, idx);
+                bool was_dirty = k->dirty;
+                size_t j;
+
+                /* gone with an earlier fragment of the batch (a merge made them one span) */
+                if (!k->controller || !span_find(k, b->fragments[i].start, &j))
+                        continue;
+                dropped += span_drop(a, idx, j);
+                /* a clean key needs a heap entry for its (new) oldest end; room was kept */
+                if (k->controller && !k->dirty && (j == 0 || was_dirty)) {
+                        assert(a->heap_n < a->heap_cap);
+                        heap_push(a, idx);
+                }
+        }
+        a->batch = NULL;
+        a->heap_spare = 0;
+        batch_free(b);
+        return dropped;
 }
 
 /* Drops span 0 of a clean key, raising the horizon; destroys the key when it was the last. */

@@ -73,8 +73,9 @@ int agg_add(Agg *a, const char *controller_id, const char *outage_type, usec_t t
 int agg_load(Agg *a, const char *controller_id, const char *outage_type, usec_t start, usec_t end);
 
 /* Takes up to max fragments (0: no limit) from dirty spans: their counts and uncertain
- * timestamps move into the batch. Only one batch may be outstanding. Returns 0 and the
- * batch (possibly empty), -EBUSY if a batch is outstanding, -ENOMEM. */
+ * timestamps move into the batch. Only one batch may be outstanding, until
+ * agg_flush_end() or agg_flush_refuse() ends it. Returns 0 and the batch (possibly empty),
+ * -EBUSY if a batch is outstanding, -ENOMEM. */
 int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret);
 
 /* Ends the outstanding batch and frees it. committed: the store applied it, so its counts
@@ -84,6 +85,19 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret);
  * room), and a shrink that fails keeps the bigger buffer. Reports added while the batch was
  * outstanding stay dirty in either case. */
 void agg_flush_end(Agg *a, FlushBatch *b, bool committed);
+
+/* Ends the outstanding batch b when the store refused its fragments for good (the caller
+ * isolated a fragment the database will never take by retrying smaller batches, down to
+ * one), so that they can never block later flushes. Nothing of b is given back: the spans its
+ * fragments covered are dropped from memory as they are now, that is grown by the reports
+ * added while b was outstanding and merged with any span those reports bridged to, together
+ * with everything those spans held; keys left without spans go too. The horizon rises past
+ * every dropped span, as for an eviction, because what the store already holds of them is no
+ * longer known here: later reports near them go to the store as uncertain. Frees b.
+ * Returns how many reports not in b were dropped with the spans (counted or uncertain; they
+ * were never stored, so the caller may count them as lost). Never fails. Cost O(fragments)
+ * plus O(dirty keys) for each key that still had something to flush and loses it. */
+uint64_t agg_flush_refuse(Agg *a, FlushBatch *b);
 
 /* Drops clean spans closed by time (end + gap < now) and raises the knowledge horizon past
  * them. Returns how many were dropped, or -EBUSY while a batch is outstanding.

@@ -911,3 +911,160 @@ Test(agg, committed_uncertain_vectors_give_their_memory_back) {
         cr_assert_leq(st.bytes, st0.bytes + 64, "%" PRIu64 " > %" PRIu64 " + 64", st.bytes, st0.bytes);
         agg_free(a);
 }
+
+/* ---- refused fragments ---- */
+
+Test(agg, refused_fragment_is_dropped_with_its_key) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        AggStats st;
+
+        add(a, at(10, 0));
+        add(a, at(10, 10));
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(agg_flush_refuse(a, b), 0);
+        agg_stats(a, at(10, 10), &st);
+        cr_assert_eq(st.keys, 0);
+        cr_assert_eq(st.spans, 0);
+        cr_assert_eq(st.strings, 0);
+        cr_assert_eq(st.horizon, at(10, 10) + 1);
+        cr_assert_eq(agg_dirty_count(a), 0);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);            /* nothing left to block */
+        cr_assert_eq(b->n, 0);
+        agg_flush_end(a, b, true);
+        /* the same reports again: below the raised horizon + gap, so uncertain */
+        cr_assert_eq(add(a, at(10, 0)), 1);
+        cr_assert_eq(add(a, at(10, 10)), 1);
+        cr_assert_eq(add(a, at(10, 30)), 1);
+        agg_stats(a, at(10, 30), &st);
+        cr_assert_eq(st.uncertain, 2);
+        agg_free(a);
+}
+
+Test(agg, refused_span_takes_the_reports_added_meanwhile) {
+        Agg *a = new_agg(at(9, 30), 0);                /* certain from 9:42 */
+        FlushBatch *b = NULL;
+        AggSpan s[4];
+        Fragment f[4];
+
+        add(a, at(10, 0));
+        add(a, at(11, 0));                              /* a second span */
+        agg_add(a, "ctrl_2", "panel_outage", at(10, 0));
+        cr_assert_eq(agg_flush_begin(a, 1, &b), 0);    /* ctrl_1 10:00 only */
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].start, at(10, 0));
+        cr_assert_eq(add(a, at(10, 10)), 1);            /* extends the refused span */
+        cr_assert_eq(add(a, at(9, 38)), 1);             /* uncertain, a span of its own */
+        cr_assert_eq(spans(a, s), 3);
+        cr_assert_eq(add(a, at(9, 49)), 1);             /* bridges it to the refused span */
+        cr_assert_eq(spans(a, s), 2);
+        assert_span(&s[0], at(9, 38), at(10, 10), 2);
+        cr_assert_eq(s[0].n_uncertain, 1);
+        cr_assert_eq(agg_flush_refuse(a, b), 3);        /* 10:10, 9:49 and uncertain 9:38 */
+
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(11, 0), at(11, 0), 1);
+        cr_assert_eq(agg_key_spans(a, "ctrl_2", "panel_outage", NULL, 0), 1);
+        cr_assert_eq(flush_all(a, f, 4), 2);            /* the others flush as before */
+        cr_assert_eq(flush_all(a, f, 4), 0);
+        agg_free(a);
+}
+
+Test(agg, refused_fragments_merged_meanwhile_drop_once) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        AggStats st;
+
+        add(a, at(10, 0));
+        add(a, at(10, 24));
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 2);
+        cr_assert_eq(add(a, at(10, 12)), 1);            /* one span covers both fragments */
+        cr_assert_eq(agg_flush_refuse(a, b), 1);
+        agg_stats(a, at(10, 24), &st);
+        cr_assert_eq(st.keys, 0);
+        cr_assert_eq(st.spans, 0);
+        cr_assert_eq(st.horizon, at(10, 24) + 1);
+        agg_free(a);
+}
+
+Test(agg, refused_span_merged_with_a_dirty_one_leaves_no_dirty_key) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+
+        add(a, at(10, 0));
+        add(a, at(10, 24));
+        cr_assert_eq(agg_flush_begin(a, 1, &b), 0);    /* 10:00; 10:24 stays dirty */
+        cr_assert_eq(b->n, 1);
+        cr_assert_not(b->complete);
+        cr_assert_eq(agg_dirty_count(a), 1);
+        cr_assert_eq(add(a, at(10, 12)), 1);
+        cr_assert_eq(agg_flush_refuse(a, b), 2);        /* 10:24 waiting, 10:12 new */
+        cr_assert_eq(agg_dirty_count(a), 0);
+        cr_assert_eq(agg_span_count(a), 0);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 0);
+        cr_assert(b->complete);
+        agg_flush_end(a, b, true);
+        agg_free(a);
+}
+
+Test(agg, key_left_with_clean_spans_after_a_refusal_is_still_evicted) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        Fragment f[4];
+        AggSpan s[2];
+
+        /* the refused span is the key's oldest: its clean successor must become evictable */
+        add(a, at(11, 0));
+        flush_all(a, f, 4);
+        for (int i = 0; i < 1100; i++) {
+                agg_add(a, "ctrl_2", "panel_outage", at(12, 0) + i);
+                flush_all(a, f, 4);
+        }
+        add(a, at(10, 0));
+        /* a compaction drops the stale entries, ctrl_1's included: no old heap entry is left
+         * to stand in for the one the refusal must make */
+        cr_assert_eq(agg_evict_closed(a, 0), 0);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(agg_flush_refuse(a, b), 0);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(11, 0), at(11, 0), 0);
+        cr_assert_eq(agg_evict_closed(a, at(11, 12)), 0);
+        cr_assert_eq(agg_evict_closed(a, at(11, 12) + 1), 1);
+        cr_assert_eq(agg_key_spans(a, "ctrl_1", "panel_outage", NULL, 0), 0);
+        cr_assert_eq(agg_evict_closed(a, at(13, 0)), 1);                /* ctrl_2 */
+
+        /* and a key that still has something to flush after it keeps it */
+        add(a, at(14, 0));
+        add(a, at(15, 0));
+        cr_assert_eq(agg_flush_begin(a, 1, &b), 0);
+        cr_assert_eq(agg_flush_refuse(a, b), 0);
+        cr_assert_eq(agg_dirty_count(a), 1);
+        cr_assert_eq(flush_all(a, f, 4), 1);
+        cr_assert_eq(f[0].start, at(15, 0));
+        cr_assert_eq(agg_evict_closed(a, at(16, 0)), 1);
+        agg_free(a);
+}
+
+Test(agg, refused_uncertain_timestamps_leave_the_accounting) {
+        Agg *a = new_agg(DAY0 + 30 * USEC_PER_DAY, 0);
+        usec_t next = DAY0;
+        FlushBatch *b = NULL;
+        AggStats st;
+
+        add_uncertain(a, &next, AGG_UNCERTAIN_FLUSH_AT);
+        cr_assert(agg_flush_wanted(a));
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        add_uncertain(a, &next, AGG_UNCERTAIN_FLUSH_AT);
+        cr_assert(agg_flush_wanted(a));
+        cr_assert_eq(agg_flush_refuse(a, b), AGG_UNCERTAIN_FLUSH_AT);
+        cr_assert_not(agg_flush_wanted(a));
+        agg_stats(a, DAY0, &st);
+        cr_assert_eq(st.uncertain, 0);
+        cr_assert_eq(st.spans, 0);
+        cr_assert_eq(agg_event_count(a), 0);
+        agg_free(a);
+}
