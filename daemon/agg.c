@@ -966,6 +966,12 @@ int agg_load(Agg *a, const char *controller_id, const char *outage_type, usec_t 
         return 0;
 }
 
+void agg_skip_stored(Agg *a, usec_t end) {
+        assert(a);
+        if (end >= a->horizon)
+                a->horizon = add_sat(end, 1);
+}
+
 int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
         size_t n = 0, n_unc = 0, pool_at = 0;
         BatchPriv *p;

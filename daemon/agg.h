@@ -68,9 +68,19 @@ Agg *agg_free(Agg *a);
  * flush (only a flush helps then), -ENOMEM. */
 int agg_add(Agg *a, const char *controller_id, const char *outage_type, usec_t ts);
 
-/* Warm start: adds a stored event as a clean span (nothing to flush). Returns 0, -ENOSPC,
- * -ENOMEM, -EINVAL if start > end. Spans it touches in memory are merged. */
+/* Warm start: adds a stored event as a clean span (nothing to flush). Spans it touches in
+ * memory are merged. Returns 0, -ENOSPC (max_events reached), -ENOMEM, -EINVAL if start >
+ * end; on failure the state is unchanged. An event that is not loaded must be skipped with
+ * agg_skip_stored() before reports are added, or a duplicate of it would be counted twice. */
 int agg_load(Agg *a, const char *controller_id, const char *outage_type, usec_t start, usec_t end);
+
+/* Raises the horizon to at least end + 1, for a stored event ending at end that memory does
+ * not hold (agg_load() failed, e.g. -ENOSPC for a warm start that does not fit, or the
+ * caller chose not to load it): reports before end + 1 + gap then go to the store as
+ * uncertain, which counts each only if no stored event contains it, so a duplicate of the
+ * event is not counted twice. Call it before adding reports that could touch the event.
+ * Never lowers the horizon; never fails. */
+void agg_skip_stored(Agg *a, usec_t end);
 
 /* Takes up to max fragments (0: no limit) from dirty spans: their counts and uncertain
  * timestamps move into the batch. Only one batch may be outstanding, until

@@ -1068,3 +1068,57 @@ Test(agg, refused_uncertain_timestamps_leave_the_accounting) {
         cr_assert_eq(agg_event_count(a), 0);
         agg_free(a);
 }
+
+/* ---- warm start that does not fit ---- */
+
+Test(agg, unloaded_stored_event_makes_its_duplicates_uncertain) {
+        Agg *a = new_agg(at(9, 0), 1);                 /* the warm start loads ends >= 9:00 */
+        FlushBatch *b = NULL;
+        AggStats st;
+
+        cr_assert_eq(agg_load(a, "ctrl_2", "lamp_outage", at(9, 5), at(9, 10)), 0);
+        cr_assert_eq(agg_load(a, "ctrl_1", "panel_outage", at(10, 0), at(10, 20)), -ENOSPC);
+        agg_skip_stored(a, at(10, 20));
+        agg_stats(a, at(10, 25), &st);
+        cr_assert_eq(st.horizon, at(10, 20) + 1);
+        cr_assert_eq(st.spans, 1);
+        cr_assert_eq(agg_key_spans(a, "ctrl_1", "panel_outage", NULL, 0), 0);
+
+        cr_assert_eq(agg_evict_oldest(a, 1), 1);       /* memory pressure: room for a report */
+        cr_assert_eq(add(a, at(10, 10)), 1);            /* a duplicate of the unloaded event */
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].count, 0);         /* the store decides: inside, dropped */
+        cr_assert_eq(b->fragments[0].n_uncertain, 1);
+        cr_assert_eq(b->fragments[0].uncertain[0], at(10, 10));
+        agg_flush_end(a, b, true);
+        cr_assert_eq(agg_evict_oldest(a, 1), 1);
+        cr_assert_eq(add(a, at(10, 33)), 1);            /* >= 10:20 + 1us + gap: counted */
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->fragments[0].count, 1);
+        agg_flush_end(a, b, true);
+        agg_free(a);
+}
+
+Test(agg, skip_stored_raises_the_horizon_and_never_lowers_it) {
+        Agg *a = new_agg(at(10, 0), 0);
+        AggStats st;
+        AggSpan s[2];
+
+        agg_skip_stored(a, at(11, 0));
+        agg_stats(a, 0, &st);
+        cr_assert_eq(st.horizon, at(11, 0) + 1);
+        agg_skip_stored(a, at(10, 30));
+        agg_stats(a, 0, &st);
+        cr_assert_eq(st.horizon, at(11, 0) + 1);
+        cr_assert_eq(add(a, at(11, 0)), 1);
+        cr_assert_eq(add(a, at(11, 12)), 1);            /* < 11:00 + 1us + gap */
+        cr_assert_eq(add(a, at(11, 13)), 1);            /* certain */
+        cr_assert_eq(spans(a, s), 1);
+        cr_assert_eq(s[0].n_uncertain, 2);
+        cr_assert_eq(s[0].count, 1);
+        agg_skip_stored(a, INT64_MAX);                  /* saturates */
+        agg_stats(a, 0, &st);
+        cr_assert_eq(st.horizon, INT64_MAX);
+        agg_free(a);
+}
