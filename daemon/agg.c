@@ -10,7 +10,10 @@
  *  - An open-addressing table of uint32 key indexes (linear probing, backward-shift delete,
  *    load factor <= 3/4) finds a key from its two string ids.
  *  - A key with several spans keeps them in a malloc'd array, sorted, pairwise more than gap
- *    apart. Uncertain timestamps (rare) live in a side table indexed from the span.
+ *    apart. Uncertain timestamps (rare) live in a side table indexed from the span, one
+ *    vector per span, appended to in amortised O(1) (capacity doubling) and sorted only when
+ *    a flush copies them out; merging spans appends the smaller vectors to the largest, so
+ *    a late backlog of n reports costs O(n log n), never a copy per report.
  *  - Dirty keys form a FIFO list threaded through the key records: flushing is O(dirty).
  *  - Clean keys are ordered by their oldest span end in a lazy binary min-heap of (end, key)
  *    entries. An entry is stale when its key went dirty, was freed, or its oldest end
@@ -49,9 +52,10 @@ typedef struct Key {
         } s;
 } Key;
 
-/* Uncertain timestamps of one span. ts holds n sorted distinct values; inflight more of this
- * span's timestamps are in the outstanding batch. cap >= n + inflight whenever ts is set, so
- * that a failed batch can give its timestamps back without allocating. */
+/* Uncertain timestamps of one span. ts holds n distinct values in no particular order (each
+ * one was outside the span when it came, so none repeats); inflight more of this span's
+ * timestamps are in the outstanding batch. cap >= n + inflight always, so that a failed
+ * batch can give its timestamps back without allocating. */
 typedef struct UVec {
         usec_t *ts;
         uint32_t n, cap, inflight;      /* free entries: n links the free list */
@@ -87,10 +91,13 @@ struct Agg {
         usec_t *hend;                   /* heap: oldest span end when pushed */
         uint32_t *hkey;                 /* heap: key index */
         size_t heap_n, heap_cap;
+        size_t heap_spare;              /* room kept for agg_flush_refuse() while a batch is out */
 
         UVec *uvecs;                    /* [0] unused */
         uint32_t uvecs_used, uvecs_cap, free_uvec;
         size_t bytes_many, bytes_unc;
+        uint64_t n_unc;                 /* uncertain timestamps held: n + inflight of all */
+        uint64_t n_unc_full;            /* spans with AGG_UNCERTAIN_FLUSH_AT or more to flush */
 
         FlushBatch *batch;
 };
@@ -149,6 +156,16 @@ static bool span_dirty(const Agg *a, const Span *s) {
 
 static bool certain(const Agg *a, usec_t ts) {
         return ts >= add_sat(a->horizon, a->gap);
+}
+
+/* max_events in units of one uncertain timestamp, AGG_UNCERTAIN_PER_EVENT per span; the
+ * timestamps' share is rounded down, as in agg_event_count(). */
+static bool fits(const Agg *a, uint64_t more_spans, uint64_t more_unc) {
+        uint64_t used = (a->n_spans + more_spans) * AGG_UNCERTAIN_PER_EVENT + a->n_unc + more_unc;
+
+        if (a->max_events == 0 || a->max_events > UINT64_MAX / 2 / AGG_UNCERTAIN_PER_EVENT)
+                return true;
+        return used < (a->max_events + 1) * AGG_UNCERTAIN_PER_EVENT;
 }
 
 /* ---- key table ---- */
@@ -352,6 +369,111 @@ static void uvec_release(Agg *a, uint32_t i) {
         a->free_uvec = i;
 }
 
+/* Makes room for need timestamps in UVec i, doubling the capacity so that appends cost
+ * O(1) amortised. Contents unchanged; -ENOMEM leaves everything as it was. */
+static int uvec_reserve(Agg *a, uint32_t i, uint64_t need) {
+        UVec *u = &a->uvecs[i];
+        uint64_t cap = u->cap ? u->cap : 1;
+        usec_t *ts;
+
+        assert(need <= UINT32_MAX);
+        if (need <= u->cap)
+                return 0;
+        while (cap < need)
+                cap *= 2;
+        if (cap > UINT32_MAX)
+                cap = need;
+        ts = realloc(u->ts, cap * sizeof(usec_t));
+        if (!ts)
+                return -ENOMEM;
+        a->bytes_unc += (cap - u->cap) * sizeof(usec_t);
+        u->ts = ts;
+        u->cap = cap;
+        return 0;
+}
+
+/* Keeps the count of spans at the flush threshold right as one's pending count changes. */
+static void uvec_set_n(Agg *a, UVec *u, uint32_t n) {
+        if (u->n >= AGG_UNCERTAIN_FLUSH_AT)
+                a->n_unc_full--;
+        if (n >= AGG_UNCERTAIN_FLUSH_AT)
+                a->n_unc_full++;
+        u->n = n;
+}
+
+/* Appends m timestamps (room reserved). Does not count them in n_unc: the caller does when
+ * they are new, not moved from another vector or given back. */
+static void uvec_append(Agg *a, UVec *u, const usec_t *ts, uint32_t m) {
+        assert((uint64_t) u->n + u->inflight + m <= u->cap);
+        memcpy(u->ts + u->n, ts, (size_t) m * sizeof(usec_t));
+        uvec_set_n(a, u, u->n + m);
+}
+
+/* After a commit: gives back capacity beyond twice what is held, so that memory follows the
+ * accounting (fits()) rather than the largest burst. A failure keeps the bigger buffer. */
+static void uvec_trim(Agg *a, UVec *u) {
+        uint64_t held = (uint64_t) u->n + u->inflight;
+        usec_t *ts;
+
+        if (held == 0 || u->cap <= 2 * held || u->cap <= 4)
+                return;
+        ts = realloc(u->ts, held * sizeof(usec_t));
+        if (!ts)
+                return;
+        a->bytes_unc -= (u->cap - held) * sizeof(usec_t);
+        u->ts = ts;
+        u->cap = held;
+}
+
+static void sift_down(usec_t *v, size_t root, size_t n) {
+        for (;;) {
+                size_t c = 2 * root + 1;
+                usec_t t;
+
+                if (c >= n)
+                        return;
+                if (c + 1 < n && v[c + 1] > v[c])
+                        c++;
+                if (v[root] >= v[c])
+                        return;
+                t = v[root];
+                v[root] = v[c];
+                v[c] = t;
+                root = c;
+        }
+}
+
+/* Sorts v ascending without allocating: O(n) when already sorted either way (a backlog in
+ * or against time order), else heapsort, O(n log n). */
+static void sort_usec(usec_t *v, size_t n) {
+        size_t i;
+
+        for (i = 1; i < n && v[i - 1] <= v[i]; i++)
+                ;
+        if (i >= n)
+                return;
+        for (i = 1; i < n && v[i - 1] >= v[i]; i++)
+                ;
+        if (i >= n) {
+                for (size_t l = 0, r = n - 1; l < r; l++, r--) {
+                        usec_t t = v[l];
+
+                        v[l] = v[r];
+                        v[r] = t;
+                }
+                return;
+        }
+        for (size_t root = n / 2; root-- > 0;)
+                sift_down(v, root, n);
+        for (size_t end = n - 1; end > 0; end--) {
+                usec_t t = v[0];
+
+                v[0] = v[end];
+                v[end] = t;
+                sift_down(v, 0, end);
+        }
+}
+
 /* ---- heap of clean keys by oldest end ---- */
 
 static bool heap_entry_live(Agg *a, size_t i) {
@@ -419,13 +541,15 @@ static void heap_compact(Agg *a) {
                 heap_down(a, i);
 }
 
-/* Makes room for extra pushes. Compacts first when stale entries outnumber live keys, which
- * bounds the heap to about twice the keys and makes compaction O(1) amortised per push. */
+/* Makes room for extra pushes beyond the spare room. Compacts first when stale entries
+ * outnumber live keys, which bounds the heap to about twice the keys and makes compaction
+ * O(1) amortised per push. */
 static int heap_reserve(Agg *a, size_t extra) {
         size_t cap;
         usec_t *e;
         uint32_t *k;
 
+        extra += a->heap_spare;
         if (a->heap_n + extra <= a->heap_cap)
                 return 0;
         if (a->heap_n > 2 * (size_t) a->n_keys + 1024) {
@@ -526,56 +650,45 @@ static void spans_remove(Agg *a, Key *k, size_t lo, size_t hi) {
 }
 
 /* Merges spans [lo, hi] of k with [s, e] (plus, when has_ts, one report at ts counted as
- * certain or uncertain). Allocates first; on -ENOMEM nothing changed. */
+ * certain or uncertain). The merged span keeps the largest uncertain vector of the spans and
+ * the others are appended to it: O(smaller vectors), amortised O(1) for one more timestamp.
+ * Allocates first; on -ENOMEM nothing changed. */
 static int spans_merge(Agg *a, Key *k, size_t lo, size_t hi, usec_t s, usec_t e,
                        bool has_ts, usec_t ts, bool cert) {
-        uint64_t total_n = (has_ts && !cert) ? 1 : 0, total_inflight = 0;
-        uint32_t slot = 0, n_slots = 0, count = (has_ts && cert) ? 1 : 0;
-        usec_t *buf = NULL;
-        size_t cap = 0;
+        bool unc_ts = has_ts && !cert;
+        uint64_t total = unc_ts, inflight = 0;
+        uint32_t base = 0, count = (has_ts && cert) ? 1 : 0;
         Span *sp = key_spans(k), merged;
+        bool new_base = false;
+        int r;
 
         for (size_t i = lo; i <= hi; i++)
                 if (sp[i].unc) {
-                        total_n += a->uvecs[sp[i].unc].n;
-                        total_inflight += a->uvecs[sp[i].unc].inflight;
-                        if (!slot)
-                                slot = sp[i].unc;
-                        n_slots++;
+                        const UVec *u = &a->uvecs[sp[i].unc];
+
+                        total += u->n;
+                        inflight += u->inflight;
+                        if (!base || u->cap > a->uvecs[base].cap)
+                                base = sp[i].unc;
                 }
-        if (total_n + total_inflight > UINT32_MAX)
+        if (total + inflight > UINT32_MAX)
                 return -ENOSPC;
-
-        if (total_n + total_inflight > 0 && (n_slots > 1 || (has_ts && !cert))) {
-                /* A fresh buffer with room for what is in flight too (see UVec). */
-                size_t j = 0;
-                bool placed = !(has_ts && !cert);
-
-                cap = total_n + total_inflight;
-                buf = malloc(cap * sizeof(usec_t));
-                if (!buf)
-                        return -ENOMEM;
-                for (size_t i = lo; i <= hi; i++) {
-                        const UVec *u = sp[i].unc ? &a->uvecs[sp[i].unc] : NULL;
-
-                        if (!placed && ts < sp[i].start) {
-                                buf[j++] = ts;
-                                placed = true;
-                        }
-                        if (u && u->n) {
-                                memcpy(buf + j, u->ts, u->n * sizeof(usec_t));
-                                j += u->n;
-                        }
+        /* One more uncertain timestamp: within the span's cap, and within max_events unless
+         * the merge frees a span, which is worth more than a timestamp. */
+        if (unc_ts && (total > AGG_UNCERTAIN_MAX || (hi == lo && !fits(a, 0, 1))))
+                return -ENOSPC;
+        if (total + inflight > 0) {
+                if (!base) {
+                        base = uvec_alloc(a);
+                        if (!base)
+                                return -ENOMEM;
+                        new_base = true;
                 }
-                if (!placed)
-                        buf[j++] = ts;
-                assert(j == total_n);
-        }
-        if (total_n + total_inflight > 0 && !slot) {
-                slot = uvec_alloc(a);
-                if (!slot) {
-                        free(buf);
-                        return -ENOMEM;
+                r = uvec_reserve(a, base, total + inflight);
+                if (r < 0) {
+                        if (new_base)
+                                uvec_release(a, base);
+                        return r;
                 }
         }
 
@@ -583,28 +696,26 @@ static int spans_merge(Agg *a, Key *k, size_t lo, size_t hi, usec_t s, usec_t e,
         merged = (Span) {
                 .start = s < sp[lo].start ? s : sp[lo].start,
                 .end = e > sp[hi].end ? e : sp[hi].end,
-                .unc = slot,
+                .unc = base,
         };
         for (size_t i = lo; i <= hi; i++) {
                 merged.count = add_count(merged.count, sp[i].count);
-                if (sp[i].unc && sp[i].unc != slot)
+                if (sp[i].unc && sp[i].unc != base) {
+                        UVec *u = &a->uvecs[sp[i].unc], *b = &a->uvecs[base];
+
+                        uvec_append(a, b, u->ts, u->n);
+                        b->inflight += u->inflight;
+                        uvec_set_n(a, u, 0);
                         uvec_release(a, sp[i].unc);
+                }
                 sp[i].unc = 0;
         }
         merged.count = add_count(merged.count, count);
-        if (slot) {
-                UVec *u = &a->uvecs[slot];
-
-                if (buf) {
-                        a->bytes_unc -= (size_t) u->cap * sizeof(usec_t);
-                        free(u->ts);
-                        u->ts = buf;
-                        u->cap = cap;
-                        a->bytes_unc += cap * sizeof(usec_t);
-                }
-                u->n = total_n;
-                u->inflight = total_inflight;
+        if (unc_ts) {
+                uvec_append(a, &a->uvecs[base], &ts, 1);
+                a->n_unc++;
         }
+        assert(!base || (a->uvecs[base].n == total && a->uvecs[base].inflight == inflight));
         sp[lo] = merged;
         if (hi > lo)
                 spans_remove(a, k, lo + 1, hi);
@@ -620,9 +731,7 @@ static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts
         usec_t *buf = NULL;
         Span *m = NULL;
 
-        if (a->max_events > 0 && a->n_spans >= a->max_events)
-                return -ENOSPC;
-        if (n >= MAX_SPANS_PER_KEY)
+        if (!fits(a, 1, has_ts && !cert) || n >= MAX_SPANS_PER_KEY)
                 return -ENOSPC;
         if (has_ts && !cert) {
                 buf = malloc(sizeof(usec_t));
@@ -650,6 +759,7 @@ static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts
                 buf[0] = s;
                 a->uvecs[x.unc] = (UVec) { .ts = buf, .n = 1, .cap = 1 };
                 a->bytes_unc += sizeof(usec_t);
+                a->n_unc++;
         }
         if (n == 0)
                 k->s.one = x;
@@ -735,10 +845,11 @@ Agg *agg_free(Agg *a) {
         return NULL;
 }
 
-/* Finds or creates the key. Creation is all-or-nothing; *created tells the caller to
- * destroy the key again if its own step fails. */
-static int key_get(Agg *a, const char *controller_id, const char *outage_type, uint32_t *ret,
-                   bool *created) {
+/* Finds or creates the key; a new key must have room for one span and unc uncertain
+ * timestamps. Creation is all-or-nothing; *created tells the caller to destroy the key again
+ * if its own step fails. */
+static int key_get(Agg *a, const char *controller_id, const char *outage_type, uint64_t unc,
+                   uint32_t *ret, bool *created) {
         uint32_t idx = key_find_str(a, controller_id, outage_type), c, t;
         int r;
 
@@ -747,7 +858,7 @@ static int key_get(Agg *a, const char *controller_id, const char *outage_type, u
                 *ret = idx;
                 return 0;
         }
-        if (a->max_events > 0 && a->n_spans >= a->max_events)
+        if (!fits(a, 1, unc))
                 return -ENOSPC;
         r = key_reserve(a);
         if (r < 0)
@@ -774,11 +885,11 @@ int agg_add(Agg *a, const char *controller_id, const char *outage_type, usec_t t
         int r;
 
         assert(a && controller_id && outage_type);
-        r = key_get(a, controller_id, outage_type, &idx, &created);
+        cert = certain(a, ts);
+        r = key_get(a, controller_id, outage_type, !cert, &idx, &created);
         if (r < 0)
                 return r;
         k = key_at(a, idx);
-        cert = certain(a, ts);
 
         if (created) {
                 r = spans_add(a, k, 0, ts, ts, true, cert);
@@ -828,7 +939,7 @@ int agg_load(Agg *a, const char *controller_id, const char *outage_type, usec_t 
         r = heap_reserve(a, 1);
         if (r < 0)
                 return r;
-        r = key_get(a, controller_id, outage_type, &idx, &created);
+        r = key_get(a, controller_id, outage_type, 0, &idx, &created);
         if (r < 0)
                 return r;
         k = key_at(a, idx);
@@ -855,6 +966,12 @@ int agg_load(Agg *a, const char *controller_id, const char *outage_type, usec_t 
         return 0;
 }
 
+void agg_skip_stored(Agg *a, usec_t end) {
+        assert(a);
+        if (end >= a->horizon)
+                a->horizon = add_sat(end, 1);
+}
+
 int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
         size_t n = 0, n_unc = 0, pool_at = 0;
         BatchPriv *p;
@@ -878,7 +995,8 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
                         }
         }
 
-        r = heap_reserve(a, n);
+        /* n for the keys this batch cleans, n more for agg_flush_refuse() */
+        r = heap_reserve(a, 2 * n);
         if (r < 0)
                 return r;
         b = calloc(1, sizeof(FlushBatch));
@@ -930,11 +1048,12 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
                                 UVec *u = &a->uvecs[sp[j].unc];
 
                                 memcpy(p->pool + pool_at, u->ts, u->n * sizeof(usec_t));
+                                sort_usec(p->pool + pool_at, u->n);
                                 f->uncertain = p->pool + pool_at;
                                 f->n_uncertain = u->n;
                                 pool_at += u->n;
                                 u->inflight += u->n;
-                                u->n = 0;
+                                uvec_set_n(a, u, 0);
                         }
                 }
                 if (rest)
@@ -950,6 +1069,7 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
         assert(b->n == n && pool_at == n_unc);
         b->complete = a->dirty_head == NONE;
         p->n_pool = n_unc;
+        a->heap_spare = n;
         a->batch = b;
         *ret = b;
         return 0;
@@ -976,19 +1096,11 @@ static Span *span_containing(Key *k, usec_t t) {
         return &sp[l];
 }
 
-/* Merges m sorted timestamps into u in place, from the back (cap >= n + inflight >= n + m). */
-static void uvec_give_back(UVec *u, const usec_t *ts, uint32_t m) {
-        size_t i = u->n, j = m, o = u->n + m;
-
-        assert(u->inflight >= m && u->cap >= u->n + m);
-        while (j > 0) {
-                if (i > 0 && u->ts[i - 1] > ts[j - 1])
-                        u->ts[--o] = u->ts[--i];
-                else
-                        u->ts[--o] = ts[--j];
-        }
-        u->n += m;
+/* Puts m timestamps of the batch back into u, in the room kept for them. */
+static void uvec_give_back(Agg *a, UVec *u, const usec_t *ts, uint32_t m) {
+        assert(u->inflight >= m);
         u->inflight -= m;
+        uvec_append(a, u, ts, m);
 }
 
 void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {
@@ -1006,14 +1118,16 @@ void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {
 
                         assert(s->unc);
                         u = &a->uvecs[s->unc];
-                        if (committed)
+                        if (committed) {
                                 u->inflight -= f->n_uncertain;
-                        else
-                                uvec_give_back(u, f->uncertain, f->n_uncertain);
+                                a->n_unc -= f->n_uncertain;
+                        } else
+                                uvec_give_back(a, u, f->uncertain, f->n_uncertain);
                         if (u->n == 0 && u->inflight == 0) {
                                 uvec_release(a, s->unc);
                                 s->unc = 0;
-                        }
+                        } else if (committed)
+                                uvec_trim(a, u);
                 }
                 if (!committed) {
                         s->count = add_count(s->count, f->count);
@@ -1022,7 +1136,117 @@ void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {
                 }
         }
         a->batch = NULL;
+        a->heap_spare = 0;
         batch_free(b);
+}
+
+/* The index of the span of k that contains t, if any. */
+static bool span_find(Key *k, usec_t t, size_t *ret) {
+        Span *sp = key_spans(k);
+        size_t l = 0, r = k->n_spans;
+
+        while (l < r) {
+                size_t m = l + (r - l) / 2;
+
+                if (sp[m].end < t)
+                        l = m + 1;
+                else
+                        r = m;
+        }
+        if (l == k->n_spans || sp[l].start > t)
+                return false;
+        *ret = l;
+        return true;
+}
+
+/* Takes a dirty key off the dirty list: O(dirty keys). */
+static void dirty_unlink(Agg *a, uint32_t idx) {
+        Key *k = key_at(a, idx);
+        uint32_t prev = NONE;
+
+        assert(k->dirty);
+        for (uint32_t i = a->dirty_head; i != idx; i = key_at(a, i)->next) {
+                assert(i != NONE);
+                prev = i;
+        }
+        if (prev == NONE)
+                a->dirty_head = k->next;
+        else
+                key_at(a, prev)->next = k->next;
+        if (a->dirty_tail == idx)
+                a->dirty_tail = prev;
+        k->next = NONE;
+        k->dirty = false;
+        a->n_dirty_keys--;
+}
+
+static bool key_has_dirty(const Agg *a, Key *k) {
+        const Span *sp = key_spans(k);
+
+        for (size_t j = 0; j < k->n_spans; j++)
+                if (span_dirty(a, &sp[j]))
+                        return true;
+        return false;
+}
+
+/* Drops span j of a key with everything it holds, raising the horizon past it; destroys the
+ * key when it was the last. Returns the reports to flush it held (count and uncertain). */
+static uint64_t span_drop(Agg *a, uint32_t idx, size_t j) {
+        Key *k = key_at(a, idx);
+        Span *sp = key_spans(k);
+        uint64_t n = sp[j].count;
+
+        if (sp[j].unc) {
+                UVec *u = &a->uvecs[sp[j].unc];
+
+                n += u->n;
+                a->n_unc -= (uint64_t) u->n + u->inflight;
+                uvec_set_n(a, u, 0);
+                uvec_release(a, sp[j].unc);
+                sp[j].unc = 0;
+        }
+        if (sp[j].end + 1 > a->horizon)
+                a->horizon = sp[j].end + 1;
+        if (k->n_spans == 1) {
+                k->n_spans = 0;
+                a->n_spans--;
+                if (k->dirty)
+                        dirty_unlink(a, idx);
+                key_destroy(a, idx);
+        } else {
+                spans_remove(a, k, j, j);
+                if (k->dirty && !key_has_dirty(a, k))
+                        dirty_unlink(a, idx);
+        }
+        return n;
+}
+
+uint64_t agg_flush_refuse(Agg *a, FlushBatch *b) {
+        BatchPriv *p;
+        uint64_t dropped = 0;
+
+        assert(a && b && a->batch == b);
+        p = b->priv;
+        for (size_t i = 0; i < b->n; i++) {
+                uint32_t idx = p->keys[i];
+                Key *k = key_at(a, idx);
+                bool was_dirty = k->dirty;
+                size_t j;
+
+                /* gone with an earlier fragment of the batch (a merge made them one span) */
+                if (!k->controller || !span_find(k, b->fragments[i].start, &j))
+                        continue;
+                dropped += span_drop(a, idx, j);
+                /* a clean key needs a heap entry for its (new) oldest end; room was kept */
+                if (k->controller && !k->dirty && (j == 0 || was_dirty)) {
+                        assert(a->heap_n < a->heap_cap);
+                        heap_push(a, idx);
+                }
+        }
+        a->batch = NULL;
+        a->heap_spare = 0;
+        batch_free(b);
+        return dropped;
 }
 
 /* Drops span 0 of a clean key, raising the horizon; destroys the key when it was the last. */
@@ -1131,6 +1355,7 @@ void agg_stats(const Agg *a, usec_t now, AggStats *ret) {
                 .keys = a->n_keys,
                 .spans = a->n_spans,
                 .dirty_spans = dirty,
+                .uncertain = a->n_unc,
                 .open_spans = open,
                 .strings = intern_count(a->strings),
                 .bytes = bytes,
@@ -1167,4 +1392,12 @@ uint64_t agg_dirty_count(const Agg *a) {
 
 uint64_t agg_span_count(const Agg *a) {
         return a->n_spans;
+}
+
+uint64_t agg_event_count(const Agg *a) {
+        return a->n_spans + a->n_unc / AGG_UNCERTAIN_PER_EVENT;
+}
+
+bool agg_flush_wanted(const Agg *a) {
+        return a->n_unc_full > 0;
 }

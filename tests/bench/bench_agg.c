@@ -2,7 +2,10 @@
  * steady state (N keys each reporting every 10 minutes of simulated time, one flush and one
  * eviction pass per simulated second, some outages ending and new ones starting), a backlog
  * (controllers uploading a day of reports at once), and bytes per open event.
- * Usage: bench_agg [keys (default 1000000)] [simulated minutes (default 60)] */
+ * Usage: bench_agg [keys (default 1000000)] [simulated minutes (default 60)]
+ *        bench_agg late [reports (default 200000)]: late reports into one span
+ *        bench_agg memory [keys (default 1000000)]: RSS per open event, one key per event
+ * Run one mode per process: RSS only grows, so each figure needs a fresh process. */
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -186,9 +189,69 @@ static void backlog(size_t n_keys) {
         free(ids);
 }
 
+/* n reports of one controller, all older than the knowledge horizon (a backlog uploaded
+ * long after the events were evicted, or a warm start that did not fit), each 10 min after
+ * the previous one, so that they form one span; ascending or descending in time. Flushes
+ * (committed at once) whenever the Agg asks for one, as the main loop does. */
+static void late_one(size_t n, bool descending) {
+        Agg *a = new_agg(T0 + (usec_t) n * PERIOD + USEC_PER_DAY);
+        long rss0 = rss_bytes(), rss;
+        uint64_t max_bytes = 0, flushes = 0;
+        double t0 = now_s(), t;
+        AggStats st;
+
+        for (size_t i = 0; i < n; i++) {
+                usec_t ts = T0 + (usec_t) (descending ? n - 1 - i : i) * PERIOD;
+
+                if (agg_add(a, "ctrl_1", "panel_outage", ts) != 1)
+                        abort();
+                if (agg_flush_wanted(a)) {
+                        agg_stats(a, ts, &st);
+                        if (st.bytes > max_bytes)
+                                max_bytes = st.bytes;
+                        flush(a);
+                        flushes++;
+                }
+                if (i % 1024 == 0 || i == n - 1) {
+                        agg_stats(a, ts, &st);
+                        if (st.bytes > max_bytes)
+                                max_bytes = st.bytes;
+                }
+        }
+        t = now_s() - t0;
+        rss = rss_bytes() - rss0;
+        agg_stats(a, T0, &st);
+        printf("late, %s: %zu reports into one span: %.3f s (%.0f reports/s); %" PRIu64 " spans; "
+               "%" PRIu64 " flushes asked for; agg_stats bytes max %.1f MiB; RSS growth %.1f MiB\n",
+               descending ? "descending" : "ascending", n, t, n / t, st.spans, flushes,
+               max_bytes / 1048576.0, rss / 1048576.0);
+        t0 = now_s();
+        flush(a);
+        printf("  last flush of the span: %.3f s\n", now_s() - t0);
+        agg_free(a);
+}
+
 int main(int argc, char *argv[]) {
-        size_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
-        int minutes = argc > 2 ? atoi(argv[2]) : 60;
+        size_t n;
+        int minutes;
+
+        if (argc > 1 && streq(argv[1], "late")) {
+                n = argc > 2 ? strtoull(argv[2], NULL, 10) : 200000;
+                if (n == 0)
+                        return 64;
+                late_one(n, false);
+                late_one(n, true);
+                return 0;
+        }
+        if (argc > 1 && streq(argv[1], "memory")) {
+                n = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000000;
+                if (n == 0)
+                        return 64;
+                memory(n);
+                return 0;
+        }
+        n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
+        minutes = argc > 2 ? atoi(argv[2]) : 60;
 
         if (n == 0 || minutes <= 10) {
                 fprintf(stderr, "usage: %s [keys] [simulated minutes > 10]\n", argv[0]);

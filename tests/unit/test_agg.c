@@ -620,3 +620,505 @@ Test(agg, report_in_a_hole_the_store_filled_stays_uncertain) {
         agg_flush_end(a, b, true);
         agg_free(a);
 }
+
+/* 200,000 reports older than the horizon, each extending one span alternately at its start
+ * and at its end, flushed whenever the Agg asks: a copy of the span's uncertain timestamps
+ * per report made this quadratic (tens of seconds); amortised appends make it milliseconds. */
+static size_t take_uncertain(Agg *a, usec_t *out) {
+        FlushBatch *b = NULL;
+        size_t n;
+
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        n = b->fragments[0].n_uncertain;
+        memcpy(out, b->fragments[0].uncertain, n * sizeof(usec_t));
+        agg_flush_end(a, b, true);
+        return n;
+}
+
+static int cmp_usec(const void *x, const void *y) {
+        usec_t a = *(const usec_t *) x, b = *(const usec_t *) y;
+
+        return a < b ? -1 : a > b;
+}
+
+Test(agg, late_reports_into_one_span_take_linear_time, .timeout = 10) {
+        const size_t n = 200000;
+        usec_t mid = DAY0 + (usec_t) n * USEC_PER_MINUTE;
+        Agg *a = new_agg(mid + (usec_t) n * USEC_PER_MINUTE + USEC_PER_DAY, 0);
+        usec_t *got = malloc(n * sizeof(usec_t));
+        size_t n_got = 0, flushes = 0;
+        AggSpan s[2];
+
+        cr_assert_not_null(got);
+        for (size_t i = 0; i < n; i++) {
+                usec_t off = (usec_t) (i + 1) / 2 * USEC_PER_MINUTE;
+
+                cr_assert_eq(add(a, i % 2 ? mid - off : mid + off), 1);
+                if (agg_flush_wanted(a)) {
+                        size_t m = take_uncertain(a, got + n_got);
+
+                        for (size_t j = 1; j < m; j++)
+                                cr_assert_lt(got[n_got + j - 1], got[n_got + j]);
+                        n_got += m;
+                        flushes++;
+                }
+        }
+        cr_assert_eq(spans(a, s), 1);
+        cr_assert_eq(s[0].count, 0);
+        cr_assert_eq(s[0].start, mid - (usec_t) n / 2 * USEC_PER_MINUTE);
+        cr_assert_eq(s[0].end, mid + (usec_t) (n - 1) / 2 * USEC_PER_MINUTE);
+        n_got += take_uncertain(a, got + n_got);
+        cr_assert_eq(n_got, n);
+        cr_assert_eq(flushes, n / AGG_UNCERTAIN_FLUSH_AT);
+        qsort(got, n, sizeof(usec_t), cmp_usec);
+        for (size_t i = 1; i < n; i++)
+                cr_assert_eq(got[i], got[i - 1] + USEC_PER_MINUTE);
+        free(got);
+        agg_free(a);
+}
+
+#define SPACING (7 * USEC_PER_MINUTE)
+
+/* Checks each fragment's timestamps; when commit, marks them seen (once) and counts them. */
+static size_t check_batch(const FlushBatch *b, bool commit, const bool *accepted, bool *seen) {
+        size_t n = 0;
+
+        for (size_t f = 0; f < b->n; f++) {
+                const Fragment *fr = &b->fragments[f];
+
+                for (uint32_t u = 0; u < fr->n_uncertain; u++) {
+                        size_t k = (fr->uncertain[u] - DAY0) / SPACING;
+
+                        cr_assert(fr->start <= fr->uncertain[u] && fr->uncertain[u] <= fr->end);
+                        if (u > 0)
+                                cr_assert_lt(fr->uncertain[u - 1], fr->uncertain[u]);
+                        cr_assert(accepted[k]);
+                        if (commit) {
+                                cr_assert_not(seen[k]);
+                                seen[k] = true;
+                                n++;
+                        }
+                }
+        }
+        return n;
+}
+
+Test(agg, uncertain_timestamps_sorted_after_merges_and_give_backs) {
+        enum { N = 3000 };
+        Agg *a = new_agg(DAY0 + USEC_PER_DAY * 30, 0);
+        static usec_t ts[N];
+        static bool seen[N], accepted[N];
+        uint64_t x = 12345;
+        FlushBatch *b = NULL;
+        size_t committed = 0, n_accepted = 0;
+
+        for (size_t i = 0; i < N; i++)
+                ts[i] = DAY0 + (usec_t) i * SPACING;
+        for (size_t i = N; i > 1; i--) {
+                size_t j;
+                usec_t t;
+
+                x = x * 6364136223846793005u + 1442695040888963407u;
+                j = (x >> 33) % i;
+                t = ts[i - 1];
+                ts[i - 1] = ts[j];
+                ts[j] = t;
+        }
+        for (size_t i = 0; i < N; i++) {
+                int r = add(a, ts[i]);
+
+                cr_assert(r == 0 || r == 1);
+                if (r == 1) {
+                        accepted[(ts[i] - DAY0) / SPACING] = true;
+                        n_accepted++;
+                }
+                if (i % 397 != 0)
+                        continue;
+                /* end the batch that was out while these reports came, then take another */
+                if (b) {
+                        bool commit = i % 3 == 0;
+
+                        committed += check_batch(b, commit, accepted, seen);
+                        agg_flush_end(a, b, commit);
+                }
+                cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+                committed += check_batch(b, false, accepted, seen);
+        }
+        agg_flush_end(a, b, false);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        committed += check_batch(b, true, accepted, seen);
+        agg_flush_end(a, b, true);
+        cr_assert_eq(committed, n_accepted);
+        cr_assert_gt(n_accepted, N / 4);
+        cr_assert_eq(agg_key_spans(a, "ctrl_1", "panel_outage", NULL, 0), 1);
+        agg_free(a);
+}
+
+/* Adds m uncertain reports extending ctrl_1's one span upwards from *next, 1 min apart. */
+static void add_uncertain(Agg *a, usec_t *next, size_t m) {
+        for (size_t i = 0; i < m; i++, *next += USEC_PER_MINUTE)
+                cr_assert_eq(add(a, *next), 1, "report %zu", i);
+}
+
+static void snapshot(Agg *a, AggStats *st, AggSpan *s, size_t *n) {
+        agg_stats(a, DAY0, st);
+        *n = spans(a, s);
+}
+
+static void assert_same(Agg *a, const AggStats *st0, const AggSpan *s0, size_t n0) {
+        AggStats st;
+        AggSpan s[16];
+        size_t n;
+
+        snapshot(a, &st, s, &n);
+        cr_assert_eq(n, n0);
+        cr_assert_eq(memcmp(s, s0, n * sizeof(AggSpan)), 0);
+        cr_assert_eq(st.keys, st0->keys);
+        cr_assert_eq(st.spans, st0->spans);
+        cr_assert_eq(st.dirty_spans, st0->dirty_spans);
+        cr_assert_eq(st.uncertain, st0->uncertain);
+        cr_assert_eq(st.strings, st0->strings);
+        cr_assert_eq(st.horizon, st0->horizon);
+}
+
+Test(agg, flush_wanted_when_a_span_holds_many_uncertain) {
+        Agg *a = new_agg(DAY0 + 30 * USEC_PER_DAY, 0);
+        usec_t next = DAY0;
+        FlushBatch *b = NULL;
+
+        cr_assert_not(agg_flush_wanted(a));
+        add_uncertain(a, &next, AGG_UNCERTAIN_FLUSH_AT - 1);
+        cr_assert_eq(agg_add(a, "ctrl_2", "panel_outage", DAY0), 1);   /* another key: no */
+        cr_assert_not(agg_flush_wanted(a));
+        add_uncertain(a, &next, 1);
+        cr_assert(agg_flush_wanted(a));
+        cr_assert_eq(add(a, DAY0 + USEC_PER_MINUTE), 0);               /* duplicate */
+        cr_assert(agg_flush_wanted(a));
+
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);                    /* takes the set */
+        cr_assert_not(agg_flush_wanted(a));
+        add_uncertain(a, &next, 10);
+        agg_flush_end(a, b, false);                                     /* gives it back */
+        cr_assert(agg_flush_wanted(a));
+        cr_assert_eq(agg_flush_begin(a, 1, &b), 0);                    /* ctrl_1 first in line */
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].n_uncertain, AGG_UNCERTAIN_FLUSH_AT + 10);
+        cr_assert_not(agg_flush_wanted(a));
+        agg_flush_end(a, b, true);
+        cr_assert_not(agg_flush_wanted(a));
+        agg_free(a);
+}
+
+Test(agg, uncertain_per_span_cap_enospc_until_a_flush_takes_them) {
+        Agg *a = new_agg(DAY0 + 30 * USEC_PER_DAY, 0);
+        usec_t next = DAY0, top;
+        FlushBatch *b = NULL;
+        AggStats st0;
+        AggSpan s0[16];
+        size_t n0;
+
+        add_uncertain(a, &next, AGG_UNCERTAIN_MAX);
+        snapshot(a, &st0, s0, &n0);
+        cr_assert_eq(s0[0].n_uncertain, AGG_UNCERTAIN_MAX);
+        cr_assert_eq(add(a, next), -ENOSPC);                            /* at the end */
+        cr_assert_eq(add(a, DAY0 - USEC_PER_MINUTE), -ENOSPC);          /* at the start */
+        cr_assert_eq(add(a, next + 20 * USEC_PER_MINUTE), 1);           /* a span of its own */
+        assert_span(&s0[0], DAY0, next - USEC_PER_MINUTE, 0);
+        cr_assert_eq(add(a, next + 10 * USEC_PER_MINUTE), -ENOSPC);     /* would merge the two */
+        next += 21 * USEC_PER_MINUTE;
+        cr_assert_eq(add(a, DAY0 + 5 * USEC_PER_MINUTE), 0);            /* duplicates are fine */
+
+        /* the flush takes them: as many again may come while the batch is out (here into
+         * the second span) */
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 2);
+        add_uncertain(a, &next, AGG_UNCERTAIN_MAX);
+        top = next;
+        cr_assert_eq(add(a, top), -ENOSPC);
+        agg_flush_end(a, b, false);
+        /* given back: twice the cap held, still no more until a flush */
+        snapshot(a, &st0, s0, &n0);
+        cr_assert_eq(n0, 2);
+        cr_assert_eq(s0[0].n_uncertain, AGG_UNCERTAIN_MAX);
+        cr_assert_eq(s0[1].n_uncertain, AGG_UNCERTAIN_MAX + 1);
+        cr_assert_eq(st0.uncertain, 2 * AGG_UNCERTAIN_MAX + 1);
+        cr_assert_eq(add(a, top), -ENOSPC);
+        assert_same(a, &st0, s0, n0);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        agg_flush_end(a, b, true);
+        cr_assert_eq(add(a, top), 1);
+        agg_free(a);
+}
+
+Test(agg, certain_reports_still_join_a_span_at_the_uncertain_cap) {
+        Agg *a = new_agg(DAY0, 0);                      /* certain from 00:12 on */
+        usec_t next = DAY0 + 12 * USEC_PER_MINUTE - AGG_UNCERTAIN_MAX * USEC_PER_MINUTE;
+        AggSpan s[2];
+
+        add_uncertain(a, &next, AGG_UNCERTAIN_MAX);
+        cr_assert_eq(next, DAY0 + 12 * USEC_PER_MINUTE);
+        cr_assert_eq(add(a, next), 1);                  /* certain: no timestamp to hold */
+        cr_assert_eq(spans(a, s), 1);
+        cr_assert_eq(s[0].count, 1);
+        cr_assert_eq(s[0].n_uncertain, AGG_UNCERTAIN_MAX);
+        agg_free(a);
+}
+
+Test(agg, uncertain_timestamps_count_against_max_events) {
+        Agg *a = new_agg(DAY0 + 30 * USEC_PER_DAY, 2);
+        usec_t next = DAY0;
+        AggStats st0;
+        AggSpan s0[16];
+        size_t n0;
+        Fragment f[2];
+
+        /* one span and 15 timestamps: 1 + 15/8 = 2 events (rounded down) */
+        add_uncertain(a, &next, 2 * AGG_UNCERTAIN_PER_EVENT - 1);
+        cr_assert_eq(agg_event_count(a), 2);
+        cr_assert_eq(agg_span_count(a), 1);
+        snapshot(a, &st0, s0, &n0);
+        cr_assert_eq(add(a, next), -ENOSPC);                            /* a 16th: 3 events */
+        cr_assert_eq(agg_add(a, "ctrl_2", "panel_outage", DAY0 + 40 * USEC_PER_DAY), -ENOSPC);
+        cr_assert_eq(agg_load(a, "ctrl_3", "panel_outage", DAY0, DAY0), -ENOSPC);
+        assert_same(a, &st0, s0, n0);
+        cr_assert_eq(agg_event_count(a), 2);
+
+        flush_all(a, f, 2);                             /* the timestamps went to the store */
+        cr_assert_eq(agg_event_count(a), 1);
+        cr_assert_eq(agg_add(a, "ctrl_2", "panel_outage", DAY0 + 40 * USEC_PER_DAY), 1);
+        cr_assert_eq(agg_event_count(a), 2);
+        agg_free(a);
+}
+
+Test(agg, committed_uncertain_vectors_give_their_memory_back) {
+        Agg *a = new_agg(DAY0 + 30 * USEC_PER_DAY, 0);
+        usec_t next = DAY0;
+        FlushBatch *b = NULL;
+        AggStats st0, st;
+
+        add_uncertain(a, &next, 1);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        agg_flush_end(a, b, true);
+        add_uncertain(a, &next, 1);
+        agg_stats(a, DAY0, &st0);
+        add_uncertain(a, &next, AGG_UNCERTAIN_MAX - 1);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        add_uncertain(a, &next, 1);                     /* keeps the vector alive */
+        agg_flush_end(a, b, true);
+        agg_stats(a, DAY0, &st);
+        cr_assert_eq(st.uncertain, 1);
+        cr_assert_leq(st.bytes, st0.bytes + 64, "%" PRIu64 " > %" PRIu64 " + 64", st.bytes, st0.bytes);
+        agg_free(a);
+}
+
+/* ---- refused fragments ---- */
+
+Test(agg, refused_fragment_is_dropped_with_its_key) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        AggStats st;
+
+        add(a, at(10, 0));
+        add(a, at(10, 10));
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(agg_flush_refuse(a, b), 0);
+        agg_stats(a, at(10, 10), &st);
+        cr_assert_eq(st.keys, 0);
+        cr_assert_eq(st.spans, 0);
+        cr_assert_eq(st.strings, 0);
+        cr_assert_eq(st.horizon, at(10, 10) + 1);
+        cr_assert_eq(agg_dirty_count(a), 0);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);            /* nothing left to block */
+        cr_assert_eq(b->n, 0);
+        agg_flush_end(a, b, true);
+        /* the same reports again: below the raised horizon + gap, so uncertain */
+        cr_assert_eq(add(a, at(10, 0)), 1);
+        cr_assert_eq(add(a, at(10, 10)), 1);
+        cr_assert_eq(add(a, at(10, 30)), 1);
+        agg_stats(a, at(10, 30), &st);
+        cr_assert_eq(st.uncertain, 2);
+        agg_free(a);
+}
+
+Test(agg, refused_span_takes_the_reports_added_meanwhile) {
+        Agg *a = new_agg(at(9, 30), 0);                /* certain from 9:42 */
+        FlushBatch *b = NULL;
+        AggSpan s[4];
+        Fragment f[4];
+
+        add(a, at(10, 0));
+        add(a, at(11, 0));                              /* a second span */
+        agg_add(a, "ctrl_2", "panel_outage", at(10, 0));
+        cr_assert_eq(agg_flush_begin(a, 1, &b), 0);    /* ctrl_1 10:00 only */
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].start, at(10, 0));
+        cr_assert_eq(add(a, at(10, 10)), 1);            /* extends the refused span */
+        cr_assert_eq(add(a, at(9, 38)), 1);             /* uncertain, a span of its own */
+        cr_assert_eq(spans(a, s), 3);
+        cr_assert_eq(add(a, at(9, 49)), 1);             /* bridges it to the refused span */
+        cr_assert_eq(spans(a, s), 2);
+        assert_span(&s[0], at(9, 38), at(10, 10), 2);
+        cr_assert_eq(s[0].n_uncertain, 1);
+        cr_assert_eq(agg_flush_refuse(a, b), 3);        /* 10:10, 9:49 and uncertain 9:38 */
+
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(11, 0), at(11, 0), 1);
+        cr_assert_eq(agg_key_spans(a, "ctrl_2", "panel_outage", NULL, 0), 1);
+        cr_assert_eq(flush_all(a, f, 4), 2);            /* the others flush as before */
+        cr_assert_eq(flush_all(a, f, 4), 0);
+        agg_free(a);
+}
+
+Test(agg, refused_fragments_merged_meanwhile_drop_once) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        AggStats st;
+
+        add(a, at(10, 0));
+        add(a, at(10, 24));
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 2);
+        cr_assert_eq(add(a, at(10, 12)), 1);            /* one span covers both fragments */
+        cr_assert_eq(agg_flush_refuse(a, b), 1);
+        agg_stats(a, at(10, 24), &st);
+        cr_assert_eq(st.keys, 0);
+        cr_assert_eq(st.spans, 0);
+        cr_assert_eq(st.horizon, at(10, 24) + 1);
+        agg_free(a);
+}
+
+Test(agg, refused_span_merged_with_a_dirty_one_leaves_no_dirty_key) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+
+        add(a, at(10, 0));
+        add(a, at(10, 24));
+        cr_assert_eq(agg_flush_begin(a, 1, &b), 0);    /* 10:00; 10:24 stays dirty */
+        cr_assert_eq(b->n, 1);
+        cr_assert_not(b->complete);
+        cr_assert_eq(agg_dirty_count(a), 1);
+        cr_assert_eq(add(a, at(10, 12)), 1);
+        cr_assert_eq(agg_flush_refuse(a, b), 2);        /* 10:24 waiting, 10:12 new */
+        cr_assert_eq(agg_dirty_count(a), 0);
+        cr_assert_eq(agg_span_count(a), 0);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 0);
+        cr_assert(b->complete);
+        agg_flush_end(a, b, true);
+        agg_free(a);
+}
+
+Test(agg, key_left_with_clean_spans_after_a_refusal_is_still_evicted) {
+        Agg *a = new_agg(0, 0);
+        FlushBatch *b = NULL;
+        Fragment f[4];
+        AggSpan s[2];
+
+        /* the refused span is the key's oldest: its clean successor must become evictable */
+        add(a, at(11, 0));
+        flush_all(a, f, 4);
+        for (int i = 0; i < 1100; i++) {
+                agg_add(a, "ctrl_2", "panel_outage", at(12, 0) + i);
+                flush_all(a, f, 4);
+        }
+        add(a, at(10, 0));
+        /* a compaction drops the stale entries, ctrl_1's included: no old heap entry is left
+         * to stand in for the one the refusal must make */
+        cr_assert_eq(agg_evict_closed(a, 0), 0);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(agg_flush_refuse(a, b), 0);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(11, 0), at(11, 0), 0);
+        cr_assert_eq(agg_evict_closed(a, at(11, 12)), 0);
+        cr_assert_eq(agg_evict_closed(a, at(11, 12) + 1), 1);
+        cr_assert_eq(agg_key_spans(a, "ctrl_1", "panel_outage", NULL, 0), 0);
+        cr_assert_eq(agg_evict_closed(a, at(13, 0)), 1);                /* ctrl_2 */
+
+        /* and a key that still has something to flush after it keeps it */
+        add(a, at(14, 0));
+        add(a, at(15, 0));
+        cr_assert_eq(agg_flush_begin(a, 1, &b), 0);
+        cr_assert_eq(agg_flush_refuse(a, b), 0);
+        cr_assert_eq(agg_dirty_count(a), 1);
+        cr_assert_eq(flush_all(a, f, 4), 1);
+        cr_assert_eq(f[0].start, at(15, 0));
+        cr_assert_eq(agg_evict_closed(a, at(16, 0)), 1);
+        agg_free(a);
+}
+
+Test(agg, refused_uncertain_timestamps_leave_the_accounting) {
+        Agg *a = new_agg(DAY0 + 30 * USEC_PER_DAY, 0);
+        usec_t next = DAY0;
+        FlushBatch *b = NULL;
+        AggStats st;
+
+        add_uncertain(a, &next, AGG_UNCERTAIN_FLUSH_AT);
+        cr_assert(agg_flush_wanted(a));
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        add_uncertain(a, &next, AGG_UNCERTAIN_FLUSH_AT);
+        cr_assert(agg_flush_wanted(a));
+        cr_assert_eq(agg_flush_refuse(a, b), AGG_UNCERTAIN_FLUSH_AT);
+        cr_assert_not(agg_flush_wanted(a));
+        agg_stats(a, DAY0, &st);
+        cr_assert_eq(st.uncertain, 0);
+        cr_assert_eq(st.spans, 0);
+        cr_assert_eq(agg_event_count(a), 0);
+        agg_free(a);
+}
+
+/* ---- warm start that does not fit ---- */
+
+Test(agg, unloaded_stored_event_makes_its_duplicates_uncertain) {
+        Agg *a = new_agg(at(9, 0), 1);                 /* the warm start loads ends >= 9:00 */
+        FlushBatch *b = NULL;
+        AggStats st;
+
+        cr_assert_eq(agg_load(a, "ctrl_2", "lamp_outage", at(9, 5), at(9, 10)), 0);
+        cr_assert_eq(agg_load(a, "ctrl_1", "panel_outage", at(10, 0), at(10, 20)), -ENOSPC);
+        agg_skip_stored(a, at(10, 20));
+        agg_stats(a, at(10, 25), &st);
+        cr_assert_eq(st.horizon, at(10, 20) + 1);
+        cr_assert_eq(st.spans, 1);
+        cr_assert_eq(agg_key_spans(a, "ctrl_1", "panel_outage", NULL, 0), 0);
+
+        cr_assert_eq(agg_evict_oldest(a, 1), 1);       /* memory pressure: room for a report */
+        cr_assert_eq(add(a, at(10, 10)), 1);            /* a duplicate of the unloaded event */
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(b->fragments[0].count, 0);         /* the store decides: inside, dropped */
+        cr_assert_eq(b->fragments[0].n_uncertain, 1);
+        cr_assert_eq(b->fragments[0].uncertain[0], at(10, 10));
+        agg_flush_end(a, b, true);
+        cr_assert_eq(agg_evict_oldest(a, 1), 1);
+        cr_assert_eq(add(a, at(10, 33)), 1);            /* >= 10:20 + 1us + gap: counted */
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->fragments[0].count, 1);
+        agg_flush_end(a, b, true);
+        agg_free(a);
+}
+
+Test(agg, skip_stored_raises_the_horizon_and_never_lowers_it) {
+        Agg *a = new_agg(at(10, 0), 0);
+        AggStats st;
+        AggSpan s[2];
+
+        agg_skip_stored(a, at(11, 0));
+        agg_stats(a, 0, &st);
+        cr_assert_eq(st.horizon, at(11, 0) + 1);
+        agg_skip_stored(a, at(10, 30));
+        agg_stats(a, 0, &st);
+        cr_assert_eq(st.horizon, at(11, 0) + 1);
+        cr_assert_eq(add(a, at(11, 0)), 1);
+        cr_assert_eq(add(a, at(11, 12)), 1);            /* < 11:00 + 1us + gap */
+        cr_assert_eq(add(a, at(11, 13)), 1);            /* certain */
+        cr_assert_eq(spans(a, s), 1);
+        cr_assert_eq(s[0].n_uncertain, 2);
+        cr_assert_eq(s[0].count, 1);
+        agg_skip_stored(a, INT64_MAX);                  /* saturates */
+        agg_stats(a, 0, &st);
+        cr_assert_eq(st.horizon, INT64_MAX);
+        agg_free(a);
+}
