@@ -12,7 +12,9 @@
 --
 -- Each fragment is merged with every stored event of its key within the gap: the union of
 -- the spans, counts added; a fragment inside one stored event adds nothing; each uncertain
--- timestamp counts only when no stored event contains it.
+-- timestamp counts only when no stored event contains it. The gap is added in UTC
+-- (outage.utc_add), as the exclusion constraint does: the result does not depend on the
+-- session's time zone, even for a gap in days across a daylight saving time change.
 --
 -- By hand, in psql (prefix EXPLAIN or EXPLAIN ANALYZE to any statement to see its plan):
 --   BEGIN;
@@ -84,8 +86,8 @@ cand AS (
         JOIN outage.stored_events ev
           ON ev.controller = fk.c AND ev.otype = fk.t
          AND outage.padded_span(ev.start_time, ev.end_time) && outage.padded_span(fk.s, fk.e)
-         AND ev.end_time >= fk.s - (SELECT gap FROM g)
-         AND ev.start_time <= fk.e + (SELECT gap FROM g)),
+         AND ev.end_time >= outage.utc_add(fk.s, -(SELECT gap FROM g))
+         AND ev.start_time <= outage.utc_add(fk.e, (SELECT gap FROM g))),
 contrib AS (
         SELECT fk.fid, fk.c, fk.t, fk.s, fk.e,
                CASE WHEN COALESCE((SELECT ev.start_time <= fk.s
@@ -107,7 +109,7 @@ items AS (
         UNION ALL
         SELECT c, t, s, e, event_id, NULL::integer, cnt::bigint FROM cand),
 marked AS (
-        SELECT *, CASE WHEN s > max(e) OVER w + (SELECT gap FROM g) THEN 1 ELSE 0 END AS b
+        SELECT *, CASE WHEN s > outage.utc_add(max(e) OVER w, (SELECT gap FROM g)) THEN 1 ELSE 0 END AS b
         FROM items
         WINDOW w AS (PARTITION BY c, t ORDER BY s, e, event_id, fid
                      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),

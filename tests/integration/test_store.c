@@ -456,6 +456,63 @@ Test(integration, gap_boundaries_to_the_microsecond) {
         free(ci);
 }
 
+/* A gap of one day in a database whose time zone has daylight saving time: in Europe/Berlin
+ * '1 day' after 2026-03-28 12:00Z is 23 h later, after 2026-10-24 12:00Z 25 h later. The
+ * gap is 24 h in UTC whatever the session's time zone, as the exclusion constraint says. */
+Test(integration, gap_of_days_in_utc_across_dst_changes) {
+        char *ci = fresh_db();
+        const usec_t spring = DAY0 - 244 * USEC_PER_DAY + 12 * USEC_PER_HOUR;   /* 2026-03-28 12:00Z */
+        const usec_t autumn = DAY0 - 34 * USEC_PER_DAY + 12 * USEC_PER_HOUR;    /* 2026-10-24 12:00Z */
+        const usec_t half = 30 * USEC_PER_MINUTE;
+        Store *s;
+        char *v;
+        int r;
+
+        cr_assert_eq(pg_exec(ci, "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET timezone = %L',"
+                                 " current_database(), 'Europe/Berlin'); END $$"), 0);
+        s = connect_ok(ci);
+        r = store_migrate(s, USEC_PER_DAY);
+        cr_assert_eq(r, 0, "store_migrate: %d %s", r, store_error(s));
+        /* The daemon records '24:00:00'; an operator changing the gap writes '1 day'. */
+        cr_assert_eq(pg_exec(ci, "ALTER TABLE outage.stored_events DROP CONSTRAINT stored_events_no_overlap;"
+                                 "DROP FUNCTION outage.padded_span(timestamptz, timestamptz);"
+                                 "DELETE FROM outage.settings;"
+                                 "SELECT outage.install_gap(interval '1 day')"), 0);
+        cr_assert_eq(store_migrate(s, USEC_PER_DAY), 0, "%s", store_error(s));
+        v = pg_query_value(ci, "SELECT current_setting('TimeZone') || ' ' || gap FROM outage.settings");
+        cr_assert_str_eq(v, "Europe/Berlin 1 day");
+        free(v);
+
+        /* 23.5 h apart: one event, across the spring change as anywhere else. */
+        report(s, "c", "t", spring, false);
+        report(s, "c", "t", spring + USEC_PER_DAY - half, false);
+        /* 24.5 h apart: two events, across the autumn change as anywhere else. */
+        report(s, "c", "t", autumn, false);
+        report(s, "c", "t", autumn + USEC_PER_DAY + half, false);
+        /* Exactly 24 h joins, 24 h + 1 us splits. */
+        report(s, "d", "t", spring, false);
+        report(s, "d", "t", spring + USEC_PER_DAY, false);
+        report(s, "d", "t", autumn, false);
+        report(s, "d", "t", autumn + USEC_PER_DAY + 1, false);
+        v = pg_query_value(ci, "SELECT string_agg(format('%s %s %s %s', controller_id, start_time AT TIME ZONE 'UTC',"
+                           " end_time AT TIME ZONE 'UTC', report_count), '; ' ORDER BY controller_id, start_time)"
+                           " FROM outage.events");
+        cr_assert_str_eq(v, "c 2026-03-28 12:00:00 2026-03-29 11:30:00 2; "
+                         "c 2026-10-24 12:00:00 2026-10-24 12:00:00 1; c 2026-10-25 12:30:00 2026-10-25 12:30:00 1; "
+                         "d 2026-03-28 12:00:00 2026-03-29 12:00:00 2; "
+                         "d 2026-10-24 12:00:00 2026-10-24 12:00:00 1; "
+                         "d 2026-10-25 12:00:00.000001 2026-10-25 12:00:00.000001 1");
+        free(v);
+        /* The status of outage.events adds the gap the same way. */
+        cr_assert_eq(query_long(ci, "SELECT (outage.utc_add('2026-03-28 12:00Z', interval '1 day')"
+                                " = '2026-03-29 12:00Z')::int"), 1);
+        v = pg_query_value(ci, "SELECT pg_get_viewdef('outage.events')");
+        cr_assert(v && strstr(v, "utc_add(e.end_time"), "%s", v);
+        free(v);
+        store_free(s);
+        free(ci);
+}
+
 struct loaded {
         usec_t start[8], end[8];
         char names[8][64];
