@@ -1,6 +1,8 @@
--- 002_counts_rejects_prune.sql — gap arithmetic in UTC (outage.utc_add) in the analyst view.
+-- 002_counts_rejects_prune.sql — gap arithmetic in UTC (outage.utc_add) in the analyst
+-- view; report_count becomes bigint.
 -- Applied by the daemon (store_migrate) in one transaction under the migration lock, like
--- 001. outage.events is dropped and created again together with outage.events_between
+-- 001. The type change rewrites outage.stored_events and rebuilds its indexes: on a large
+-- table the migration takes a while, and holds the table meanwhile. outage.events is dropped and created again together with outage.events_between
 -- (whose result type is the view's row type): a view an analyst built on either makes this
 -- migration fail; drop it first and create it again afterwards.
 
@@ -18,6 +20,11 @@ $fn$;
 
 DROP FUNCTION outage.events_between(timestamptz, timestamptz);
 DROP VIEW outage.events;
+
+-- SPEC section 4: bigint. An event of a controller reporting every 10 minutes would need
+-- 40,000 years to pass 2^31, but the counts of merged events add up, and nothing else
+-- bounds them.
+ALTER TABLE outage.stored_events ALTER COLUMN report_count TYPE bigint;
 
 CREATE VIEW outage.events AS
 SELECT e.event_id,

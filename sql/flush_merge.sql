@@ -118,7 +118,7 @@ isl AS (
         FROM marked)
 SELECT c, t, min(event_id),
        array_agg(event_id ORDER BY event_id) FILTER (WHERE event_id IS NOT NULL),
-       min(s), max(e), sum(cnt)::integer
+       min(s), max(e), sum(cnt)::bigint
 FROM isl
 GROUP BY c, t, n;
 

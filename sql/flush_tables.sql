@@ -21,5 +21,5 @@ CREATE TEMP TABLE IF NOT EXISTS outaged_plan (
         ids  bigint[],          -- every stored event of the island, keep first
         s    timestamptz,       -- the island's span
         e    timestamptz,
-        cnt  integer            -- its report_count
+        cnt  bigint             -- its report_count
 ) ON COMMIT DELETE ROWS;

@@ -179,7 +179,7 @@ Test(integration, migrate_from_empty) {
 
                 cr_assert_str_eq(cols, "event_id bigint, controller_id text, outage_type text, "
                                  "start_time timestamp with time zone, end_time timestamp with time zone, "
-                                 "duration interval, report_count integer, status text, "
+                                 "duration interval, report_count bigint, status text, "
                                  "updated_at timestamp with time zone");
                 free(cols);
         }
@@ -207,6 +207,77 @@ Test(integration, migrate_twice_is_a_noop) {
         cr_assert_str_eq(before, after);
         free(before);
         free(after);
+        store_free(s);
+        free(ci);
+}
+
+/* A database at migration 001 as a daemon of that version left it, with a 12 min gap. */
+static void migrate_to_001(const char *ci) {
+        char *sql = NULL;
+
+        cr_assert_eq(migrations[0].version, 1);
+        cr_assert(asprintf(&sql, "CREATE SCHEMA outage; %s;"
+                           " INSERT INTO outage.schema_migrations VALUES (1, '%s', now());"
+                           " SELECT outage.install_gap('00:12:00')",
+                           migrations[0].sql, migrations[0].name) > 0);
+        cr_assert_eq(pg_exec(ci, sql), 0);
+        free(sql);
+}
+
+/* Upgrading a database at 001 that holds data keeps the data. */
+Test(integration, migrate_from_001_keeps_the_data) {
+        char *ci = fresh_db();
+        Store *s;
+        int stored = -1, known = -1;
+        char *v;
+
+        migrate_to_001(ci);
+        cr_assert_eq(pg_exec(ci,
+                "INSERT INTO outage.controllers (name) VALUES ('c1'), ('c2');"
+                "INSERT INTO outage.outage_types (name) VALUES ('panel_outage');"
+                "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count) VALUES"
+                " (1, 1, '2026-11-27 10:00Z', '2026-11-27 10:20Z', 3),"
+                " (1, 1, '2026-11-27 11:00Z', '2026-11-27 11:00Z', 2147483600),"
+                " (2, 1, '2026-11-27 09:00Z', '2026-11-27 09:30Z', 4);"
+                "INSERT INTO outage.checkpoints (instance, seq, flush_id) VALUES ('inst', 41, 4141);"), 0);
+        s = connect_ok(ci);
+        cr_assert_eq(store_schema_version(s, &stored, &known), 0);
+        cr_assert_eq(stored, 1);
+        cr_assert_eq(store_migrate(s, GAP), 0, "%s", store_error(s));
+        cr_assert_eq(store_schema_version(s, &stored, &known), 0);
+        cr_assert_eq(stored, known);
+        expect_events(ci, "c1/panel_outage 10:00-10:20 3; c1/panel_outage 11:00-11:00 2147483600; "
+                      "c2/panel_outage 09:00-09:30 4");
+        v = pg_query_value(ci, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                           " WHERE attrelid = 'outage.stored_events'::regclass AND attname = 'report_count'");
+        cr_assert_str_eq(v, "bigint");
+        free(v);
+        /* The constraint and the padded span survived the rewrite. */
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_constraint WHERE conname = 'stored_events_no_overlap'"), 1);
+        /* Counts now pass 2^31 - 1. */
+        flush1(s, frag("c1", "panel_outage", AT(10, 50), AT(11, 10), 100));
+        expect_events(ci, "c1/panel_outage 10:00-10:20 3; c1/panel_outage 10:50-11:10 2147483700; "
+                      "c2/panel_outage 09:00-09:30 4");
+        cr_assert_eq(store_get_checkpoint(s, "inst", &(uint64_t) { 0 }, NULL), 0);
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, report_count_passes_2_to_the_31) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        char *v;
+
+        flush1(s, frag("c", "t", AT(10, 0), AT(10, 10), 2));
+        flush1(s, frag("c", "t", AT(11, 0), AT(11, 0), 1));
+        cr_assert_eq(pg_exec(ci, "UPDATE outage.stored_events SET report_count = 2147483640"), 0);
+        /* Extends one, then merges both: 2147483640 * 2 + 10 + 1. */
+        flush1(s, frag("c", "t", AT(10, 10), AT(10, 20), 10));
+        flush1(s, frag("c", "t", AT(10, 30), AT(10, 50), 1));
+        expect_events(ci, "c/t 10:00-11:00 4294967291");
+        v = pg_query_value(ci, "SELECT pg_typeof(report_count)::text FROM outage.events");
+        cr_assert_str_eq(v, "bigint");
+        free(v);
         store_free(s);
         free(ci);
 }
