@@ -690,12 +690,19 @@ static int flush_build_fragments(Store *s, const Fragment *f, size_t n) {
         return r;
 }
 
-static int flush_build_rejects(Store *s, const RejectRow *rj, size_t nr) {
+/* The source columns (instance, journal record, item) are the rejects' idempotency key;
+ * without an instance or a journal record a reject has none (always inserted). */
+static int flush_build_rejects(Store *s, const RejectRow *rj, size_t nr, const char *instance) {
+        char num[64];
         int r = 0;
 
         s->len = 0;
         for (size_t i = 0; i < nr && r == 0; i++) {
-                r = buf_put_ts(s, rj[i].received_at);
+                bool keyed = instance && rj[i].seq > 0;
+
+                (void) snprintf(num, sizeof(num), "%zu\t", i);
+                r = buf_puts(s, num);
+                r = r ?: buf_put_ts(s, rj[i].received_at);
                 r = r ?: buf_put(s, "\t", 1);
                 r = r ?: buf_put_field(s, rj[i].topic ? rj[i].topic : "");
                 r = r ?: buf_put(s, "\t", 1);
@@ -703,8 +710,16 @@ static int flush_build_rejects(Store *s, const RejectRow *rj, size_t nr) {
                 r = r ?: buf_put(s, "\t", 1);
                 r = r ?: buf_put_field(s, rj[i].reason ? rj[i].reason : "");
                 r = r ?: buf_put(s, "\t", 1);
+                r = r ?: buf_put_field(s, rj[i].detail);
+                r = r ?: buf_put(s, "\t", 1);
                 r = r ?: buf_put_field(s, rj[i].payload ? rj[i].payload : "");
-                r = r ?: buf_put(s, "\n", 1);
+                r = r ?: buf_put(s, "\t", 1);
+                r = r ?: buf_put_field(s, keyed ? instance : NULL);
+                if (keyed)
+                        (void) snprintf(num, sizeof(num), "\t%" PRIu64 "\t%" PRIu32 "\n", rj[i].seq, rj[i].item);
+                else
+                        (void) snprintf(num, sizeof(num), "\t\\N\t\\N\n");
+                r = r ?: buf_puts(s, num);
         }
         return r;
 }
@@ -719,6 +734,11 @@ static int flush_check(Store *s, const Fragment *f, size_t n, const RejectRow *r
                 if (!f[i].controller_id || !f[i].outage_type || f[i].start > f[i].end ||
                     f[i].count > INT32_MAX || (f[i].n_uncertain > 0 && !f[i].uncertain)) {
                         store_set_error(s, "flush: fragment %zu is invalid", i);
+                        return -EINVAL;
+                }
+        for (size_t i = 0; i < nr; i++)
+                if (rj[i].seq > INT64_MAX || rj[i].item > INT32_MAX || nr > INT32_MAX) {
+                        store_set_error(s, "flush: reject %zu is invalid", i);
                         return -EINVAL;
                 }
         return 0;
@@ -740,9 +760,11 @@ static int flush_once(Store *s, const Fragment *f, size_t n, const RejectRow *rj
                         return r;
         }
         if (nr > 0) {
-                r = flush_build_rejects(s, rj, nr);
+                r = flush_build_rejects(s, rj, nr, instance);
                 r = r ?: store_copy(s, "flush: sending rejects",
-                                    "COPY outage.rejects (received_at, topic, controller_id, reason, payload) FROM STDIN");
+                                    "COPY pg_temp.outaged_reject (n, received_at, topic, controller_id, reason,"
+                                    " detail, payload, src_instance, src_seq, src_item) FROM STDIN");
+                r = r ?: store_exec(s, "flush: storing rejects", sql_flush_rejects, 0, NULL, NULL);
                 if (r < 0)
                         return r;
         }

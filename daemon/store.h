@@ -42,18 +42,27 @@ int store_load_events(Store *s, usec_t since, store_event_cb cb, void *userdata)
  * transaction that wrote it (0 if none; ret_flush_id may be NULL). */
 int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id);
 
+/* One row of outage.rejects. The caller escapes and truncates topic and payload (first
+ * 1 KiB); bytes that are still not valid UTF-8 are written as \xNN. (instance, seq, item)
+ * identifies the reject: inserting it again, from a replay of the same journal record, is a
+ * no-op. Without an instance or with seq 0 it has no identity and is always inserted. */
 typedef struct RejectRow {
         usec_t received_at;
         const char *topic;
         const char *controller_id;      /* NULL when the topic's id is invalid */
         const char *reason;
         const char *payload;            /* already escaped and truncated */
+        const char *detail;             /* which bound or rule failed; may be NULL */
+        uint64_t seq;                   /* journal record of the message, 1..INT64_MAX; 0: none */
+        uint32_t item;                  /* index of the item in the message, 0..INT32_MAX
+                                         * (0 for a whole message) */
 } RejectRow;
 
 /* In one transaction: merges the fragments (SPEC section 3: each fragment is merged with
  * every stored event of its key within gap; union of spans, counts added; a fragment inside
  * one stored event adds nothing; each uncertain timestamp counts only if no stored event
- * contains it), inserts the rejects, and records (instance, seq, flush_id) as the committed
+ * contains it), inserts the rejects (in order; one already stored under the same (instance,
+ * seq, item) is skipped: see RejectRow), and records (instance, seq, flush_id) as the committed
  * journal position when instance is not NULL. flush_id identifies this flush (1 to
  * INT64_MAX). Safe with concurrent writers: striped advisory locks in sorted order, retried
  * on serialization, deadlock and exclusion failures. Returns 0 (committed); -ECONNRESET

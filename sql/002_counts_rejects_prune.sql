@@ -1,5 +1,6 @@
 -- 002_counts_rejects_prune.sql — gap arithmetic in UTC (outage.utc_add) in the analyst
--- view; report_count becomes bigint.
+-- view; report_count becomes bigint; rejects get an identifier, a detail and an idempotency
+-- key (behind the outage.rejects view).
 -- Applied by the daemon (store_migrate) in one transaction under the migration lock, like
 -- 001. The type change rewrites outage.stored_events and rebuilds its indexes: on a large
 -- table the migration takes a while, and holds the table meanwhile. outage.events is dropped and created again together with outage.events_between
@@ -52,6 +53,41 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
               && tstzrange($1, CASE WHEN $2 < $1 THEN $1 ELSE $2 END, '[)')
 $fn$;
 
+-- ---- rejects: identifier, detail, idempotency key ----
+
+-- The daemon's table; analysts read outage.rejects (the SPEC columns) instead. The source
+-- (instance, journal record, item index) identifies a reject: replaying the journal record
+-- of a message whose rejects were already stored inserts nothing (ON CONFLICT DO NOTHING).
+-- Rows without a source (null columns) are never duplicates of one another.
+CREATE TABLE outage.stored_rejects (
+        reject_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        received_at   timestamptz NOT NULL,
+        topic         text NOT NULL,
+        controller_id text,
+        reason        text NOT NULL,
+        detail        text,
+        payload       text NOT NULL,
+        src_instance  text,
+        src_seq       bigint,
+        src_item      integer,
+        CONSTRAINT stored_rejects_source UNIQUE (src_instance, src_seq, src_item)
+);
+
+-- The rejects of 001 get identifiers in the order they were received.
+INSERT INTO outage.stored_rejects (received_at, topic, controller_id, reason, payload)
+SELECT received_at, topic, controller_id, reason, payload
+FROM outage.rejects
+ORDER BY received_at;
+
+DROP TABLE outage.rejects;
+
+-- Retention deletes by age.
+CREATE INDEX stored_rejects_received_at ON outage.stored_rejects (received_at);
+
+CREATE VIEW outage.rejects AS
+SELECT reject_id, received_at, topic, controller_id, reason, detail, payload
+FROM outage.stored_rejects;
+
 -- ---- privileges ----
 
 -- Function privileges are checked as the querying user, also for a function in a view.
@@ -61,6 +97,10 @@ GRANT EXECUTE ON FUNCTION outage.utc_add(timestamptz, interval) TO outage_writer
 GRANT SELECT ON outage.events TO outage_reader;
 REVOKE ALL ON FUNCTION outage.events_between(timestamptz, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION outage.events_between(timestamptz, timestamptz) TO outage_reader, outage_writer;
+
+-- The writer inserts rejects; SELECT: ON CONFLICT reads the arbiter columns.
+GRANT SELECT ON outage.rejects TO outage_reader;
+GRANT SELECT, INSERT ON outage.stored_rejects TO outage_writer;
 
 -- ---- comments ----
 
@@ -77,3 +117,16 @@ COMMENT ON COLUMN outage.events.report_count IS 'Reports that created, extended 
 COMMENT ON COLUMN outage.events.status IS 'open while end_time + gap >= now() (a further report could still extend it), else closed; computed in UTC, like the gap between reports.';
 COMMENT ON COLUMN outage.events.updated_at IS 'When the daemon last changed the event.';
 COMMENT ON FUNCTION outage.events_between(timestamptz, timestamptz) IS 'Events (rows of outage.events) overlapping the half-open window [from, to); a null bound is unbounded. Filter on outage_type or controller_id in the calling query.';
+
+COMMENT ON TABLE outage.stored_rejects IS 'The daemon''s rejects table, with the idempotency key of each row; read outage.rejects instead.';
+COMMENT ON COLUMN outage.stored_rejects.src_instance IS 'Daemon instance (MQTT client id) that journalled the message; with src_seq and src_item the idempotency key (null: none).';
+COMMENT ON COLUMN outage.stored_rejects.src_seq IS 'Journal record of the message in that instance''s journal.';
+COMMENT ON COLUMN outage.stored_rejects.src_item IS 'Index of the rejected item in the message (0 for a whole message).';
+COMMENT ON VIEW outage.rejects IS 'Reports the daemon rejected, one row per message or item, with the first reason that applied; re-publish after fixing.';
+COMMENT ON COLUMN outage.rejects.reject_id IS 'Reject identifier, unique and increasing in insertion order.';
+COMMENT ON COLUMN outage.rejects.received_at IS 'When the daemon received the message.';
+COMMENT ON COLUMN outage.rejects.topic IS 'MQTT topic the message arrived on (first 1 KiB, escaped like payload).';
+COMMENT ON COLUMN outage.rejects.controller_id IS 'Controller id from the topic; null when it is not a valid id.';
+COMMENT ON COLUMN outage.rejects.reason IS 'First failed check: bad_controller_id, payload_too_large, malformed_json, not_a_report, batch_too_large, missing_field, bad_field_type, bad_outage_type, unknown_outage_type, bad_timestamp, timestamp_out_of_range, controller_mismatch; store_refused for an event the database refused.';
+COMMENT ON COLUMN outage.rejects.detail IS 'Which bound or rule failed, and the item''s index in a batch (e.g. older than max_age 30d, item 3 of 12); may be null.';
+COMMENT ON COLUMN outage.rejects.payload IS 'The message (or the rejected item as JSON), first 1 KiB; invalid UTF-8 and NUL bytes written as \xNN.';

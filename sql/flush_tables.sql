@@ -23,3 +23,17 @@ CREATE TEMP TABLE IF NOT EXISTS outaged_plan (
         e    timestamptz,
         cnt  bigint             -- its report_count
 ) ON COMMIT DELETE ROWS;
+
+-- The rejects of the batch, inserted into outage.stored_rejects by flush_rejects.sql.
+CREATE TEMP TABLE IF NOT EXISTS outaged_reject (
+        n             integer,  -- position in the batch: reject_id follows it
+        received_at   timestamptz,
+        topic         text,
+        controller_id text,
+        reason        text,
+        detail        text,
+        payload       text,
+        src_instance  text,     -- the idempotency key (null: none)
+        src_seq       bigint,
+        src_item      integer
+) ON COMMIT DELETE ROWS;

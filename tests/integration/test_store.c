@@ -182,6 +182,12 @@ Test(integration, migrate_from_empty) {
                                  "duration interval, report_count bigint, status text, "
                                  "updated_at timestamp with time zone");
                 free(cols);
+                cols = pg_query_value(ci,
+                        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum)"
+                        " FROM pg_attribute WHERE attrelid = 'outage.rejects'::regclass AND attnum > 0");
+                cr_assert_str_eq(cols, "reject_id bigint, received_at timestamp with time zone, topic text, "
+                                 "controller_id text, reason text, detail text, payload text");
+                free(cols);
         }
         store_free(s);
         free(ci);
@@ -239,7 +245,9 @@ Test(integration, migrate_from_001_keeps_the_data) {
                 " (1, 1, '2026-11-27 10:00Z', '2026-11-27 10:20Z', 3),"
                 " (1, 1, '2026-11-27 11:00Z', '2026-11-27 11:00Z', 2147483600),"
                 " (2, 1, '2026-11-27 09:00Z', '2026-11-27 09:30Z', 4);"
-                "INSERT INTO outage.checkpoints (instance, seq, flush_id) VALUES ('inst', 41, 4141);"), 0);
+                "INSERT INTO outage.checkpoints (instance, seq, flush_id) VALUES ('inst', 41, 4141);"
+                "INSERT INTO outage.rejects VALUES ('2026-11-27 10:05Z', 'outages/c1', 'c1', 'malformed_json', 'x'),"
+                " ('2026-11-27 10:01Z', 'outages/bad id', NULL, 'bad_controller_id', '{}');"), 0);
         s = connect_ok(ci);
         cr_assert_eq(store_schema_version(s, &stored, &known), 0);
         cr_assert_eq(stored, 1);
@@ -258,7 +266,22 @@ Test(integration, migrate_from_001_keeps_the_data) {
         flush1(s, frag("c1", "panel_outage", AT(10, 50), AT(11, 10), 100));
         expect_events(ci, "c1/panel_outage 10:00-10:20 3; c1/panel_outage 10:50-11:10 2147483700; "
                       "c2/panel_outage 09:00-09:30 4");
-        cr_assert_eq(store_get_checkpoint(s, "inst", &(uint64_t) { 0 }, NULL), 0);
+        {
+                uint64_t seq = 0, id = 0;
+
+                cr_assert_eq(store_get_checkpoint(s, "inst", &seq, &id), 0);
+                cr_assert_eq(seq, 41);
+                cr_assert_eq(id, 4141);
+        }
+        /* The rejects got identifiers in the order they were received, and no detail. */
+        v = pg_query_value(ci, "SELECT string_agg(format('%s %s %s %s %s %s', reject_id, received_at AT TIME ZONE 'UTC',"
+                           " topic, coalesce(controller_id, '-'), reason, coalesce(detail, '-')), '; ' ORDER BY reject_id)"
+                           " FROM outage.rejects");
+        cr_assert_str_eq(v, "1 2026-11-27 10:01:00 outages/bad id - bad_controller_id -; "
+                         "2 2026-11-27 10:05:00 outages/c1 c1 malformed_json -");
+        free(v);
+        cr_assert_eq(query_long(ci, "SELECT (to_regclass('outage.rejects_received_at') IS NULL"
+                                " AND to_regclass('outage.stored_rejects_received_at') IS NOT NULL)::int"), 1);
         store_free(s);
         free(ci);
 }
@@ -687,6 +710,58 @@ Test(integration, rejects_and_checkpoint_commit_together) {
         free(ci);
 }
 
+Test(integration, rejects_inserted_twice_are_one_row) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        RejectRow rj[] = {
+                { .received_at = AT(10, 0), .topic = "outages/c1", .controller_id = "c1", .reason = "bad_timestamp",
+                  .payload = "{\"timestamp\":1}", .detail = "item 1 of 3", .seq = 7, .item = 1 },
+                { .received_at = AT(10, 0), .topic = "outages/c1", .controller_id = "c1", .reason = "missing_field",
+                  .payload = "{}", .detail = "item 3 of 3", .seq = 7, .item = 3 },
+                { .received_at = AT(10, 1), .topic = "outages/c1", .controller_id = "c1", .reason = "malformed_json",
+                  .payload = "[", .seq = 8 },
+        };
+        RejectRow unkeyed = { .received_at = AT(10, 2), .topic = "outages/c2", .controller_id = "c2",
+                              .reason = "store_refused", .payload = "c2/t" };
+        char *v;
+
+        cr_assert_eq(store_flush(s, NULL, 0, rj, 3, "inst-a", 8, 1), 0, "%s", store_error(s));
+        /* A replay re-adds the rejects of message 8, and of 7 (half applied), plus new ones. */
+        cr_assert_eq(store_flush(s, NULL, 0, &rj[2], 1, "inst-a", 8, 2), 0, "%s", store_error(s));
+        cr_assert_eq(store_flush(s, NULL, 0, rj, 3, "inst-a", 9, 3), 0, "%s", store_error(s));
+        v = pg_query_value(ci, "SELECT string_agg(format('%s %s %s', reason, coalesce(detail, '-'), payload), '; '"
+                           " ORDER BY reject_id) FROM outage.rejects");
+        cr_assert_str_eq(v, "bad_timestamp item 1 of 3 {\"timestamp\":1}; missing_field item 3 of 3 {}; malformed_json - [");
+        free(v);
+        /* Another instance's journal record 7 is another message. */
+        cr_assert_eq(store_flush(s, NULL, 0, rj, 1, "inst-b", 7, 1), 0, "%s", store_error(s));
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 4);
+        /* Twice in one batch: one row. */
+        {
+                RejectRow twice[2] = { rj[0], rj[0] };
+
+                twice[0].seq = twice[1].seq = 10;
+                cr_assert_eq(store_flush(s, NULL, 0, twice, 2, "inst-a", 10, 4), 0, "%s", store_error(s));
+                cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 5);
+        }
+        /* Without a journal record or an instance there is no identity: every insert counts. */
+        cr_assert_eq(store_flush(s, NULL, 0, &unkeyed, 1, "inst-a", 10, 5), 0, "%s", store_error(s));
+        cr_assert_eq(store_flush(s, NULL, 0, &unkeyed, 1, "inst-a", 10, 6), 0, "%s", store_error(s));
+        cr_assert_eq(store_flush(s, NULL, 0, rj, 1, NULL, 0, 0), 0, "%s", store_error(s));
+        cr_assert_eq(store_flush(s, NULL, 0, rj, 1, NULL, 0, 0), 0, "%s", store_error(s));
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 9);
+        /* reject_id increases with insertion order, within a batch too. */
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM (SELECT reject_id, lag(reject_id) OVER (ORDER BY reject_id) p,"
+                                " received_at, lag(received_at) OVER (ORDER BY reject_id) pr FROM outage.rejects) x"
+                                " WHERE p IS NOT NULL AND reject_id <= p"), 0);
+        v = pg_query_value(ci, "SELECT string_agg(reason, ',' ORDER BY reject_id) FROM outage.rejects");
+        cr_assert_str_eq(v, "bad_timestamp,missing_field,malformed_json,bad_timestamp,bad_timestamp,"
+                         "store_refused,store_refused,bad_timestamp,bad_timestamp");
+        free(v);
+        store_free(s);
+        free(ci);
+}
+
 Test(integration, connection_loss_is_reported) {
         char *ci = fresh_db();
         Store *s = migrated(ci);
@@ -885,7 +960,13 @@ Test(integration, roles_reader_and_writer) {
         exec_state(rci, "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
                    " VALUES (1, 1, now(), now(), 1)", st);
         cr_assert_str_eq(st, "42501");
-        exec_state(rci, "INSERT INTO outage.rejects VALUES (now(), 'x', NULL, 'y', 'z')", st);
+        exec_state(rci, "INSERT INTO outage.rejects (received_at, topic, controller_id, reason, payload)"
+                   " VALUES (now(), 'x', NULL, 'y', 'z')", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(rci, "INSERT INTO outage.stored_rejects (received_at, topic, controller_id, reason, payload)"
+                   " VALUES (now(), 'x', NULL, 'y', 'z')", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(rci, "SELECT * FROM outage.stored_rejects", st);
         cr_assert_str_eq(st, "42501");
         exec_state(rci, "SELECT * FROM outage.stored_events", st);
         cr_assert_str_eq(st, "42501");
@@ -907,9 +988,13 @@ Test(integration, roles_reader_and_writer) {
         f = frag("d", "t", AT(10, 5), AT(10, 12), 2);
         cr_assert_eq(store_flush(w, &f, 1, NULL, 0, "w", 8, 0), 0, "%s", store_error(w));
         expect_events(ci, "c/t 10:00-10:10 2; d/t 10:00-10:12 3");
-        exec_state(wci, "DROP TABLE outage.rejects", st);
+        exec_state(wci, "DROP VIEW outage.rejects", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(wci, "DROP TABLE outage.stored_rejects", st);
         cr_assert_str_eq(st, "42501");
         exec_state(wci, "DELETE FROM outage.rejects", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(wci, "UPDATE outage.stored_rejects SET reason = 'x'", st);
         cr_assert_str_eq(st, "42501");
         store_free(w);
         free(rci);
