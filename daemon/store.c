@@ -577,6 +577,36 @@ int store_migrate(Store *s, usec_t gap) {
         return r == -EAGAIN ? -EIO : r;
 }
 
+int store_database_id(Store *s, char ret[static 37]) {
+        PGresult *r = NULL;
+        int k;
+
+        if (!s)
+                return -EINVAL;
+        k = store_exec(s, "reading the database identity",
+                       "SELECT to_regclass('outage.database_identity') IS NOT NULL", 0, NULL, &r);
+        if (k < 0)
+                return k == -EAGAIN ? -EIO : k;
+        k = streq(PQgetvalue(r, 0, 0), "t");
+        PQclear(r);
+        if (!k) {
+                store_set_error(s, "the database has no identity: the schema is not migrated");
+                return -ENOENT;
+        }
+        k = store_exec(s, "reading the database identity",
+                       "SELECT database_id::text FROM outage.database_identity", 0, NULL, &r);
+        if (k < 0)
+                return k == -EAGAIN ? -EIO : k;
+        if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0) || strlen(PQgetvalue(r, 0, 0)) != 36) {
+                PQclear(r);
+                store_set_error(s, "the database has no identity: outage.database_identity is empty");
+                return -ENOENT;
+        }
+        memcpy(ret, PQgetvalue(r, 0, 0), 37);
+        PQclear(r);
+        return 0;
+}
+
 /* ---- warm start and checkpoint ---- */
 
 int store_load_events(Store *s, usec_t since, store_event_cb cb, void *userdata) {

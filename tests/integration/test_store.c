@@ -347,6 +347,42 @@ Test(integration, second_database_in_cluster) {
         free(ci2);
 }
 
+Test(integration, database_identity) {
+        char *ci1 = fresh_db(), *ci2 = fresh_db(), *ci3 = fresh_db();
+        Store *s1 = connect_ok(ci1), *s2, *s3;
+        char id1[37], id1b[37], id2[37], id3[37];
+
+        cr_assert_eq(store_database_id(s1, id1), -ENOENT);
+        cr_assert(store_connected(s1));
+        cr_assert_eq(store_migrate(s1, GAP), 0, "%s", store_error(s1));
+        cr_assert_eq(store_database_id(s1, id1), 0, "%s", store_error(s1));
+        cr_assert_eq(strlen(id1), 36);
+        cr_assert_eq(query_long(ci1, "SELECT count(*) FROM outage.database_identity"), 1);
+        /* Stable: the same on another connection and after another migrate. */
+        store_free(s1);
+        s1 = migrated(ci1);
+        cr_assert_eq(store_database_id(s1, id1b), 0, "%s", store_error(s1));
+        cr_assert_str_eq(id1, id1b);
+        /* Another database of the cluster has another one. */
+        s2 = migrated(ci2);
+        cr_assert_eq(store_database_id(s2, id2), 0, "%s", store_error(s2));
+        cr_assert_str_neq(id1, id2);
+        /* A database at 001 gets one when it is upgraded. */
+        migrate_to_001(ci3);
+        s3 = connect_ok(ci3);
+        cr_assert_eq(store_database_id(s3, id3), -ENOENT);
+        cr_assert_eq(store_migrate(s3, GAP), 0, "%s", store_error(s3));
+        cr_assert_eq(store_database_id(s3, id3), 0, "%s", store_error(s3));
+        cr_assert_str_neq(id3, id1);
+        cr_assert_str_neq(id3, id2);
+        store_free(s1);
+        store_free(s2);
+        store_free(s3);
+        free(ci1);
+        free(ci2);
+        free(ci3);
+}
+
 Test(integration, connect_errors) {
         char err[512];
         Store *s = NULL;
