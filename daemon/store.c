@@ -680,6 +680,37 @@ int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint
         return 0;
 }
 
+/* ---- retention ---- */
+
+int store_prune(Store *s, usec_t events_before, usec_t rejects_before, uint64_t *ret_events,
+                uint64_t *ret_rejects) {
+        char ev[TS_MAX], rj[TS_MAX];
+        const char *params[2] = { events_before ? ev : NULL, rejects_before ? rj : NULL };
+        PGresult *r = NULL;
+        int64_t ne = -1, nr = -1;
+        int k;
+
+        if (!s || (events_before && format_ts(ev, events_before) < 0) ||
+            (rejects_before && format_ts(rj, rejects_before) < 0))
+                return -EINVAL;
+        /* Not in a transaction block: the procedure commits between batches. */
+        k = store_exec(s, "pruning", "CALL outage.prune($1::timestamptz, $2::timestamptz)", 2, params, &r);
+        if (k < 0)
+                return k == -EAGAIN ? -EIO : k;
+        if (PQntuples(r) != 1 || PQnfields(r) != 2 || parse_i64(PQgetvalue(r, 0, 0), &ne) < 0 ||
+            parse_i64(PQgetvalue(r, 0, 1), &nr) < 0 || ne < 0 || nr < 0) {
+                PQclear(r);
+                store_set_error(s, "pruning: unexpected result");
+                return -EIO;
+        }
+        PQclear(r);
+        if (ret_events)
+                *ret_events = (uint64_t) ne;
+        if (ret_rejects)
+                *ret_rejects = (uint64_t) nr;
+        return 0;
+}
+
 /* ---- flush ---- */
 
 /* The flush transaction starts here; sql/flush_merge.sql sets what its plans need. */
@@ -774,6 +805,25 @@ static int flush_check(Store *s, const Fragment *f, size_t n, const RejectRow *r
         return 0;
 }
 
+/* Runs sql/flush_merge.sql. -EAGAIN when an event it keeps was deleted under it (by
+ * outage.prune or an operator): the whole flush must run again with a fresh plan. */
+static int flush_merge(Store *s) {
+        PGresult *r = NULL;
+        bool complete;
+        int k;
+
+        k = store_exec(s, "flush: merging", sql_flush_merge, 0, NULL, &r);
+        if (k < 0)
+                return k;
+        complete = PQntuples(r) == 1 && streq(PQgetvalue(r, 0, 0), "t");
+        PQclear(r);
+        if (!complete) {
+                store_set_error(s, "flush: merging: an event of the batch was deleted by another transaction");
+                return -EAGAIN;
+        }
+        return 0;
+}
+
 static int flush_once(Store *s, const Fragment *f, size_t n, const RejectRow *rj, size_t nr,
                       const char *instance, uint64_t seq, uint64_t flush_id) {
         int r;
@@ -785,7 +835,7 @@ static int flush_once(Store *s, const Fragment *f, size_t n, const RejectRow *rj
                 r = flush_build_fragments(s, f, n);
                 r = r ?: store_copy(s, "flush: sending fragments",
                                     "COPY pg_temp.outaged_frag (fid, ctrl, otype, s, e, cnt, unc) FROM STDIN");
-                r = r ?: store_exec(s, "flush: merging", sql_flush_merge, 0, NULL, NULL);
+                r = r ?: flush_merge(s);
                 if (r < 0)
                         return r;
         }

@@ -79,3 +79,13 @@ typedef struct RejectRow {
  * malformed, nothing sent). */
 int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_t nr,
                 const char *instance, uint64_t seq, uint64_t flush_id);
+
+/* Retention: CALL outage.prune. Deletes the closed events (end_time + gap < now()) that
+ * ended before events_before and the rejects received before rejects_before; 0 is no bound
+ * (nothing of that kind is deleted). The procedure commits every 10,000 rows, so a failure
+ * may leave part of the work done, and a prune never holds the rows of more than one batch
+ * locked against the flushes. Safe with concurrent flushes and prunes. ret_events and
+ * ret_rejects (may be NULL) receive the numbers deleted by this call. Returns 0,
+ * -ECONNRESET, -EIO (including a schema older than version 2). */
+int store_prune(Store *s, usec_t events_before, usec_t rejects_before, uint64_t *ret_events,
+                uint64_t *ret_rejects);

@@ -1,6 +1,6 @@
 -- 002_counts_rejects_prune.sql — gap arithmetic in UTC (outage.utc_add) in the analyst
 -- view; report_count becomes bigint; rejects get an identifier, a detail and an idempotency
--- key (behind the outage.rejects view); the database identity.
+-- key (behind the outage.rejects view); the database identity; outage.prune.
 -- Applied by the daemon (store_migrate) in one transaction under the migration lock, like
 -- 001. The type change rewrites outage.stored_events and rebuilds its indexes: on a large
 -- table the migration takes a while, and holds the table meanwhile. outage.events is dropped and created again together with outage.events_between
@@ -101,6 +101,68 @@ CREATE TABLE outage.database_identity (
 CREATE UNIQUE INDEX database_identity_one_row ON outage.database_identity ((true));
 INSERT INTO outage.database_identity DEFAULT VALUES;
 
+-- ---- retention ----
+
+-- A procedure, not a function, so that it can COMMIT after every batch: each batch of at
+-- most 10,000 rows is its own transaction. The row locks of deleted events are then held
+-- for one batch only, so a flush that touches one of them (a late report within the gap of
+-- an old event) waits one batch, not the whole prune; vacuum can reclaim the rows of
+-- earlier batches while later ones run, and an interrupted prune keeps what it deleted.
+-- The table lock a DELETE takes (ROW EXCLUSIVE) never conflicts with the daemon's writes.
+-- A batch is chosen as an array of identifiers, then deleted through the primary key
+-- (= ANY): an IN (subquery) would let the planner hash-join the whole table per batch.
+-- Events: FOR UPDATE SKIP LOCKED leaves rows that a flush (or a concurrent prune) holds to
+-- that transaction; the condition is repeated on the DELETE itself, so a row a flush
+-- extended meanwhile (its end_time moved) is re-checked on its new version and kept. A
+-- flush whose kept event was deleted under it sees that and retries (sql/flush_merge.sql).
+-- Rejects are never updated (and the writer may not lock them FOR UPDATE): of two prunes
+-- that pick the same batch, the second waits for the first, deletes nothing and stops,
+-- the first goes on; the numbers they return add up to what was deleted.
+-- Transaction control requires CALL outside an explicit transaction block (as psql does by
+-- default, and as the daemon does); inside one, the first COMMIT fails.
+CREATE PROCEDURE outage.prune(events_before timestamptz, rejects_before timestamptz,
+                              INOUT events bigint DEFAULT NULL, INOUT rejects bigint DEFAULT NULL)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+        cutoff timestamptz;
+        n bigint;
+BEGIN
+        events := 0;
+        rejects := 0;
+        -- Closed: end_time + gap < now(). now() only grows, so an event closed at the first
+        -- batch stays closed in the later ones unless a flush extends it (re-checked).
+        SELECT CASE WHEN events_before IS NOT NULL
+                    THEN least(events_before, outage.utc_add(now(), -s.gap)) END
+        INTO cutoff
+        FROM outage.settings s;
+        WHILE cutoff IS NOT NULL LOOP
+                DELETE FROM outage.stored_events ev
+                WHERE ev.event_id = ANY (ARRAY(
+                        SELECT x.event_id FROM outage.stored_events x
+                        WHERE tstzrange(x.start_time, x.end_time, '[]') << tstzrange(cutoff, NULL, '[]')
+                        LIMIT 10000
+                        FOR UPDATE SKIP LOCKED))
+                  AND ev.end_time < cutoff;
+                GET DIAGNOSTICS n = ROW_COUNT;
+                EXIT WHEN n = 0;
+                events := events + n;
+                COMMIT;
+        END LOOP;
+        WHILE rejects_before IS NOT NULL LOOP
+                DELETE FROM outage.stored_rejects r
+                WHERE r.reject_id = ANY (ARRAY(
+                        SELECT x.reject_id FROM outage.stored_rejects x
+                        WHERE x.received_at < rejects_before
+                        ORDER BY x.received_at
+                        LIMIT 10000));
+                GET DIAGNOSTICS n = ROW_COUNT;
+                EXIT WHEN n = 0;
+                rejects := rejects + n;
+                COMMIT;
+        END LOOP;
+END
+$fn$;
+
 -- ---- privileges ----
 
 -- Function privileges are checked as the querying user, also for a function in a view.
@@ -111,10 +173,14 @@ GRANT SELECT ON outage.events TO outage_reader;
 REVOKE ALL ON FUNCTION outage.events_between(timestamptz, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION outage.events_between(timestamptz, timestamptz) TO outage_reader, outage_writer;
 
--- The writer inserts rejects; SELECT: ON CONFLICT reads the arbiter columns.
+-- The writer inserts rejects (SELECT: ON CONFLICT reads the arbiter columns) and deletes
+-- them through outage.prune, which runs with the caller's rights: a SECURITY DEFINER
+-- procedure cannot COMMIT.
 GRANT SELECT ON outage.rejects TO outage_reader;
-GRANT SELECT, INSERT ON outage.stored_rejects TO outage_writer;
+GRANT SELECT, INSERT, DELETE ON outage.stored_rejects TO outage_writer;
 GRANT SELECT ON outage.database_identity TO outage_writer, outage_reader;
+REVOKE ALL ON PROCEDURE outage.prune(timestamptz, timestamptz, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE outage.prune(timestamptz, timestamptz, bigint, bigint) TO outage_writer;
 
 -- ---- comments ----
 
@@ -148,3 +214,5 @@ COMMENT ON COLUMN outage.rejects.payload IS 'The message (or the rejected item a
 COMMENT ON TABLE outage.database_identity IS 'One row: the identity of this database, generated by migration 002; a daemon''s journal records the database it belongs to by it.';
 COMMENT ON COLUMN outage.database_identity.database_id IS 'Random identifier of this database (a copy made from it has the same).';
 COMMENT ON COLUMN outage.database_identity.created_at IS 'When it was generated.';
+
+COMMENT ON PROCEDURE outage.prune(timestamptz, timestamptz, bigint, bigint) IS 'CALL outage.prune(events_before, rejects_before): deletes the closed events that ended before events_before and the rejects received before rejects_before (a null bound deletes nothing of that kind), committing every 10,000 rows; returns the numbers deleted (events, rejects). Call it outside a transaction block.';

@@ -8,7 +8,8 @@
 --   * the temporary tables of sql/flush_tables.sql: pg_temp.outaged_frag holding the batch
 --     (fid, ctrl, otype, s, e, cnt, unc: one row per fragment, any order, keys may repeat)
 --     and pg_temp.outaged_plan empty.
--- No parameters. Leaves the plan (one row per resulting event) in pg_temp.outaged_plan.
+-- No parameters. Leaves the plan (one row per resulting event) in pg_temp.outaged_plan, and
+-- returns one row: complete (boolean, see the last statement).
 --
 -- Each fragment is merged with every stored event of its key within the gap: the union of
 -- the spans, counts added; a fragment inside one stored event adds nothing; each uncertain
@@ -72,7 +73,9 @@ ON CONFLICT (name) DO NOTHING;
 --   marked, isl: fragments and candidates of one key, sorted by start, split into islands
 --            where a start is more than gap after every earlier end: each island is one
 --            event, keeping the smallest event_id of its stored events.
-INSERT INTO pg_temp.outaged_plan (c, t, keep, ids, s, e, cnt)
+--   kind:    what the flush does to the island's event: created (no stored event), merged
+--            (two or more), extended (its span or count grows), or null (nothing).
+INSERT INTO pg_temp.outaged_plan (c, t, keep, ids, s, e, cnt, kind)
 WITH g AS MATERIALIZED (SELECT gap FROM outage.settings),
 fk AS MATERIALIZED (
         SELECT f.fid, c.id AS c, t.id AS t, f.s, f.e, f.cnt, f.unc
@@ -118,26 +121,43 @@ isl AS (
         FROM marked)
 SELECT c, t, min(event_id),
        array_agg(event_id ORDER BY event_id) FILTER (WHERE event_id IS NOT NULL),
-       min(s), max(e), sum(cnt)::bigint
+       min(s), max(e), sum(cnt)::bigint,
+       CASE WHEN count(event_id) = 0 THEN 'created'
+            WHEN count(event_id) > 1 THEN 'merged'
+            WHEN min(s) < min(s) FILTER (WHERE event_id IS NOT NULL)
+              OR max(e) > max(e) FILTER (WHERE event_id IS NOT NULL)
+              OR sum(cnt) FILTER (WHERE event_id IS NULL) > 0 THEN 'extended'
+       END
 FROM isl
 GROUP BY c, t, n;
 
 ANALYZE pg_temp.outaged_plan;
 
 -- 4. Apply: delete the merged-away events before updating the kept ones (the exclusion
--- constraint is checked row by row), then insert the islands that had no stored event.
+-- constraint is checked row by row), insert the islands that had no stored event (apart
+-- from every other island by more than the gap: the order does not matter), update the
+-- kept events that change.
 DELETE FROM outage.stored_events ev
 USING (SELECT unnest(ids[2:]) AS id FROM pg_temp.outaged_plan WHERE cardinality(ids) > 1) d
 WHERE ev.event_id = d.id;
-
-UPDATE outage.stored_events ev
-SET start_time = p.s, end_time = p.e, report_count = p.cnt, updated_at = now()
-FROM pg_temp.outaged_plan p
-WHERE ev.event_id = p.keep
-  AND (ev.start_time, ev.end_time, ev.report_count) IS DISTINCT FROM (p.s, p.e, p.cnt);
 
 INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)
 SELECT c, t, s, e, cnt
 FROM pg_temp.outaged_plan
 WHERE keep IS NULL
 ORDER BY c, t, s;
+
+-- The stripe locks keep other flushes away from these events, but not outage.prune or an
+-- operator: a kept event deleted since the plan was computed is not updated, and its
+-- island would be lost. So the last statement returns whether every kept event that
+-- changes was updated (complete = false: roll back and run the flush again).
+WITH upd AS (
+        UPDATE outage.stored_events ev
+        SET start_time = p.s, end_time = p.e, report_count = p.cnt, updated_at = now()
+        FROM pg_temp.outaged_plan p
+        WHERE ev.event_id = p.keep
+          AND (ev.start_time, ev.end_time, ev.report_count) IS DISTINCT FROM (p.s, p.e, p.cnt)
+        RETURNING 1)
+SELECT (SELECT count(*) FROM upd)
+       = (SELECT count(*) FROM pg_temp.outaged_plan WHERE keep IS NOT NULL AND kind IS NOT NULL)
+       AS complete;

@@ -21,7 +21,8 @@ CREATE TEMP TABLE IF NOT EXISTS outaged_plan (
         ids  bigint[],          -- every stored event of the island, keep first
         s    timestamptz,       -- the island's span
         e    timestamptz,
-        cnt  bigint             -- its report_count
+        cnt  bigint,            -- its report_count
+        kind text               -- created, merged, extended, or null: unchanged
 ) ON COMMIT DELETE ROWS;
 
 -- The rejects of the batch, inserted into outage.stored_rejects by flush_rejects.sql.

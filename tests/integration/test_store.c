@@ -3,11 +3,13 @@
  * constraint, roles, comments, and index use on a million events. Each test gets a fresh
  * database of the one server. */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -813,6 +815,159 @@ Test(integration, connection_loss_is_reported) {
         free(ci);
 }
 
+/* ---- retention ---- */
+
+static usec_t wall_now(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (usec_t) ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+/* n closed events of key (ctrl, "t"), one an hour, the last ending days_ago days ago, and n
+ * rejects received days_ago days ago. */
+static void load_old(const char *ci, const char *ctrl, int n, int days_ago) {
+        char sql[1024];
+
+        (void) snprintf(sql, sizeof(sql),
+                "INSERT INTO outage.controllers (name) VALUES ('%s') ON CONFLICT DO NOTHING;"
+                "INSERT INTO outage.outage_types (name) VALUES ('t') ON CONFLICT DO NOTHING;"
+                "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
+                " SELECT c.id, t.id, x, x + interval '10 min', 2"
+                " FROM outage.controllers c, outage.outage_types t,"
+                "  generate_series(1, %d) i, LATERAL (SELECT now() - interval '%d days' - i * interval '1 hour') v(x)"
+                " WHERE c.name = '%s' AND t.name = 't';"
+                "INSERT INTO outage.stored_rejects (received_at, topic, controller_id, reason, payload)"
+                " SELECT now() - interval '%d days', 'outages/%s', '%s', 'malformed_json', i::text"
+                " FROM generate_series(1, %d) i",
+                ctrl, n, days_ago, ctrl, days_ago, ctrl, ctrl, n);
+        cr_assert_eq(pg_exec(ci, sql), 0);
+}
+
+Test(integration, prune_deletes_closed_events_and_old_rejects, .timeout = 120) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        const usec_t now = wall_now();
+        uint64_t ne = 99, nr = 99;
+
+        load_old(ci, "old", 25000, 100);
+        load_old(ci, "mid", 3, 10);
+        /* Open: within gap of now (the view says so), and one in the future. */
+        flush1(s, frag("open", "t", now - 2 * USEC_PER_HOUR, now - 5 * USEC_PER_MINUTE, 12));
+        flush1(s, frag("future", "t", now + USEC_PER_HOUR, now + USEC_PER_HOUR, 1));
+        /* Closed a minute ago: end + gap < now. */
+        flush1(s, frag("closed", "t", now - GAP - 2 * USEC_PER_MINUTE, now - GAP - USEC_PER_MINUTE, 1));
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events WHERE status = 'open'"), 2);
+
+        /* No bound: nothing. */
+        cr_assert_eq(store_prune(s, 0, 0, &ne, &nr), 0, "%s", store_error(s));
+        cr_assert_eq(ne, 0);
+        cr_assert_eq(nr, 0);
+        /* Events that ended more than 30 days ago, in three batches; rejects untouched. */
+        cr_assert_eq(store_prune(s, now - 30 * USEC_PER_DAY, 0, &ne, &nr), 0, "%s", store_error(s));
+        cr_assert_eq(ne, 25000);
+        cr_assert_eq(nr, 0);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events WHERE controller_id = 'old'"), 0);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events"), 6);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 25003);
+        /* Rejects older than 30 days. */
+        cr_assert_eq(store_prune(s, 0, now - 30 * USEC_PER_DAY, &ne, &nr), 0, "%s", store_error(s));
+        cr_assert_eq(ne, 0);
+        cr_assert_eq(nr, 25000);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects WHERE controller_id = 'mid'"), 3);
+        /* A bound in the future deletes every closed event, never an open one. */
+        cr_assert_eq(store_prune(s, now + USEC_PER_DAY, now + USEC_PER_DAY, &ne, &nr), 0, "%s", store_error(s));
+        cr_assert_eq(ne, 4);
+        cr_assert_eq(nr, 3);
+        {
+                char *v = pg_query_value(ci, "SELECT string_agg(controller_id || ' ' || report_count || ' ' || status, ', '"
+                                         " ORDER BY controller_id) FROM outage.events");
+
+                cr_assert_str_eq(v, "future 1 open, open 12 open");
+                free(v);
+        }
+        store_free(s);
+        free(ci);
+}
+typedef struct Pruner {
+        const char *ci;
+        usec_t before;
+        uint64_t events, rejects;
+        int r;
+        char error[512];
+} Pruner;
+
+static void *pruner_run(void *arg) {
+        Pruner *p = arg;
+        Store *s = NULL;
+        char err[256];
+
+        p->r = store_connect(p->ci, NULL, &s, err, sizeof(err));
+        if (p->r == 0)
+                p->r = store_prune(s, p->before, p->before, &p->events, &p->rejects);
+        snprintf(p->error, sizeof(p->error), "%s", p->r == 0 ? "" : s ? store_error(s) : err);
+        store_free(s);
+        return NULL;
+}
+
+Test(integration, prune_twice_at_once_is_harmless, .timeout = 120) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        const usec_t now = wall_now();
+        Pruner p[2];
+        pthread_t th[2];
+
+        for (int i = 0; i < 4; i++) {
+                char name[16];
+
+                snprintf(name, sizeof(name), "c%d", i);
+                load_old(ci, name, 10000, 40);
+        }
+        flush1(s, frag("open", "t", now - 5 * USEC_PER_MINUTE, now - 5 * USEC_PER_MINUTE, 1));
+        for (int i = 0; i < 2; i++) {
+                p[i] = (Pruner) { .ci = ci, .before = now + USEC_PER_DAY };
+                cr_assert_eq(pthread_create(&th[i], NULL, pruner_run, &p[i]), 0);
+        }
+        for (int i = 0; i < 2; i++) {
+                pthread_join(th[i], NULL);
+                cr_assert_eq(p[i].r, 0, "pruner %d: %s", i, p[i].error);
+        }
+        cr_assert_eq(p[0].events + p[1].events, 40000, "%" PRIu64 " + %" PRIu64, p[0].events, p[1].events);
+        cr_assert_eq(p[0].rejects + p[1].rejects, 40000, "%" PRIu64 " + %" PRIu64, p[0].rejects, p[1].rejects);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 0);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events WHERE controller_id = 'open' AND status = 'open'"), 1);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events"), 1);
+        store_free(s);
+        free(ci);
+}
+
+/* An event the plan keeps, deleted by another transaction before the update (outage.prune
+ * or an operator), must not take the flush's data with it: the flush runs again. Here a
+ * trigger deletes it, on the first attempt only, between the plan and the update. */
+Test(integration, kept_event_deleted_under_the_flush) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        Fragment f[] = {
+                frag("c", "t", AT(10, 5), AT(10, 10), 2),      /* extends the 10:00 event */
+                frag("c", "t", AT(12, 0), AT(12, 0), 1),       /* a new event: the insert fires the trigger */
+        };
+
+        flush1(s, frag("c", "t", AT(10, 0), AT(10, 0), 1));
+        cr_assert_eq(pg_exec(ci,
+                "CREATE SEQUENCE public.once;"
+                "CREATE FUNCTION public.delete_first() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF nextval('public.once') = 1 THEN"
+                "  DELETE FROM outage.stored_events WHERE start_time = '2026-11-27 10:00Z'; END IF;"
+                " RETURN NEW; END $$;"
+                "CREATE TRIGGER delete_first BEFORE INSERT ON outage.stored_events"
+                " FOR EACH ROW EXECUTE FUNCTION public.delete_first()"), 0);
+        flush_ok(s, f, 2);
+        expect_events(ci, "c/t 10:00-10:10 3; c/t 12:00-12:00 1");
+        cr_assert_eq(query_long(ci, "SELECT last_value FROM public.once"), 2, "the flush ran once more");
+        store_free(s);
+        free(ci);
+}
+
 /* ---- concurrency ---- */
 
 #define CC_CTRL 8
@@ -1010,6 +1165,8 @@ Test(integration, roles_reader_and_writer) {
         cr_assert_str_eq(st, "42501");
         exec_state(rci, "SELECT outage.install_gap('1 min')", st);
         cr_assert_str_eq(st, "42501");
+        exec_state(rci, "CALL outage.prune(now(), now())", st);
+        cr_assert_str_eq(st, "42501");
         cr_assert_eq(query_long(rci, "SELECT count(*) FROM outage.events"), 1);
         cr_assert_eq(query_long(rci, "SELECT count(*) FROM outage.events_between('2026-11-27', '2026-11-28')"), 1);
         cr_assert_eq(query_long(rci, "SELECT events FROM outage.downtime('2026-11-27', '2026-11-28')"), 1);
@@ -1024,6 +1181,16 @@ Test(integration, roles_reader_and_writer) {
         f = frag("d", "t", AT(10, 5), AT(10, 12), 2);
         cr_assert_eq(store_flush(w, &f, 1, NULL, 0, "w", 8, 0), 0, "%s", store_error(w));
         expect_events(ci, "c/t 10:00-10:10 2; d/t 10:00-10:12 3");
+        {
+                uint64_t ne = 0, nr = 0;
+                char id[37];
+
+                cr_assert_eq(store_prune(w, AT(10, 11), AT(10, 1), &ne, &nr), 0, "%s", store_error(w));
+                cr_assert_eq(ne, 1);
+                cr_assert_eq(nr, 1);
+                expect_events(ci, "d/t 10:00-10:12 3");
+                cr_assert_eq(store_database_id(w, id), 0, "%s", store_error(w));
+        }
         exec_state(wci, "DROP VIEW outage.rejects", st);
         cr_assert_str_eq(st, "42501");
         exec_state(wci, "DROP TABLE outage.stored_rejects", st);
