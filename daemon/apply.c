@@ -115,10 +115,12 @@ static int push_row(RejectBatch *b, RejectRow *row) {
         return 0;
 }
 
-static int add_row(Apply *a, usec_t received_at, const char *topic, size_t topic_len,
-                   const char *controller_id, const char *reason, const char *detail,
-                   const char *payload) {
+static int add_row(Apply *a, uint64_t seq, uint32_t item, usec_t received_at, const char *topic,
+                   size_t topic_len, const char *controller_id, const char *reason,
+                   const char *detail, const char *payload) {
         RejectRow row = {
+                .seq = seq,
+                .item = item,
                 .received_at = received_at,
                 .topic = text_escape(topic, topic_len, REJECT_TOPIC_MAX),
                 .controller_id = controller_id ? strdup(controller_id) : NULL,
@@ -148,10 +150,12 @@ static void log_reject(Apply *a, const char *topic, const char *controller_id, R
                  reject_reason_to_string(reason), suppressed ? " (more rejects suppressed)" : "");
 }
 
-static int reject(Apply *a, const QueueItem *msg, const char *controller_id, RejectReason reason,
-                  const char *payload) {
-        int r = add_row(a, msg->received_at, msg->topic, msg->topic_len, controller_id,
-                        reject_reason_to_string(reason), NULL, payload);
+/* item: the index in the message, 0 for a message-level reject. With the journal record,
+ * it makes the row idempotent: a replay adding it again stores it once. */
+static int reject(Apply *a, const QueueItem *msg, uint32_t item, const char *controller_id,
+                  RejectReason reason, const char *detail, const char *payload) {
+        int r = add_row(a, msg->seq, item, msg->received_at, msg->topic, msg->topic_len, controller_id,
+                        reject_reason_to_string(reason), detail, payload);
 
         if (r < 0)
                 return r;
@@ -162,7 +166,7 @@ static int reject(Apply *a, const QueueItem *msg, const char *controller_id, Rej
 
 int apply_add_reject(Apply *a, usec_t received_at, const char *topic, const char *controller_id,
                      const char *reason, const char *detail, const char *payload) {
-        return add_row(a, received_at, topic, strlen(topic), controller_id, reason, detail, payload);
+        return add_row(a, 0, 0, received_at, topic, strlen(topic), controller_id, reason, detail, payload);
 }
 
 /* Parses the message at the head into the cursor. The receive time stands in for "now"
@@ -203,8 +207,8 @@ static int apply_cursor(Apply *a) {
 
         if (!a->cur_head_done) {
                 if (m->reason != REJECT_NONE) {
-                        r = reject(a, msg, m->controller_valid ? m->controller_id : NULL, m->reason,
-                                   m->payload);
+                        r = reject(a, msg, 0, m->controller_valid ? m->controller_id : NULL, m->reason,
+                                   m->detail[0] ? m->detail : NULL, m->payload);
                         if (r < 0)
                                 return r;
                 }
@@ -214,7 +218,9 @@ static int apply_cursor(Apply *a) {
                 const ReportItem *it = &m->items[a->cur_index];
 
                 if (it->reason != REJECT_NONE) {
-                        r = reject(a, msg, a->cur_id, it->reason, it->payload);
+                        r = reject(a, msg, (uint32_t) a->cur_index, a->cur_id, it->reason,
+                                   it->detail[0] ? it->detail : NULL,
+                                   it->payload);
                         if (r < 0)
                                 return r;
                         continue;

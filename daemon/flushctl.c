@@ -19,11 +19,6 @@
 #define FLUSH_BACKOFF_MIN (500 * USEC_PER_MSEC)
 #define FLUSH_BACKOFF_MAX (30 * USEC_PER_SEC)
 
-/* Until the core can drop a refused batch: end it as committed (its counts are gone). */
-static void agg_flush_refuse(Agg *a, FlushBatch *b) {
-        agg_flush_end(a, b, true);
-}
-
 struct FlushCtl {
         Agg *agg;
         Apply *apply;
@@ -193,6 +188,7 @@ static void fragment_topic(const FlushCtl *f, const Fragment *fr, char *buf, siz
 static void refuse_fragment(FlushCtl *f) {
         const Fragment *fr = &f->job.batch->fragments[0];
         char topic[256], payload[640], start[TIMESTAMP_FORMAT_MAX], end[TIMESTAMP_FORMAT_MAX];
+        uint64_t lost;
 
         fragment_topic(f, fr, topic, sizeof(topic));
         if (timestamp_format(fr->start, start) < 0 || timestamp_format(fr->end, end) < 0)
@@ -207,7 +203,12 @@ static void refuse_fragment(FlushCtl *f) {
         if (apply_add_reject(f->apply, now_realtime(), topic, fr->controller_id, "store_refused",
                              f->job.error, payload) < 0)
                 log_error("Out of memory recording the refused event: only this log line keeps it");
-        agg_flush_refuse(f->agg, f->job.batch);
+        /* The reports that joined the refused spans while the job was out go with them:
+         * they would only be refused again. The log says how many. */
+        lost = agg_flush_refuse(f->agg, f->job.batch);
+        if (lost > 0)
+                log_error("%" PRIu64 " later reports of the refused event %s %s were dropped with it",
+                          lost, fr->controller_id, fr->outage_type);
 }
 
 static void failed(FlushCtl *f) {

@@ -53,9 +53,10 @@ void service_evict(Service *s) {
 }
 
 /* Starts a flush now when waiting for the timer would be wrong: memory is full, a batch
- * is ready, the last one was cut short, or the daemon is stopping. */
+ * is ready, a span holds many uncertain timestamps, the last batch was cut short, or the
+ * daemon is stopping. */
 static void flush_if_urgent(Service *s) {
-        if (s->memory_full || s->stopping || flushctl_more(s->flush) ||
+        if (s->memory_full || s->stopping || flushctl_more(s->flush) || agg_flush_wanted(s->agg) ||
             agg_dirty_count(s->agg) >= s->config->batch_max)
                 (void) flushctl_start(s->flush, now_monotonic());
 }

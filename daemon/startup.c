@@ -119,7 +119,13 @@ static int load_event(const char *controller_id, const char *outage_type, usec_t
         Service *s = userdata;
         int r = agg_load(s->agg, controller_id, outage_type, start, end);
 
-        return r == -ENOSPC ? 0 : r;    /* a warm start that does not fit is only slower */
+        /* A warm start that does not fit is only slower: reports near the events left out
+         * go to the store as uncertain, so their duplicates are still not counted twice. */
+        if (r == -ENOSPC) {
+                agg_skip_stored(s->agg, end);
+                return 0;
+        }
+        return r;
 }
 
 /* Reads the checkpoint and loads the events that may still be extended, so their

@@ -2,14 +2,15 @@
  * journal checkpoint, warm start. The only module that uses libpq. Does not log, does not
  * retry connections (the caller reconnects); retries only transactions that lost a race.
  *
- * A flush is one transaction: COPY the fragments into a per-connection temp table, COPY
- * the rejects into outage.rejects, then one multi-statement query (one round trip) that
- * takes the striped advisory locks of the batch's keys in sorted order, adds missing
- * lookup names, computes the merge plan (islands of fragments and stored events within gap,
- * per key) into a second temp table, and applies it: deletes merged-away events, updates
- * the kept ones, inserts the new ones, records the checkpoint. Timestamps cross the wire
- * as ISO 8601 text with six fraction digits and come back as integer microseconds: never
- * through floating point. */
+ * A flush is one transaction: COPY the fragments into a per-connection temp table
+ * (sql/flush_tables.sql), then sql/flush_merge.sql as one multi-statement query (one round
+ * trip) that takes the striped advisory locks of the batch's keys in sorted order, adds
+ * missing lookup names, computes the merge plan (islands of fragments and stored events
+ * within gap, per key) into a second temp table, and applies it: deletes merged-away
+ * events, updates the kept ones, inserts the new ones; then COPY the rejects and record
+ * the checkpoint. The SQL lives in sql/ so that it can be read, run and explained in psql
+ * as the daemon runs it. Timestamps cross the wire as ISO 8601 text with six fraction
+ * digits and come back as integer microseconds: never through floating point. */
 #include <libpq-fe.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -17,12 +18,14 @@
 #include <time.h>
 
 #include "migrations.h"
+#include "queries.h"
 #include "store.h"
 
 /* pg_advisory_xact_lock(bigint) key serialising migrations: "outage" + 1. */
 #define MIGRATE_LOCK_KEY "7959953402720174081"
-/* pg_advisory_xact_lock(int, int) class of the key stripes: "outa". */
-#define STRIPE_LOCK_CLASS "1869968481"
+/* pg_advisory_xact_lock(int, int) class of the key stripes, "outa": taken by
+ * sql/flush_merge.sql. */
+#define STRIPE_LOCK_CLASS 1869968481
 /* Attempts of a flush that lost a race (deadlock, serialization, exclusion). */
 #define FLUSH_ATTEMPTS 8
 /* Room for any "YYYY-MM-DDTHH:MM:SS.ffffff+00" snprintf can produce from a struct tm. */
@@ -574,6 +577,36 @@ int store_migrate(Store *s, usec_t gap) {
         return r == -EAGAIN ? -EIO : r;
 }
 
+int store_database_id(Store *s, char ret[static 37]) {
+        PGresult *r = NULL;
+        int k;
+
+        if (!s)
+                return -EINVAL;
+        k = store_exec(s, "reading the database identity",
+                       "SELECT to_regclass('outage.database_identity') IS NOT NULL", 0, NULL, &r);
+        if (k < 0)
+                return k == -EAGAIN ? -EIO : k;
+        k = streq(PQgetvalue(r, 0, 0), "t");
+        PQclear(r);
+        if (!k) {
+                store_set_error(s, "the database has no identity: the schema is not migrated");
+                return -ENOENT;
+        }
+        k = store_exec(s, "reading the database identity",
+                       "SELECT database_id::text FROM outage.database_identity", 0, NULL, &r);
+        if (k < 0)
+                return k == -EAGAIN ? -EIO : k;
+        if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0) || strlen(PQgetvalue(r, 0, 0)) != 36) {
+                PQclear(r);
+                store_set_error(s, "the database has no identity: outage.database_identity is empty");
+                return -ENOENT;
+        }
+        memcpy(ret, PQgetvalue(r, 0, 0), 37);
+        PQclear(r);
+        return 0;
+}
+
 /* ---- warm start and checkpoint ---- */
 
 int store_load_events(Store *s, usec_t since, store_event_cb cb, void *userdata) {
@@ -647,106 +680,41 @@ int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint
         return 0;
 }
 
+/* ---- retention ---- */
+
+int store_prune(Store *s, usec_t events_before, usec_t rejects_before, uint64_t *ret_events,
+                uint64_t *ret_rejects) {
+        char ev[TS_MAX], rj[TS_MAX];
+        const char *params[2] = { events_before ? ev : NULL, rejects_before ? rj : NULL };
+        PGresult *r = NULL;
+        int64_t ne = -1, nr = -1;
+        int k;
+
+        if (!s || (events_before && format_ts(ev, events_before) < 0) ||
+            (rejects_before && format_ts(rj, rejects_before) < 0))
+                return -EINVAL;
+        /* Not in a transaction block: the procedure commits between batches. */
+        k = store_exec(s, "pruning", "CALL outage.prune($1::timestamptz, $2::timestamptz)", 2, params, &r);
+        if (k < 0)
+                return k == -EAGAIN ? -EIO : k;
+        if (PQntuples(r) != 1 || PQnfields(r) != 2 || parse_i64(PQgetvalue(r, 0, 0), &ne) < 0 ||
+            parse_i64(PQgetvalue(r, 0, 1), &nr) < 0 || ne < 0 || nr < 0) {
+                PQclear(r);
+                store_set_error(s, "pruning: unexpected result");
+                return -EIO;
+        }
+        PQclear(r);
+        if (ret_events)
+                *ret_events = (uint64_t) ne;
+        if (ret_rejects)
+                *ret_rejects = (uint64_t) nr;
+        return 0;
+}
+
 /* ---- flush ---- */
 
-/* Per-connection staging tables: emptied at each commit, gone with the session. */
-static const char sql_temp_tables[] =
-        "CREATE TEMP TABLE IF NOT EXISTS outaged_frag ("
-        " fid integer, ctrl text, otype text, s timestamptz, e timestamptz, cnt integer,"
-        " unc timestamptz[]) ON COMMIT DELETE ROWS;"
-        "CREATE TEMP TABLE IF NOT EXISTS outaged_plan ("
-        " c integer, t integer, keep bigint, ids bigint[], s timestamptz, e timestamptz,"
-        " cnt integer) ON COMMIT DELETE ROWS";
-
-/* The merge, run after the COPY. Statement by statement:
- * 1. stripe locks of the batch's keys, in sorted order (no deadlock between flushes);
- * 2. missing lookup names, in name order (NOT EXISTS first: ON CONFLICT alone would burn
- *    an identity value per existing name);
- * 3. the plan: candidates are the stored events of a fragment's key within gap of it (the
- *    padded-span test reaches the exclusion index; the end_time bound the btree when the
- *    constraint is absent). Fragments and candidates of one key, sorted by start, split
- *    into islands where a start is more than gap after every earlier end: each island is
- *    one event. A fragment adds nothing when one stored event contains it, else its count
- *    plus its uncertain timestamps that no stored event contains (only one stored event of
- *    a key can contain a point or a span: the first that ends at or after it);
- * 4. delete the merged-away events before updating the kept ones (the exclusion constraint
- *    is checked row by row), then insert the islands that had no stored event. */
-static const char sql_merge_head[] =
-        "ANALYZE pg_temp.outaged_frag;"
-        "SELECT count(pg_advisory_xact_lock(" STRIPE_LOCK_CLASS ", h)) FROM ("
-        " SELECT DISTINCT hashtext(ctrl || '/' || otype) & 1023 AS h"
-        " FROM pg_temp.outaged_frag ORDER BY 1) l;"
-        "INSERT INTO outage.controllers (name)"
-        " SELECT DISTINCT f.ctrl FROM pg_temp.outaged_frag f"
-        " WHERE NOT EXISTS (SELECT 1 FROM outage.controllers c WHERE c.name = f.ctrl)"
-        " ORDER BY 1 ON CONFLICT (name) DO NOTHING;"
-        "INSERT INTO outage.outage_types (name)"
-        " SELECT DISTINCT f.otype FROM pg_temp.outaged_frag f"
-        " WHERE NOT EXISTS (SELECT 1 FROM outage.outage_types t WHERE t.name = f.otype)"
-        " ORDER BY 1 ON CONFLICT (name) DO NOTHING;"
-        "INSERT INTO pg_temp.outaged_plan (c, t, keep, ids, s, e, cnt)"
-        " WITH g AS MATERIALIZED (SELECT gap FROM outage.settings),"
-        " fk AS MATERIALIZED ("
-        "  SELECT f.fid, c.id AS c, t.id AS t, f.s, f.e, f.cnt, f.unc"
-        "  FROM pg_temp.outaged_frag f"
-        "  JOIN outage.controllers c ON c.name = f.ctrl"
-        "  JOIN outage.outage_types t ON t.name = f.otype),"
-        " cand AS ("
-        "  SELECT DISTINCT ev.event_id, ev.controller AS c, ev.otype AS t,"
-        "         ev.start_time AS s, ev.end_time AS e, ev.report_count AS cnt"
-        "  FROM fk JOIN outage.stored_events ev"
-        "   ON ev.controller = fk.c AND ev.otype = fk.t"
-        "  AND outage.padded_span(ev.start_time, ev.end_time) && outage.padded_span(fk.s, fk.e)"
-        "  AND ev.end_time >= fk.s - (SELECT gap FROM g)"
-        "  AND ev.start_time <= fk.e + (SELECT gap FROM g)),"
-        " contrib AS ("
-        "  SELECT fk.fid, fk.c, fk.t, fk.s, fk.e,"
-        "   CASE WHEN COALESCE((SELECT ev.start_time <= fk.s FROM outage.stored_events ev"
-        "                       WHERE ev.controller = fk.c AND ev.otype = fk.t AND ev.end_time >= fk.e"
-        "                       ORDER BY ev.end_time LIMIT 1), false)"
-        "        THEN 0"
-        "        ELSE fk.cnt + (SELECT count(*) FROM unnest(fk.unc) u(ts)"
-        "                       WHERE NOT COALESCE((SELECT ev.start_time <= u.ts FROM outage.stored_events ev"
-        "                                 WHERE ev.controller = fk.c AND ev.otype = fk.t AND ev.end_time >= u.ts"
-        "                                 ORDER BY ev.end_time LIMIT 1), false))"
-        "   END AS add"
-        "  FROM fk),"
-        " items AS ("
-        "  SELECT c, t, s, e, NULL::bigint AS event_id, fid, add::bigint AS cnt FROM contrib"
-        "  UNION ALL SELECT c, t, s, e, event_id, NULL::integer, cnt::bigint FROM cand),"
-        " marked AS ("
-        "  SELECT *, CASE WHEN s > max(e) OVER w + (SELECT gap FROM g) THEN 1 ELSE 0 END AS b"
-        "  FROM items"
-        "  WINDOW w AS (PARTITION BY c, t ORDER BY s, e, event_id, fid"
-        "               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),"
-        " isl AS ("
-        "  SELECT *, sum(b) OVER (PARTITION BY c, t ORDER BY s, e, event_id, fid ROWS UNBOUNDED PRECEDING) AS n"
-        "  FROM marked)"
-        " SELECT c, t, min(event_id), array_agg(event_id ORDER BY event_id) FILTER (WHERE event_id IS NOT NULL),"
-        "        min(s), max(e), sum(cnt)::integer"
-        " FROM isl GROUP BY c, t, n;"
-        "ANALYZE pg_temp.outaged_plan;"
-        "DELETE FROM outage.stored_events ev"
-        " USING (SELECT unnest(ids[2:]) AS id FROM pg_temp.outaged_plan WHERE cardinality(ids) > 1) d"
-        " WHERE ev.event_id = d.id;"
-        "UPDATE outage.stored_events ev"
-        " SET start_time = p.s, end_time = p.e, report_count = p.cnt, updated_at = now()"
-        " FROM pg_temp.outaged_plan p"
-        " WHERE ev.event_id = p.keep"
-        " AND (ev.start_time, ev.end_time, ev.report_count) IS DISTINCT FROM (p.s, p.e, p.cnt);"
-        "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
-        " SELECT c, t, s, e, cnt FROM pg_temp.outaged_plan WHERE keep IS NULL ORDER BY c, t, s";
-
-/* Every join of the merge is "for each row of the batch, probe the big table by index";
- * the planner, costing random I/O at 4x and unaware that the batch is small next to the
- * table, otherwise picks hash joins over full scans of stored_events (measured: 10x slower
- * at 10k fragments against 1M events). JIT compilation, triggered by those high estimates,
- * costs more than the whole merge. Both settings end with the transaction. */
-static const char sql_begin[] =
-        "BEGIN;"
-        "SET LOCAL jit = off;"
-        "SET LOCAL enable_hashjoin = off;"
-        "SET LOCAL enable_mergejoin = off";
+/* The flush transaction starts here; sql/flush_merge.sql sets what its plans need. */
+static const char sql_begin[] = "BEGIN";
 
 static int flush_build_fragments(Store *s, const Fragment *f, size_t n) {
         char num[32];
@@ -783,12 +751,19 @@ static int flush_build_fragments(Store *s, const Fragment *f, size_t n) {
         return r;
 }
 
-static int flush_build_rejects(Store *s, const RejectRow *rj, size_t nr) {
+/* The source columns (instance, journal record, item) are the rejects' idempotency key;
+ * without an instance or a journal record a reject has none (always inserted). */
+static int flush_build_rejects(Store *s, const RejectRow *rj, size_t nr, const char *instance) {
+        char num[64];
         int r = 0;
 
         s->len = 0;
         for (size_t i = 0; i < nr && r == 0; i++) {
-                r = buf_put_ts(s, rj[i].received_at);
+                bool keyed = instance && rj[i].seq > 0;
+
+                (void) snprintf(num, sizeof(num), "%zu\t", i);
+                r = buf_puts(s, num);
+                r = r ?: buf_put_ts(s, rj[i].received_at);
                 r = r ?: buf_put(s, "\t", 1);
                 r = r ?: buf_put_field(s, rj[i].topic ? rj[i].topic : "");
                 r = r ?: buf_put(s, "\t", 1);
@@ -796,8 +771,16 @@ static int flush_build_rejects(Store *s, const RejectRow *rj, size_t nr) {
                 r = r ?: buf_put(s, "\t", 1);
                 r = r ?: buf_put_field(s, rj[i].reason ? rj[i].reason : "");
                 r = r ?: buf_put(s, "\t", 1);
+                r = r ?: buf_put_field(s, rj[i].detail);
+                r = r ?: buf_put(s, "\t", 1);
                 r = r ?: buf_put_field(s, rj[i].payload ? rj[i].payload : "");
-                r = r ?: buf_put(s, "\n", 1);
+                r = r ?: buf_put(s, "\t", 1);
+                r = r ?: buf_put_field(s, keyed ? instance : NULL);
+                if (keyed)
+                        (void) snprintf(num, sizeof(num), "\t%" PRIu64 "\t%" PRIu32 "\n", rj[i].seq, rj[i].item);
+                else
+                        (void) snprintf(num, sizeof(num), "\t\\N\t\\N\n");
+                r = r ?: buf_puts(s, num);
         }
         return r;
 }
@@ -814,6 +797,30 @@ static int flush_check(Store *s, const Fragment *f, size_t n, const RejectRow *r
                         store_set_error(s, "flush: fragment %zu is invalid", i);
                         return -EINVAL;
                 }
+        for (size_t i = 0; i < nr; i++)
+                if (rj[i].seq > INT64_MAX || rj[i].item > INT32_MAX || nr > INT32_MAX) {
+                        store_set_error(s, "flush: reject %zu is invalid", i);
+                        return -EINVAL;
+                }
+        return 0;
+}
+
+/* Runs sql/flush_merge.sql. -EAGAIN when an event it keeps was deleted under it (by
+ * outage.prune or an operator): the whole flush must run again with a fresh plan. */
+static int flush_merge(Store *s) {
+        PGresult *r = NULL;
+        bool complete;
+        int k;
+
+        k = store_exec(s, "flush: merging", sql_flush_merge, 0, NULL, &r);
+        if (k < 0)
+                return k;
+        complete = PQntuples(r) == 1 && streq(PQgetvalue(r, 0, 0), "t");
+        PQclear(r);
+        if (!complete) {
+                store_set_error(s, "flush: merging: an event of the batch was deleted by another transaction");
+                return -EAGAIN;
+        }
         return 0;
 }
 
@@ -828,14 +835,16 @@ static int flush_once(Store *s, const Fragment *f, size_t n, const RejectRow *rj
                 r = flush_build_fragments(s, f, n);
                 r = r ?: store_copy(s, "flush: sending fragments",
                                     "COPY pg_temp.outaged_frag (fid, ctrl, otype, s, e, cnt, unc) FROM STDIN");
-                r = r ?: store_exec(s, "flush: merging", sql_merge_head, 0, NULL, NULL);
+                r = r ?: flush_merge(s);
                 if (r < 0)
                         return r;
         }
         if (nr > 0) {
-                r = flush_build_rejects(s, rj, nr);
+                r = flush_build_rejects(s, rj, nr, instance);
                 r = r ?: store_copy(s, "flush: sending rejects",
-                                    "COPY outage.rejects (received_at, topic, controller_id, reason, payload) FROM STDIN");
+                                    "COPY pg_temp.outaged_reject (n, received_at, topic, controller_id, reason,"
+                                    " detail, payload, src_instance, src_seq, src_item) FROM STDIN");
+                r = r ?: store_exec(s, "flush: storing rejects", sql_flush_rejects, 0, NULL, NULL);
                 if (r < 0)
                         return r;
         }
@@ -881,7 +890,7 @@ int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_
         if (s->broken)
                 return -ECONNRESET;
         if (!s->temp_ready) {
-                k = store_exec(s, "flush: creating temp tables", sql_temp_tables, 0, NULL, NULL);
+                k = store_exec(s, "flush: creating temp tables", sql_flush_tables, 0, NULL, NULL);
                 if (k < 0)
                         return k == -EAGAIN ? -EIO : k;
                 s->temp_ready = true;

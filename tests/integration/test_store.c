@@ -3,11 +3,13 @@
  * constraint, roles, comments, and index use on a million events. Each test gets a fresh
  * database of the one server. */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -179,8 +181,14 @@ Test(integration, migrate_from_empty) {
 
                 cr_assert_str_eq(cols, "event_id bigint, controller_id text, outage_type text, "
                                  "start_time timestamp with time zone, end_time timestamp with time zone, "
-                                 "duration interval, report_count integer, status text, "
+                                 "duration interval, report_count bigint, status text, "
                                  "updated_at timestamp with time zone");
+                free(cols);
+                cols = pg_query_value(ci,
+                        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum)"
+                        " FROM pg_attribute WHERE attrelid = 'outage.rejects'::regclass AND attnum > 0");
+                cr_assert_str_eq(cols, "reject_id bigint, received_at timestamp with time zone, topic text, "
+                                 "controller_id text, reason text, detail text, payload text");
                 free(cols);
         }
         store_free(s);
@@ -207,6 +215,94 @@ Test(integration, migrate_twice_is_a_noop) {
         cr_assert_str_eq(before, after);
         free(before);
         free(after);
+        store_free(s);
+        free(ci);
+}
+
+/* A database at migration 001 as a daemon of that version left it, with a 12 min gap. */
+static void migrate_to_001(const char *ci) {
+        char *sql = NULL;
+
+        cr_assert_eq(migrations[0].version, 1);
+        cr_assert(asprintf(&sql, "CREATE SCHEMA outage; %s;"
+                           " INSERT INTO outage.schema_migrations VALUES (1, '%s', now());"
+                           " SELECT outage.install_gap('00:12:00')",
+                           migrations[0].sql, migrations[0].name) > 0);
+        cr_assert_eq(pg_exec(ci, sql), 0);
+        free(sql);
+}
+
+/* Upgrading a database at 001 that holds data keeps the data. */
+Test(integration, migrate_from_001_keeps_the_data) {
+        char *ci = fresh_db();
+        Store *s;
+        int stored = -1, known = -1;
+        char *v;
+
+        migrate_to_001(ci);
+        cr_assert_eq(pg_exec(ci,
+                "INSERT INTO outage.controllers (name) VALUES ('c1'), ('c2');"
+                "INSERT INTO outage.outage_types (name) VALUES ('panel_outage');"
+                "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count) VALUES"
+                " (1, 1, '2026-11-27 10:00Z', '2026-11-27 10:20Z', 3),"
+                " (1, 1, '2026-11-27 11:00Z', '2026-11-27 11:00Z', 2147483600),"
+                " (2, 1, '2026-11-27 09:00Z', '2026-11-27 09:30Z', 4);"
+                "INSERT INTO outage.checkpoints (instance, seq, flush_id) VALUES ('inst', 41, 4141);"
+                "INSERT INTO outage.rejects VALUES ('2026-11-27 10:05Z', 'outages/c1', 'c1', 'malformed_json', 'x'),"
+                " ('2026-11-27 10:01Z', 'outages/bad id', NULL, 'bad_controller_id', '{}');"), 0);
+        s = connect_ok(ci);
+        cr_assert_eq(store_schema_version(s, &stored, &known), 0);
+        cr_assert_eq(stored, 1);
+        cr_assert_eq(store_migrate(s, GAP), 0, "%s", store_error(s));
+        cr_assert_eq(store_schema_version(s, &stored, &known), 0);
+        cr_assert_eq(stored, known);
+        expect_events(ci, "c1/panel_outage 10:00-10:20 3; c1/panel_outage 11:00-11:00 2147483600; "
+                      "c2/panel_outage 09:00-09:30 4");
+        v = pg_query_value(ci, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                           " WHERE attrelid = 'outage.stored_events'::regclass AND attname = 'report_count'");
+        cr_assert_str_eq(v, "bigint");
+        free(v);
+        /* The constraint and the padded span survived the rewrite. */
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_constraint WHERE conname = 'stored_events_no_overlap'"), 1);
+        /* Counts now pass 2^31 - 1. */
+        flush1(s, frag("c1", "panel_outage", AT(10, 50), AT(11, 10), 100));
+        expect_events(ci, "c1/panel_outage 10:00-10:20 3; c1/panel_outage 10:50-11:10 2147483700; "
+                      "c2/panel_outage 09:00-09:30 4");
+        {
+                uint64_t seq = 0, id = 0;
+
+                cr_assert_eq(store_get_checkpoint(s, "inst", &seq, &id), 0);
+                cr_assert_eq(seq, 41);
+                cr_assert_eq(id, 4141);
+        }
+        /* The rejects got identifiers in the order they were received, and no detail. */
+        v = pg_query_value(ci, "SELECT string_agg(format('%s %s %s %s %s %s', reject_id, received_at AT TIME ZONE 'UTC',"
+                           " topic, coalesce(controller_id, '-'), reason, coalesce(detail, '-')), '; ' ORDER BY reject_id)"
+                           " FROM outage.rejects");
+        cr_assert_str_eq(v, "1 2026-11-27 10:01:00 outages/bad id - bad_controller_id -; "
+                         "2 2026-11-27 10:05:00 outages/c1 c1 malformed_json -");
+        free(v);
+        cr_assert_eq(query_long(ci, "SELECT (to_regclass('outage.rejects_received_at') IS NULL"
+                                " AND to_regclass('outage.stored_rejects_received_at') IS NOT NULL)::int"), 1);
+        store_free(s);
+        free(ci);
+}
+
+Test(integration, report_count_passes_2_to_the_31) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        char *v;
+
+        flush1(s, frag("c", "t", AT(10, 0), AT(10, 10), 2));
+        flush1(s, frag("c", "t", AT(11, 0), AT(11, 0), 1));
+        cr_assert_eq(pg_exec(ci, "UPDATE outage.stored_events SET report_count = 2147483640"), 0);
+        /* Extends one, then merges both: 2147483640 * 2 + 10 + 1. */
+        flush1(s, frag("c", "t", AT(10, 10), AT(10, 20), 10));
+        flush1(s, frag("c", "t", AT(10, 30), AT(10, 50), 1));
+        expect_events(ci, "c/t 10:00-11:00 4294967291");
+        v = pg_query_value(ci, "SELECT pg_typeof(report_count)::text FROM outage.events");
+        cr_assert_str_eq(v, "bigint");
+        free(v);
         store_free(s);
         free(ci);
 }
@@ -251,6 +347,42 @@ Test(integration, second_database_in_cluster) {
         store_free(s2);
         free(ci1);
         free(ci2);
+}
+
+Test(integration, database_identity) {
+        char *ci1 = fresh_db(), *ci2 = fresh_db(), *ci3 = fresh_db();
+        Store *s1 = connect_ok(ci1), *s2, *s3;
+        char id1[37], id1b[37], id2[37], id3[37];
+
+        cr_assert_eq(store_database_id(s1, id1), -ENOENT);
+        cr_assert(store_connected(s1));
+        cr_assert_eq(store_migrate(s1, GAP), 0, "%s", store_error(s1));
+        cr_assert_eq(store_database_id(s1, id1), 0, "%s", store_error(s1));
+        cr_assert_eq(strlen(id1), 36);
+        cr_assert_eq(query_long(ci1, "SELECT count(*) FROM outage.database_identity"), 1);
+        /* Stable: the same on another connection and after another migrate. */
+        store_free(s1);
+        s1 = migrated(ci1);
+        cr_assert_eq(store_database_id(s1, id1b), 0, "%s", store_error(s1));
+        cr_assert_str_eq(id1, id1b);
+        /* Another database of the cluster has another one. */
+        s2 = migrated(ci2);
+        cr_assert_eq(store_database_id(s2, id2), 0, "%s", store_error(s2));
+        cr_assert_str_neq(id1, id2);
+        /* A database at 001 gets one when it is upgraded. */
+        migrate_to_001(ci3);
+        s3 = connect_ok(ci3);
+        cr_assert_eq(store_database_id(s3, id3), -ENOENT);
+        cr_assert_eq(store_migrate(s3, GAP), 0, "%s", store_error(s3));
+        cr_assert_eq(store_database_id(s3, id3), 0, "%s", store_error(s3));
+        cr_assert_str_neq(id3, id1);
+        cr_assert_str_neq(id3, id2);
+        store_free(s1);
+        store_free(s2);
+        store_free(s3);
+        free(ci1);
+        free(ci2);
+        free(ci3);
 }
 
 Test(integration, connect_errors) {
@@ -456,6 +588,63 @@ Test(integration, gap_boundaries_to_the_microsecond) {
         free(ci);
 }
 
+/* A gap of one day in a database whose time zone has daylight saving time: in Europe/Berlin
+ * '1 day' after 2026-03-28 12:00Z is 23 h later, after 2026-10-24 12:00Z 25 h later. The
+ * gap is 24 h in UTC whatever the session's time zone, as the exclusion constraint says. */
+Test(integration, gap_of_days_in_utc_across_dst_changes) {
+        char *ci = fresh_db();
+        const usec_t spring = DAY0 - 244 * USEC_PER_DAY + 12 * USEC_PER_HOUR;   /* 2026-03-28 12:00Z */
+        const usec_t autumn = DAY0 - 34 * USEC_PER_DAY + 12 * USEC_PER_HOUR;    /* 2026-10-24 12:00Z */
+        const usec_t half = 30 * USEC_PER_MINUTE;
+        Store *s;
+        char *v;
+        int r;
+
+        cr_assert_eq(pg_exec(ci, "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET timezone = %L',"
+                                 " current_database(), 'Europe/Berlin'); END $$"), 0);
+        s = connect_ok(ci);
+        r = store_migrate(s, USEC_PER_DAY);
+        cr_assert_eq(r, 0, "store_migrate: %d %s", r, store_error(s));
+        /* The daemon records '24:00:00'; an operator changing the gap writes '1 day'. */
+        cr_assert_eq(pg_exec(ci, "ALTER TABLE outage.stored_events DROP CONSTRAINT stored_events_no_overlap;"
+                                 "DROP FUNCTION outage.padded_span(timestamptz, timestamptz);"
+                                 "DELETE FROM outage.settings;"
+                                 "SELECT outage.install_gap(interval '1 day')"), 0);
+        cr_assert_eq(store_migrate(s, USEC_PER_DAY), 0, "%s", store_error(s));
+        v = pg_query_value(ci, "SELECT current_setting('TimeZone') || ' ' || gap FROM outage.settings");
+        cr_assert_str_eq(v, "Europe/Berlin 1 day");
+        free(v);
+
+        /* 23.5 h apart: one event, across the spring change as anywhere else. */
+        report(s, "c", "t", spring, false);
+        report(s, "c", "t", spring + USEC_PER_DAY - half, false);
+        /* 24.5 h apart: two events, across the autumn change as anywhere else. */
+        report(s, "c", "t", autumn, false);
+        report(s, "c", "t", autumn + USEC_PER_DAY + half, false);
+        /* Exactly 24 h joins, 24 h + 1 us splits. */
+        report(s, "d", "t", spring, false);
+        report(s, "d", "t", spring + USEC_PER_DAY, false);
+        report(s, "d", "t", autumn, false);
+        report(s, "d", "t", autumn + USEC_PER_DAY + 1, false);
+        v = pg_query_value(ci, "SELECT string_agg(format('%s %s %s %s', controller_id, start_time AT TIME ZONE 'UTC',"
+                           " end_time AT TIME ZONE 'UTC', report_count), '; ' ORDER BY controller_id, start_time)"
+                           " FROM outage.events");
+        cr_assert_str_eq(v, "c 2026-03-28 12:00:00 2026-03-29 11:30:00 2; "
+                         "c 2026-10-24 12:00:00 2026-10-24 12:00:00 1; c 2026-10-25 12:30:00 2026-10-25 12:30:00 1; "
+                         "d 2026-03-28 12:00:00 2026-03-29 12:00:00 2; "
+                         "d 2026-10-24 12:00:00 2026-10-24 12:00:00 1; "
+                         "d 2026-10-25 12:00:00.000001 2026-10-25 12:00:00.000001 1");
+        free(v);
+        /* The status of outage.events adds the gap the same way. */
+        cr_assert_eq(query_long(ci, "SELECT (outage.utc_add('2026-03-28 12:00Z', interval '1 day')"
+                                " = '2026-03-29 12:00Z')::int"), 1);
+        v = pg_query_value(ci, "SELECT pg_get_viewdef('outage.events')");
+        cr_assert(v && strstr(v, "utc_add(e.end_time"), "%s", v);
+        free(v);
+        store_free(s);
+        free(ci);
+}
+
 struct loaded {
         usec_t start[8], end[8];
         char names[8][64];
@@ -559,6 +748,58 @@ Test(integration, rejects_and_checkpoint_commit_together) {
         free(ci);
 }
 
+Test(integration, rejects_inserted_twice_are_one_row) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        RejectRow rj[] = {
+                { .received_at = AT(10, 0), .topic = "outages/c1", .controller_id = "c1", .reason = "bad_timestamp",
+                  .payload = "{\"timestamp\":1}", .detail = "item 1 of 3", .seq = 7, .item = 1 },
+                { .received_at = AT(10, 0), .topic = "outages/c1", .controller_id = "c1", .reason = "missing_field",
+                  .payload = "{}", .detail = "item 3 of 3", .seq = 7, .item = 3 },
+                { .received_at = AT(10, 1), .topic = "outages/c1", .controller_id = "c1", .reason = "malformed_json",
+                  .payload = "[", .seq = 8 },
+        };
+        RejectRow unkeyed = { .received_at = AT(10, 2), .topic = "outages/c2", .controller_id = "c2",
+                              .reason = "store_refused", .payload = "c2/t" };
+        char *v;
+
+        cr_assert_eq(store_flush(s, NULL, 0, rj, 3, "inst-a", 8, 1), 0, "%s", store_error(s));
+        /* A replay re-adds the rejects of message 8, and of 7 (half applied), plus new ones. */
+        cr_assert_eq(store_flush(s, NULL, 0, &rj[2], 1, "inst-a", 8, 2), 0, "%s", store_error(s));
+        cr_assert_eq(store_flush(s, NULL, 0, rj, 3, "inst-a", 9, 3), 0, "%s", store_error(s));
+        v = pg_query_value(ci, "SELECT string_agg(format('%s %s %s', reason, coalesce(detail, '-'), payload), '; '"
+                           " ORDER BY reject_id) FROM outage.rejects");
+        cr_assert_str_eq(v, "bad_timestamp item 1 of 3 {\"timestamp\":1}; missing_field item 3 of 3 {}; malformed_json - [");
+        free(v);
+        /* Another instance's journal record 7 is another message. */
+        cr_assert_eq(store_flush(s, NULL, 0, rj, 1, "inst-b", 7, 1), 0, "%s", store_error(s));
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 4);
+        /* Twice in one batch: one row. */
+        {
+                RejectRow twice[2] = { rj[0], rj[0] };
+
+                twice[0].seq = twice[1].seq = 10;
+                cr_assert_eq(store_flush(s, NULL, 0, twice, 2, "inst-a", 10, 4), 0, "%s", store_error(s));
+                cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 5);
+        }
+        /* Without a journal record or an instance there is no identity: every insert counts. */
+        cr_assert_eq(store_flush(s, NULL, 0, &unkeyed, 1, "inst-a", 10, 5), 0, "%s", store_error(s));
+        cr_assert_eq(store_flush(s, NULL, 0, &unkeyed, 1, "inst-a", 10, 6), 0, "%s", store_error(s));
+        cr_assert_eq(store_flush(s, NULL, 0, rj, 1, NULL, 0, 0), 0, "%s", store_error(s));
+        cr_assert_eq(store_flush(s, NULL, 0, rj, 1, NULL, 0, 0), 0, "%s", store_error(s));
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 9);
+        /* reject_id increases with insertion order, within a batch too. */
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM (SELECT reject_id, lag(reject_id) OVER (ORDER BY reject_id) p,"
+                                " received_at, lag(received_at) OVER (ORDER BY reject_id) pr FROM outage.rejects) x"
+                                " WHERE p IS NOT NULL AND reject_id <= p"), 0);
+        v = pg_query_value(ci, "SELECT string_agg(reason, ',' ORDER BY reject_id) FROM outage.rejects");
+        cr_assert_str_eq(v, "bad_timestamp,missing_field,malformed_json,bad_timestamp,bad_timestamp,"
+                         "store_refused,store_refused,bad_timestamp,bad_timestamp");
+        free(v);
+        store_free(s);
+        free(ci);
+}
+
 Test(integration, connection_loss_is_reported) {
         char *ci = fresh_db();
         Store *s = migrated(ci);
@@ -570,6 +811,159 @@ Test(integration, connection_loss_is_reported) {
         cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "i", 1, 0), -ECONNRESET);
         cr_assert_not(store_connected(s));
         cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "i", 1, 0), -ECONNRESET);
+        store_free(s);
+        free(ci);
+}
+
+/* ---- retention ---- */
+
+static usec_t wall_now(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (usec_t) ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+/* n closed events of key (ctrl, "t"), one an hour, the last ending days_ago days ago, and n
+ * rejects received days_ago days ago. */
+static void load_old(const char *ci, const char *ctrl, int n, int days_ago) {
+        char sql[1024];
+
+        (void) snprintf(sql, sizeof(sql),
+                "INSERT INTO outage.controllers (name) VALUES ('%s') ON CONFLICT DO NOTHING;"
+                "INSERT INTO outage.outage_types (name) VALUES ('t') ON CONFLICT DO NOTHING;"
+                "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
+                " SELECT c.id, t.id, x, x + interval '10 min', 2"
+                " FROM outage.controllers c, outage.outage_types t,"
+                "  generate_series(1, %d) i, LATERAL (SELECT now() - interval '%d days' - i * interval '1 hour') v(x)"
+                " WHERE c.name = '%s' AND t.name = 't';"
+                "INSERT INTO outage.stored_rejects (received_at, topic, controller_id, reason, payload)"
+                " SELECT now() - interval '%d days', 'outages/%s', '%s', 'malformed_json', i::text"
+                " FROM generate_series(1, %d) i",
+                ctrl, n, days_ago, ctrl, days_ago, ctrl, ctrl, n);
+        cr_assert_eq(pg_exec(ci, sql), 0);
+}
+
+Test(integration, prune_deletes_closed_events_and_old_rejects, .timeout = 120) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        const usec_t now = wall_now();
+        uint64_t ne = 99, nr = 99;
+
+        load_old(ci, "old", 25000, 100);
+        load_old(ci, "mid", 3, 10);
+        /* Open: within gap of now (the view says so), and one in the future. */
+        flush1(s, frag("open", "t", now - 2 * USEC_PER_HOUR, now - 5 * USEC_PER_MINUTE, 12));
+        flush1(s, frag("future", "t", now + USEC_PER_HOUR, now + USEC_PER_HOUR, 1));
+        /* Closed a minute ago: end + gap < now. */
+        flush1(s, frag("closed", "t", now - GAP - 2 * USEC_PER_MINUTE, now - GAP - USEC_PER_MINUTE, 1));
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events WHERE status = 'open'"), 2);
+
+        /* No bound: nothing. */
+        cr_assert_eq(store_prune(s, 0, 0, &ne, &nr), 0, "%s", store_error(s));
+        cr_assert_eq(ne, 0);
+        cr_assert_eq(nr, 0);
+        /* Events that ended more than 30 days ago, in three batches; rejects untouched. */
+        cr_assert_eq(store_prune(s, now - 30 * USEC_PER_DAY, 0, &ne, &nr), 0, "%s", store_error(s));
+        cr_assert_eq(ne, 25000);
+        cr_assert_eq(nr, 0);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events WHERE controller_id = 'old'"), 0);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events"), 6);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 25003);
+        /* Rejects older than 30 days. */
+        cr_assert_eq(store_prune(s, 0, now - 30 * USEC_PER_DAY, &ne, &nr), 0, "%s", store_error(s));
+        cr_assert_eq(ne, 0);
+        cr_assert_eq(nr, 25000);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects WHERE controller_id = 'mid'"), 3);
+        /* A bound in the future deletes every closed event, never an open one. */
+        cr_assert_eq(store_prune(s, now + USEC_PER_DAY, now + USEC_PER_DAY, &ne, &nr), 0, "%s", store_error(s));
+        cr_assert_eq(ne, 4);
+        cr_assert_eq(nr, 3);
+        {
+                char *v = pg_query_value(ci, "SELECT string_agg(controller_id || ' ' || report_count || ' ' || status, ', '"
+                                         " ORDER BY controller_id) FROM outage.events");
+
+                cr_assert_str_eq(v, "future 1 open, open 12 open");
+                free(v);
+        }
+        store_free(s);
+        free(ci);
+}
+typedef struct Pruner {
+        const char *ci;
+        usec_t before;
+        uint64_t events, rejects;
+        int r;
+        char error[512];
+} Pruner;
+
+static void *pruner_run(void *arg) {
+        Pruner *p = arg;
+        Store *s = NULL;
+        char err[256];
+
+        p->r = store_connect(p->ci, NULL, &s, err, sizeof(err));
+        if (p->r == 0)
+                p->r = store_prune(s, p->before, p->before, &p->events, &p->rejects);
+        snprintf(p->error, sizeof(p->error), "%s", p->r == 0 ? "" : s ? store_error(s) : err);
+        store_free(s);
+        return NULL;
+}
+
+Test(integration, prune_twice_at_once_is_harmless, .timeout = 120) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        const usec_t now = wall_now();
+        Pruner p[2];
+        pthread_t th[2];
+
+        for (int i = 0; i < 4; i++) {
+                char name[16];
+
+                snprintf(name, sizeof(name), "c%d", i);
+                load_old(ci, name, 10000, 40);
+        }
+        flush1(s, frag("open", "t", now - 5 * USEC_PER_MINUTE, now - 5 * USEC_PER_MINUTE, 1));
+        for (int i = 0; i < 2; i++) {
+                p[i] = (Pruner) { .ci = ci, .before = now + USEC_PER_DAY };
+                cr_assert_eq(pthread_create(&th[i], NULL, pruner_run, &p[i]), 0);
+        }
+        for (int i = 0; i < 2; i++) {
+                pthread_join(th[i], NULL);
+                cr_assert_eq(p[i].r, 0, "pruner %d: %s", i, p[i].error);
+        }
+        cr_assert_eq(p[0].events + p[1].events, 40000, "%" PRIu64 " + %" PRIu64, p[0].events, p[1].events);
+        cr_assert_eq(p[0].rejects + p[1].rejects, 40000, "%" PRIu64 " + %" PRIu64, p[0].rejects, p[1].rejects);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 0);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events WHERE controller_id = 'open' AND status = 'open'"), 1);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.events"), 1);
+        store_free(s);
+        free(ci);
+}
+
+/* An event the plan keeps, deleted by another transaction before the update (outage.prune
+ * or an operator), must not take the flush's data with it: the flush runs again. Here a
+ * trigger deletes it, on the first attempt only, between the plan and the update. */
+Test(integration, kept_event_deleted_under_the_flush) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        Fragment f[] = {
+                frag("c", "t", AT(10, 5), AT(10, 10), 2),      /* extends the 10:00 event */
+                frag("c", "t", AT(12, 0), AT(12, 0), 1),       /* a new event: the insert fires the trigger */
+        };
+
+        flush1(s, frag("c", "t", AT(10, 0), AT(10, 0), 1));
+        cr_assert_eq(pg_exec(ci,
+                "CREATE SEQUENCE public.once;"
+                "CREATE FUNCTION public.delete_first() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF nextval('public.once') = 1 THEN"
+                "  DELETE FROM outage.stored_events WHERE start_time = '2026-11-27 10:00Z'; END IF;"
+                " RETURN NEW; END $$;"
+                "CREATE TRIGGER delete_first BEFORE INSERT ON outage.stored_events"
+                " FOR EACH ROW EXECUTE FUNCTION public.delete_first()"), 0);
+        flush_ok(s, f, 2);
+        expect_events(ci, "c/t 10:00-10:10 3; c/t 12:00-12:00 1");
+        cr_assert_eq(query_long(ci, "SELECT last_value FROM public.once"), 2, "the flush ran once more");
         store_free(s);
         free(ci);
 }
@@ -757,13 +1151,21 @@ Test(integration, roles_reader_and_writer) {
         exec_state(rci, "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
                    " VALUES (1, 1, now(), now(), 1)", st);
         cr_assert_str_eq(st, "42501");
-        exec_state(rci, "INSERT INTO outage.rejects VALUES (now(), 'x', NULL, 'y', 'z')", st);
+        exec_state(rci, "INSERT INTO outage.rejects (received_at, topic, controller_id, reason, payload)"
+                   " VALUES (now(), 'x', NULL, 'y', 'z')", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(rci, "INSERT INTO outage.stored_rejects (received_at, topic, controller_id, reason, payload)"
+                   " VALUES (now(), 'x', NULL, 'y', 'z')", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(rci, "SELECT * FROM outage.stored_rejects", st);
         cr_assert_str_eq(st, "42501");
         exec_state(rci, "SELECT * FROM outage.stored_events", st);
         cr_assert_str_eq(st, "42501");
         exec_state(rci, "SELECT * FROM outage.checkpoints", st);
         cr_assert_str_eq(st, "42501");
         exec_state(rci, "SELECT outage.install_gap('1 min')", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(rci, "CALL outage.prune(now(), now())", st);
         cr_assert_str_eq(st, "42501");
         cr_assert_eq(query_long(rci, "SELECT count(*) FROM outage.events"), 1);
         cr_assert_eq(query_long(rci, "SELECT count(*) FROM outage.events_between('2026-11-27', '2026-11-28')"), 1);
@@ -779,9 +1181,23 @@ Test(integration, roles_reader_and_writer) {
         f = frag("d", "t", AT(10, 5), AT(10, 12), 2);
         cr_assert_eq(store_flush(w, &f, 1, NULL, 0, "w", 8, 0), 0, "%s", store_error(w));
         expect_events(ci, "c/t 10:00-10:10 2; d/t 10:00-10:12 3");
-        exec_state(wci, "DROP TABLE outage.rejects", st);
+        {
+                uint64_t ne = 0, nr = 0;
+                char id[37];
+
+                cr_assert_eq(store_prune(w, AT(10, 11), AT(10, 1), &ne, &nr), 0, "%s", store_error(w));
+                cr_assert_eq(ne, 1);
+                cr_assert_eq(nr, 1);
+                expect_events(ci, "d/t 10:00-10:12 3");
+                cr_assert_eq(store_database_id(w, id), 0, "%s", store_error(w));
+        }
+        exec_state(wci, "DROP VIEW outage.rejects", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(wci, "DROP TABLE outage.stored_rejects", st);
         cr_assert_str_eq(st, "42501");
         exec_state(wci, "DELETE FROM outage.rejects", st);
+        cr_assert_str_eq(st, "42501");
+        exec_state(wci, "UPDATE outage.stored_rejects SET reason = 'x'", st);
         cr_assert_str_eq(st, "42501");
         store_free(w);
         free(rci);
