@@ -14,6 +14,31 @@
 #define LOG_FIELDS_MAX 16       /* extra journal fields beyond these are dropped */
 
 static atomic_int log_level = LOG_LEVEL_INFO;
+
+static const char *const log_level_names[] = {
+        [LOG_LEVEL_ERR] = "err",
+        [LOG_LEVEL_WARNING] = "warning",
+        [LOG_LEVEL_NOTICE] = "notice",
+        [LOG_LEVEL_INFO] = "info",
+        [LOG_LEVEL_DEBUG] = "debug",
+};
+
+const char *log_level_to_string(LogLevel l) {
+        if (l < LOG_LEVEL_ERR || l > LOG_LEVEL_DEBUG)
+                return NULL;
+        return log_level_names[l];
+}
+
+int log_level_from_string(const char *s, LogLevel *ret) {
+        if (!s)
+                return -EINVAL;
+        for (int l = LOG_LEVEL_ERR; l <= LOG_LEVEL_DEBUG; l++)
+                if (streq(s, log_level_names[l])) {
+                        *ret = (LogLevel) l;
+                        return 0;
+                }
+        return -EINVAL;
+}
 static atomic_bool log_to_journal = false;
 
 /* True if $JOURNAL_STREAM ("device:inode") names the file stderr is open on: systemd

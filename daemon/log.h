@@ -6,7 +6,20 @@
 #include <stdarg.h>
 
 #include "common.h"
-#include "config.h"
+
+/* The sd-daemon / syslog priorities the daemon uses; the names are log.level's values. */
+typedef enum LogLevel {
+        LOG_LEVEL_ERR = 3,
+        LOG_LEVEL_WARNING = 4,
+        LOG_LEVEL_NOTICE = 5,
+        LOG_LEVEL_INFO = 6,
+        LOG_LEVEL_DEBUG = 7,
+} LogLevel;
+
+/* "err", "warning", "notice", "info", "debug"; NULL for any other value. */
+const char *log_level_to_string(LogLevel l);
+/* The inverse, exact and case-sensitive: 0, or -EINVAL with *ret untouched. */
+int log_level_from_string(const char *s, LogLevel *ret);
 
 /* Chooses the sink (journal when $JOURNAL_STREAM matches stderr) and the level. */
 void log_setup(LogLevel level);

@@ -273,25 +273,6 @@ Test(config, bad_values_name_file_line_key) {
         }
 }
 
-Test(config, log_levels) {
-        static const struct { const char *s; LogLevel l; } levels[] = {
-                { "debug", LOG_LEVEL_DEBUG }, { "info", LOG_LEVEL_INFO }, { "notice", LOG_LEVEL_NOTICE },
-                { "warning", LOG_LEVEL_WARNING }, { "err", LOG_LEVEL_ERR },
-        };
-        LogLevel l = LOG_LEVEL_INFO;
-
-        for (size_t i = 0; i < ELEMENTSOF(levels); i++) {
-                cr_assert_eq(config_parse_log_level(levels[i].s, &l), 0);
-                cr_assert_eq(l, levels[i].l);
-                cr_assert_str_eq(log_level_to_string(levels[i].l), levels[i].s);
-        }
-        l = LOG_LEVEL_NOTICE;
-        cr_assert_eq(config_parse_log_level("warn", &l), -EINVAL);
-        cr_assert_eq(config_parse_log_level("", &l), -EINVAL);
-        cr_assert_eq(l, LOG_LEVEL_NOTICE);
-        cr_assert_null(log_level_to_string((LogLevel) 9));
-}
-
 /* ---- string keys ---- */
 
 static void value_ok(const char *section, const char *key, const char *value) {
@@ -704,6 +685,154 @@ Test(config, dump_round_trips) {
         free(b);
         config_free(c);
         config_free(d);
+}
+
+/* ---- reload ---- */
+
+Test(config, reload_moves_only_the_reloadable_keys) {
+        Config *running = load_ok("[mqtt]\nuri = tcp://a:1883\n[aggregation]\noutage_types = b a\n[log]\nlevel = info\n");
+        Config *next = load_ok("[mqtt]\nuri = tcp://b:1883\n[aggregation]\noutage_types = c\ngap = 13min\n"
+                               "[log]\nlevel = debug\n");
+        char restart[256];
+
+        cr_assert_eq(config_reload_apply(running, next, restart, sizeof restart), 2);
+        cr_assert_eq(running->log_level, LOG_LEVEL_DEBUG);
+        cr_assert_eq(running->n_outage_types, 1);
+        cr_assert_str_eq(running->outage_types[0], "c");
+        cr_assert_null(running->outage_types[1]);
+        /* the rest stays as it was */
+        cr_assert_str_eq(running->mqtt_uri, "tcp://a:1883");
+        cr_assert_eq(running->gap, 12 * USEC_PER_MINUTE);
+        cr_assert_str_eq(restart, "mqtt.uri, aggregation.gap");
+        /* next holds the old values, for config_free */
+        cr_assert_eq(next->log_level, LOG_LEVEL_INFO);
+        cr_assert_eq(next->n_outage_types, 2);
+        cr_assert_str_eq(next->outage_types[0], "a");
+        config_free(next);
+        cr_assert_str_eq(running->outage_types[0], "c");
+        config_free(running);
+}
+
+Test(config, reload_unchanged_and_allowlist_cleared) {
+        Config *running = load_ok("[aggregation]\noutage_types = a\n");
+        Config *same = load_ok("[aggregation]\noutage_types = a\n");
+        Config *cleared = load_ok("");
+        char restart[8] = "junk";
+
+        cr_assert_eq(config_reload_apply(running, same, restart, sizeof restart), 0);
+        cr_assert_str_eq(restart, "");
+        cr_assert_eq(config_reload_apply(running, cleared, NULL, 0), 1);
+        cr_assert_null(running->outage_types);
+        cr_assert_eq(running->n_outage_types, 0);
+        cr_assert_eq(cleared->n_outage_types, 1);
+        config_free(same);
+        config_free(cleared);
+        config_free(running);
+}
+
+Test(config, reload_restart_list_is_cut_at_a_name) {
+        Config *running = load_ok("");
+        Config *next = load_ok("[mqtt]\nqos = 2\nclient_id = other\n[limits]\nmax_batch_items = 5\n");
+        char restart[32];
+
+        cr_assert_eq(config_reload_apply(running, next, restart, sizeof restart), 0);
+        cr_assert_str_eq(restart, "mqtt.client_id, mqtt.qos");
+        config_free(next);
+        config_free(running);
+}
+
+/* ---- the key table ---- */
+
+Test(config, key_table) {
+        ConfigKeyInfo k, gap = {}, size = {}, level = {};
+        size_t n = config_key_count(), reloadable = 0;
+
+        cr_assert_gt(n, 20);
+        cr_assert_eq(config_key_info(n, &k), -ERANGE);
+        for (size_t i = 0; i < n; i++) {
+                char want[64];
+
+                cr_assert_eq(config_key_info(i, &k), 0);
+                snprintf(want, sizeof want, "%s.%s", k.section, k.key);
+                cr_assert_str_eq(k.name, want);
+                cr_assert_not_null(k.type);
+                cr_assert_not_null(k.default_value);
+                for (size_t j = 0; j < i; j++) {
+                        ConfigKeyInfo o;
+                        cr_assert_eq(config_key_info(j, &o), 0);
+                        cr_assert_str_neq(o.name, k.name, "listed twice");
+                }
+                if (k.reloadable) {
+                        reloadable++;
+                        cr_assert(streq(k.name, "log.level") || streq(k.name, "aggregation.outage_types"), "%s", k.name);
+                }
+                if (streq(k.name, "aggregation.gap"))
+                        gap = k;
+                if (streq(k.name, "limits.max_payload"))
+                        size = k;
+                if (streq(k.name, "log.level"))
+                        level = k;
+        }
+        cr_assert_eq(reloadable, 2);
+        cr_assert_str_eq(gap.type, "duration");
+        cr_assert_str_eq(gap.default_value, "12min");
+        cr_assert_str_eq(gap.min, "1s");
+        cr_assert_str_eq(gap.max, "1d");
+        cr_assert_str_eq(size.type, "size");
+        cr_assert_str_eq(size.min, "16B");
+        cr_assert_str_eq(size.max, "256MiB");
+        cr_assert_str_eq(level.type, "log-level");
+        cr_assert_str_eq(level.min, "");
+        cr_assert_str_eq(level.max, "");
+}
+
+/* Each default is spelled as the dump spells it, so the table can document itself. */
+Test(config, key_table_defaults_are_canonical) {
+        Config *c = load_ok("");
+        char *out = dump(c);
+
+        for (size_t i = 0; i < config_key_count(); i++) {
+                ConfigKeyInfo k;
+                char line[256];
+
+                cr_assert_eq(config_key_info(i, &k), 0);
+                if (streq(k.name, "storage.journal_dir"))
+                        continue;               /* derived from $STATE_DIRECTORY */
+                snprintf(line, sizeof line, "\n%s =%s%s\n", k.key, *k.default_value ? " " : "", k.default_value);
+                cr_assert(strstr(out, line), "%s: %s", k.name, line);
+        }
+        free(out);
+        config_free(c);
+}
+
+/* The example configuration documents every key, in its section. */
+Test(config, example_config_lists_every_key) {
+        char path[4096], *text;
+        size_t len;
+        FILE *f;
+
+        snprintf(path, sizeof path, "%s/config/outaged.conf", harness_source_root());
+        f = fopen(path, "r");
+        cr_assert_not_null(f);
+        text = calloc(1, 1 << 20);
+        len = fread(text, 1, (1 << 20) - 1, f);
+        fclose(f);
+        cr_assert_gt(len, 0);
+        for (size_t i = 0; i < config_key_count(); i++) {
+                ConfigKeyInfo k;
+                char section[64], key[80];
+                const char *sec, *next;
+
+                cr_assert_eq(config_key_info(i, &k), 0);
+                snprintf(section, sizeof section, "\n[%s]\n", k.section);
+                snprintf(key, sizeof key, "\n%s =", k.key);
+                sec = strstr(text, section);
+                cr_assert_not_null(sec, "no [%s] in %s", k.section, path);
+                next = strstr(sec + 1, "\n[");
+                const char *at = strstr(sec, key);
+                cr_assert(at && (!next || at < next), "%s not documented in [%s]", k.name, k.section);
+        }
+        free(text);
 }
 
 Test(config, free_accepts_null) {

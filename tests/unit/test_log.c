@@ -164,6 +164,25 @@ Test(log, threads_do_not_interleave) {
         free(out);
 }
 
+Test(log, level_names) {
+        static const struct { const char *s; LogLevel l; } levels[] = {
+                { "debug", LOG_LEVEL_DEBUG }, { "info", LOG_LEVEL_INFO }, { "notice", LOG_LEVEL_NOTICE },
+                { "warning", LOG_LEVEL_WARNING }, { "err", LOG_LEVEL_ERR },
+        };
+        LogLevel l = LOG_LEVEL_INFO;
+
+        for (size_t i = 0; i < ELEMENTSOF(levels); i++) {
+                cr_assert_eq(log_level_from_string(levels[i].s, &l), 0);
+                cr_assert_eq(l, levels[i].l);
+                cr_assert_str_eq(log_level_to_string(levels[i].l), levels[i].s);
+        }
+        l = LOG_LEVEL_NOTICE;
+        cr_assert_eq(log_level_from_string("warn", &l), -EINVAL);
+        cr_assert_eq(log_level_from_string("", &l), -EINVAL);
+        cr_assert_eq(l, LOG_LEVEL_NOTICE);
+        cr_assert_null(log_level_to_string((LogLevel) 9));
+}
+
 /* ---- rate limiter ---- */
 
 Test(log, ratelimit_burst_then_suppressed_count) {
