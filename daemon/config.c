@@ -159,6 +159,33 @@ static int parse_share_group(Config *c, const ConfigKey *k, const char *v, const
         return set_string(c, k, v);
 }
 
+/* A topic to publish under: a valid MQTT topic name (UTF-8 without control characters),
+ * no wildcards, no trailing '/' (the daemon appends "/<controller_id>/<outage_type>"), and
+ * not starting with '$' (the broker's own topics). */
+static int parse_topic_prefix(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        size_t len = strlen(v);
+
+        *why = "empty, or an MQTT topic without '+' or '#', not starting with '$' and not ending "
+               "with '/', at most 1024 bytes";
+        if (*v && (v[0] == '$' || v[len - 1] == '/' || strpbrk(v, "+#") || !text_plain_valid(v, TEXT_MAX)))
+                return -EINVAL;
+        return set_string(c, k, v);
+}
+
+/* A PostgreSQL identifier that needs no quoting: ^[a-z_][a-z0-9_]{0,62}$ (63 bytes is
+ * NAMEDATALEN - 1). */
+static int parse_channel(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        size_t len = strlen(v);
+
+        *why = "empty, or a name matching [a-z_][a-z0-9_]{0,62}";
+        if (len > 63 || (*v && !((v[0] >= 'a' && v[0] <= 'z') || v[0] == '_')))
+                return -EINVAL;
+        for (size_t i = 1; i < len; i++)
+                if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= '0' && v[i] <= '9') || v[i] == '_'))
+                        return -EINVAL;
+        return set_string(c, k, v);
+}
+
 static int parse_uint_common(const ConfigKey *k, const char *v, uint64_t *ret, const char **why) {
         uint64_t n;
         int r;
@@ -399,6 +426,8 @@ static const ConfigType
         type_client_id    = STRING_TYPE("client-id", parse_client_id),
         type_topic        = STRING_TYPE("topic-filter", parse_topic),
         type_share_group  = STRING_TYPE("share-group", parse_share_group),
+        type_topic_prefix = STRING_TYPE("topic", parse_topic_prefix),
+        type_channel      = STRING_TYPE("identifier", parse_channel),
         type_uint         = { "integer", parse_uint, format_uint, bound_number, NULL, swap_u64 },
         type_int          = { "integer", parse_int, format_int, bound_number, NULL, swap_int },
         type_duration     = { "duration", parse_duration, format_duration, bound_duration, NULL, swap_usec },
@@ -441,14 +470,20 @@ static const ConfigKey config_keys[] = {
         { "limits",      "max_batch_items",      &type_uint,         offsetof(Config, max_batch_items),        1, 1000000,                                                    "1000",                  false },
         { "limits",      "max_events_in_memory", &type_uint,         offsetof(Config, max_events_in_memory),   1000, 1000000000,                                              "5000000",               false },
         { "limits",      "startup_timeout",      &type_duration,     offsetof(Config, startup_timeout),        US(USEC_PER_SEC), US(USEC_PER_DAY),                            "1min",                  false },
+        { "events",      "topic_prefix",         &type_topic_prefix, offsetof(Config, events_topic_prefix),    0, 0,                                                          "",                      false },
+        { "events",      "notify_channel",       &type_channel,      offsetof(Config, events_notify_channel),  0, 0,                                                          "",                      false },
+        { "retention",   "events",               &type_duration,     offsetof(Config, retention_events),       0, US(36500 * USEC_PER_DAY),                                   "0",                     false },
+        { "retention",   "rejects",              &type_duration,     offsetof(Config, retention_rejects),      0, US(36500 * USEC_PER_DAY),                                   "90d",                   false },
         { "log",         "level",                &type_level,        offsetof(Config, log_level),              0, 0,                                                          "info",                  true },
         { "log",         "metrics_file",         &type_path,         offsetof(Config, metrics_file),           0, 0,                                                          "",                      false },
 };
 
 #define N_KEYS ELEMENTSOF(config_keys)
 
-static const char *const sections[] = { "mqtt", "postgres", "aggregation", "storage", "limits", "log" };
-#define SECTION_LIST "mqtt, postgres, aggregation, storage, limits, log"
+static const char *const sections[] = {
+        "mqtt", "postgres", "aggregation", "storage", "limits", "events", "retention", "log",
+};
+#define SECTION_LIST "mqtt, postgres, aggregation, storage, limits, events, retention, log"
 
 static const ConfigKey *key_find(const char *section, const char *key, size_t *ret_index) {
         for (size_t i = 0; i < N_KEYS; i++)

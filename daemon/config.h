@@ -47,6 +47,14 @@ typedef struct Config {
         uint64_t max_events_in_memory;
         usec_t startup_timeout;
 
+        /* [events] */
+        char *events_topic_prefix;      /* NULL: no live event messages */
+        char *events_notify_channel;    /* NULL: no NOTIFY */
+
+        /* [retention] */
+        usec_t retention_events;        /* 0: keep forever */
+        usec_t retention_rejects;       /* 0: keep forever */
+
         /* [log] */
         LogLevel log_level;
         char *metrics_file;             /* NULL: off */

@@ -82,6 +82,10 @@ Test(config, defaults_match_spec) {
         cr_assert_eq(c->max_batch_items, 1000);
         cr_assert_eq(c->max_events_in_memory, 5000000);
         cr_assert_eq(c->startup_timeout, USEC_PER_MINUTE);
+        cr_assert_null(c->events_topic_prefix);
+        cr_assert_null(c->events_notify_channel);
+        cr_assert_eq(c->retention_events, 0);
+        cr_assert_eq(c->retention_rejects, 90 * USEC_PER_DAY);
         cr_assert_eq(c->log_level, LOG_LEVEL_INFO);
         cr_assert_null(c->metrics_file);
         config_free(c);
@@ -171,6 +175,12 @@ Test(config, every_key_parses) {
                 "max_batch_items = 20\n"
                 "max_events_in_memory = 1000\n"
                 "startup_timeout = 2min\n"
+                "[events]\n"
+                "topic_prefix = outaged/events\n"
+                "notify_channel = outage_events\n"
+                "[retention]\n"
+                "events = 400d\n"
+                "rejects = 0\n"
                 "[log]\n"
                 "level = debug\n"
                 "metrics_file = /run/outaged/metrics.prom\n");
@@ -201,6 +211,10 @@ Test(config, every_key_parses) {
         cr_assert_eq(c->max_batch_items, 20);
         cr_assert_eq(c->max_events_in_memory, 1000);
         cr_assert_eq(c->startup_timeout, 2 * USEC_PER_MINUTE);
+        cr_assert_str_eq(c->events_topic_prefix, "outaged/events");
+        cr_assert_str_eq(c->events_notify_channel, "outage_events");
+        cr_assert_eq(c->retention_events, 400 * USEC_PER_DAY);
+        cr_assert_eq(c->retention_rejects, 0);
         cr_assert_eq(c->log_level, LOG_LEVEL_DEBUG);
         cr_assert_str_eq(c->metrics_file, "/run/outaged/metrics.prom");
         config_free(c);
@@ -226,6 +240,8 @@ static const Bound bounds[] = {
         { "limits", "max_batch_items", { "1", "1000000" }, { "0", "1000001" }, "1..1000000" },
         { "limits", "max_events_in_memory", { "1000", "1000000000" }, { "999", "1000000001" }, "1000..1000000000" },
         { "limits", "startup_timeout", { "1s", "1d" }, { "999ms", "2d" }, "1s..1d" },
+        { "retention", "events", { "0", "1us", "36500d" }, { "36500d1us" }, "0..36500d" },
+        { "retention", "rejects", { "0", "90d", "36500d" }, { "36501d" }, "0..36500d" },
 };
 
 Test(config, bounds_in_and_out_of_range) {
@@ -329,6 +345,45 @@ Test(config, topic) {
                 value_bad("mqtt", "topic", bad[i]);
 }
 
+Test(config, events_topic_prefix) {
+        const char *ok[] = { "outaged/events", "events", "a/b/c", "/leading", "a//b",
+                             "\xc3\xa9v\xc3\xa9nements/x", "with space" };
+        const char *bad[] = { "outaged/events/", "/", "outaged/+", "outaged/#", "+", "a+b",
+                              "$SYS/events", "outaged/\x01", "outaged/\xff", "outaged/\xc2\x85" };
+        Config *c = load_ok("[events]\ntopic_prefix =\n");
+
+        cr_assert_null(c->events_topic_prefix, "empty: off");
+        config_free(c);
+        for (size_t i = 0; i < ELEMENTSOF(ok); i++)
+                value_ok("events", "topic_prefix", ok[i]);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                value_bad("events", "topic_prefix", bad[i]);
+        load_fail("[events]\ntopic_prefix = a/\n", "t.conf:2: events.topic_prefix: invalid value \"a/\" (expected "
+                  "empty, or an MQTT topic without '+' or '#'");
+}
+
+Test(config, events_notify_channel) {
+        char max[80];
+        Config *c = load_ok("[events]\nnotify_channel =\n");
+
+        cr_assert_null(c->events_notify_channel, "empty: off");
+        config_free(c);
+        memset(max, 'a', 63);
+        max[63] = '\0';
+        value_ok("events", "notify_channel", max);
+        value_ok("events", "notify_channel", "outage_events");
+        value_ok("events", "notify_channel", "_x9");
+        max[63] = 'a';
+        max[64] = '\0';
+        value_bad("events", "notify_channel", max);
+        value_bad("events", "notify_channel", "Outage");
+        value_bad("events", "notify_channel", "9lives");
+        value_bad("events", "notify_channel", "outage-events");
+        value_bad("events", "notify_channel", "outage events");
+        value_bad("events", "notify_channel", "\"quoted\"");
+        value_bad("events", "notify_channel", "caf\xc3\xa9");
+}
+
 Test(config, share_group) {
         Config *c = load_ok("[mqtt]\nshare_group =\n");
 
@@ -401,7 +456,7 @@ Test(config, value_may_contain_equals_and_hash) {
 
 Test(config, syntax_errors) {
         static const struct { const char *text, *want; } cases[] = {
-                { "[mqtt]\nqos = 1\n[mqttt]\n", "t.conf:3: [mqttt]: unknown section (expected one of mqtt, postgres, aggregation, storage, limits, log)" },
+                { "[mqtt]\nqos = 1\n[mqttt]\n", "t.conf:3: [mqttt]: unknown section (expected one of mqtt, postgres, aggregation, storage, limits, events, retention, log)" },
                 { "[mqtt]\nfoo = 1\n", "t.conf:2: mqtt.foo: unknown key" },
                 { "[log]\nqos = 1\n", "t.conf:2: log.qos: unknown key" },
                 { "# x\nqos = 1\n", "t.conf:2: qos: key outside a section (expected a [section] line first)" },
@@ -666,6 +721,8 @@ Test(config, dump_round_trips) {
                             "[aggregation]\ngap = 1h30min\nflush_interval = 1500ms\n"
                             "outage_types = b a\nmax_age = 0\n"
                             "[limits]\nmax_payload = 1025B\nstartup_timeout = 61s\n"
+                            "[retention]\nevents = 720h\n"
+                            "[events]\ntopic_prefix = live/ev\n"
                             "[log]\nlevel = warning\n");
         char *a = dump(c), *b;
         Config *d = load_ok(a);
@@ -678,6 +735,8 @@ Test(config, dump_round_trips) {
         cr_assert(strstr(a, "max_payload = 1025B\n"), "%s", a);
         cr_assert(strstr(a, "startup_timeout = 1min1s\n"), "%s", a);
         cr_assert(strstr(a, "level = warning\n"), "%s", a);
+        cr_assert(strstr(a, "[events]\ntopic_prefix = live/ev\nnotify_channel =\n"), "%s", a);
+        cr_assert(strstr(a, "[retention]\nevents = 30d\nrejects = 90d\n"), "%s", a);
         cr_assert(strstr(a, "username =\n"), "%s", a);
         b = dump(d);
         cr_assert_str_eq(a, b);
