@@ -41,6 +41,9 @@ typedef struct ConfigType {
         void (*free)(Config *c, const ConfigKey *k);
         /* Exchanges the field (and what belongs to it) between a and b. */
         void (*swap)(Config *a, Config *b, const ConfigKey *k);
+        /* The formatted value with its secrets masked, for the dump (caller owns, NULL on
+         * ENOMEM); NULL: the type holds no secret. */
+        char *(*mask)(const char *value);
 } ConfigType;
 
 struct ConfigKey {
@@ -332,6 +335,246 @@ static int parse_outage_types(Config *c, const ConfigKey *k, const char *v, cons
 }
 
 /* ---------------------------------------------------------------------------------------
+ * Masking secrets for the dump. Every byte of a secret is marked in hide[], one flag per
+ * byte of the value; the output replaces each run of marked bytes with "********". Marks
+ * may overlap, and a value whose syntax is unclear is hidden whole: a dump may hide too
+ * much, never too little. */
+
+#define MASK "********"
+#define MASK_DEPTH 2            /* a conninfo inside dbname, and one more for safety */
+
+static bool is_conn_space(char ch) {
+        return isspace((unsigned char) ch);     /* libpq's own test, in the C locale */
+}
+
+static bool is_password_key(const char *s, size_t len) {
+        return (len == 8 && memcmp(s, "password", 8) == 0) || (len == 11 && memcmp(s, "sslpassword", 11) == 0);
+}
+
+static void mark(bool *hide, size_t from, size_t to) {
+        for (size_t i = from; i < to; i++)
+                hide[i] = true;
+}
+
+/* The length of libpq's URI prefix at s, or 0. */
+static size_t pg_uri_prefix(const char *s, size_t len) {
+        if (len >= 13 && memcmp(s, "postgresql://", 13) == 0)
+                return 13;
+        if (len >= 11 && memcmp(s, "postgres://", 11) == 0)
+                return 11;
+        return 0;
+}
+
+/* scheme://user:password@host...: the password is between the first ':' and the last '@'
+ * before the first '/' (a '@' in a password should be percent-encoded; taking the last
+ * one hides more if it is not). start is the offset after "://". */
+static void mark_userinfo(const char *s, size_t len, size_t start, bool *hide) {
+        const char *end = memchr(s + start, '/', len - start);
+        size_t aend = end ? (size_t) (end - s) : len, at = SIZE_MAX;
+
+        for (size_t i = start; i < aend; i++)
+                if (s[i] == '@')
+                        at = i;
+        if (at == SIZE_MAX)
+                return;
+        for (size_t i = start; i < at; i++)
+                if (s[i] == ':') {
+                        mark(hide, i + 1, at);
+                        return;
+                }
+}
+
+/* Percent-decodes the n bytes at s into out (at least n + 1 bytes); invalid escapes stay. */
+static void percent_decode(const char *s, size_t n, char *out) {
+        size_t o = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char) s[i + 1]) &&
+                    isxdigit((unsigned char) s[i + 2])) {
+                        char hex[3] = { s[i + 1], s[i + 2], 0 };
+                        out[o++] = (char) strtol(hex, NULL, 16);
+                        i += 2;
+                } else
+                        out[o++] = s[i];
+        }
+        out[o] = '\0';
+}
+
+/* postgresql://user:password@host/db?password=...&sslpassword=...: the user information
+ * and the query parameters whose percent-decoded name is a password. */
+static int mark_pg_uri(const char *s, size_t len, size_t prefix, bool *hide) {
+        const char *q = memchr(s + prefix, '?', len - prefix);
+        _cleanup_free_ char *name = NULL;
+
+        mark_userinfo(s, len, prefix, hide);
+        if (!q)
+                return 0;
+        name = malloc(len + 1);
+        if (!name)
+                return -ENOMEM;
+        for (size_t i = (size_t) (q - s) + 1; i < len;) {
+                const char *amp = memchr(s + i, '&', len - i);
+                size_t end = amp ? (size_t) (amp - s) : len;
+                const char *eq = memchr(s + i, '=', end - i);
+
+                if (eq) {
+                        percent_decode(s + i, (size_t) (eq - s) - i, name);
+                        if (is_password_key(name, strlen(name)))
+                                mark(hide, (size_t) (eq - s) + 1, end);
+                }
+                i = end + 1;
+        }
+        return 0;
+}
+
+static int mark_conninfo(const char *s, size_t len, bool *hide, unsigned depth);
+
+/* A nested conninfo in the decoded dbname value dec (map[j]: the raw offset where dec[j]
+ * starts, its escape included; map[n]: the raw end): marks the raw bytes of its secrets. */
+static int mark_nested(const char *dec, const size_t *map, size_t n, bool *hide, unsigned depth) {
+        _cleanup_free_ bool *sub = calloc(n ? n : 1, sizeof(bool));
+        int r;
+
+        if (!sub)
+                return -ENOMEM;
+        r = mark_conninfo(dec, n, sub, depth + 1);
+        if (r < 0)
+                return r;
+        for (size_t j = 0; j < n; j++) {
+                size_t k = j;
+                if (!sub[j])
+                        continue;
+                while (k + 1 < n && sub[k + 1])
+                        k++;
+                mark(hide, map[j], map[k + 1]);
+                j = k;
+        }
+        return 0;
+}
+
+/* One value of the keyword form at s[*i], as libpq reads it: single-quoted with backslash
+ * escapes, or up to the next blank with backslash escapes. Decodes into dec (n bytes and
+ * a NUL) and map (n + 1 raw offsets, see mark_nested), sets *ret_len = n and *i past the
+ * value. -EINVAL for an unterminated quote. */
+static int read_conn_value(const char *s, size_t len, size_t *i, char *dec, size_t *map, size_t *ret_len) {
+        bool quoted = *i < len && s[*i] == '\'';
+        size_t p = *i + quoted, n = 0;
+
+        for (; p < len; p++) {
+                if (quoted && s[p] == '\'')
+                        break;
+                if (!quoted && is_conn_space(s[p]))
+                        break;
+                map[n] = p;
+                if (s[p] == '\\' && p + 1 < len)
+                        p++;
+                dec[n++] = s[p];
+        }
+        if (quoted && p == len)
+                return -EINVAL;
+        map[n] = p;
+        dec[n] = '\0';
+        *ret_len = n;
+        *i = p + quoted;        /* past the closing quote */
+        return 0;
+}
+
+/* keyword = value ...: password and sslpassword values, and the secrets of a conninfo
+ * given as the dbname value. -EINVAL when libpq would not parse it. */
+static int mark_keywords(const char *s, size_t len, bool *hide, unsigned depth) {
+        _cleanup_free_ char *dec = malloc(len + 1);
+        _cleanup_free_ size_t *map = malloc((len + 1) * sizeof(size_t));
+        size_t i = 0;
+
+        if (!dec || !map)
+                return -ENOMEM;
+        for (;;) {
+                size_t name, name_len, value, n;
+                int r;
+
+                while (i < len && is_conn_space(s[i]))
+                        i++;
+                if (i == len)
+                        return 0;
+                name = i;
+                while (i < len && s[i] != '=' && !is_conn_space(s[i]))
+                        i++;
+                name_len = i - name;
+                while (i < len && is_conn_space(s[i]))
+                        i++;
+                if (i == len || s[i] != '=')
+                        return -EINVAL;
+                i++;
+                while (i < len && is_conn_space(s[i]))
+                        i++;
+                value = i;
+                r = read_conn_value(s, len, &i, dec, map, &n);
+                if (r < 0)
+                        return r;
+                if (is_password_key(s + name, name_len))
+                        mark(hide, value, i);
+                else if (name_len == 6 && memcmp(s + name, "dbname", 6) == 0 &&
+                         (memchr(dec, '=', n) || pg_uri_prefix(dec, n) > 0)) {
+                        r = mark_nested(dec, map, n, hide, depth);
+                        if (r < 0)
+                                return r;
+                }
+        }
+}
+
+static int mark_conninfo(const char *s, size_t len, bool *hide, unsigned depth) {
+        size_t prefix = pg_uri_prefix(s, len);
+        int r;
+
+        if (depth > MASK_DEPTH)
+                r = -EINVAL;
+        else if (prefix > 0)
+                r = mark_pg_uri(s, len, prefix, hide);
+        else
+                r = mark_keywords(s, len, hide, depth);
+        if (r == -EINVAL)
+                mark(hide, 0, len);             /* unclear: hide it all */
+        return r == -EINVAL ? 0 : r;
+}
+
+/* s with each run of hidden bytes replaced by MASK; caller owns. */
+static char *apply_mask(const char *s, size_t len, const bool *hide) {
+        char *out = malloc(len * strlen(MASK) + 1), *o = out;
+
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < len; i++) {
+                if (!hide[i])
+                        *o++ = s[i];
+                else if (i == 0 || !hide[i - 1])
+                        o = stpcpy(o, MASK);
+        }
+        *o = '\0';
+        return out;
+}
+
+char *config_mask_conninfo(const char *s) {
+        size_t len = strlen(s);
+        _cleanup_free_ bool *hide = calloc(len ? len : 1, sizeof(bool));
+
+        if (!hide || mark_conninfo(s, len, hide, 0) < 0)
+                return NULL;
+        return apply_mask(s, len, hide);
+}
+
+char *config_mask_uri(const char *s) {
+        size_t len = strlen(s);
+        const char *scheme = strstr(s, "://");
+        _cleanup_free_ bool *hide = calloc(len ? len : 1, sizeof(bool));
+
+        if (!hide)
+                return NULL;
+        if (scheme)
+                mark_userinfo(s, len, (size_t) (scheme - s) + 3, hide);
+        return apply_mask(s, len, hide);
+}
+
+/* ---------------------------------------------------------------------------------------
  * Formatting, freeing and swapping, one function per field representation. */
 
 static void format_string(const Config *c, const ConfigKey *k, FILE *f) {
@@ -421,8 +664,9 @@ static void swap_outage_types(Config *a, Config *b, const ConfigKey *k) {
 static const ConfigType
         type_path         = STRING_TYPE("path", parse_path),
         type_text         = STRING_TYPE("text", parse_text),
-        type_conninfo     = STRING_TYPE("conninfo", parse_conninfo),
-        type_uri          = STRING_TYPE("mqtt-uri", parse_uri),
+        type_conninfo     = { "conninfo", parse_conninfo, format_string, NULL, free_string, swap_ptr,
+                              config_mask_conninfo },
+        type_uri          = { "mqtt-uri", parse_uri, format_string, NULL, free_string, swap_ptr, config_mask_uri },
         type_client_id    = STRING_TYPE("client-id", parse_client_id),
         type_topic        = STRING_TYPE("topic-filter", parse_topic),
         type_share_group  = STRING_TYPE("share-group", parse_share_group),
@@ -982,11 +1226,17 @@ static char *format_key(const Config *c, const ConfigKey *k) {
         return val;
 }
 
-/* "key = value", or "key =" when unset (no trailing blank). */
+/* "key = value", or "key =" when unset (no trailing blank). Secrets in the value are
+ * masked; when masking fails, the whole value is. */
 static void dump_key(const Config *c, const ConfigKey *k, FILE *f) {
-        _cleanup_free_ char *val = format_key(c, k);
+        _cleanup_free_ char *val = format_key(c, k), *masked = NULL;
+        const char *out = val;
 
-        fprintf(f, "%s =%s%s\n", k->key, val && *val ? " " : "", val ? val : "");
+        if (val && *val && k->type->mask) {
+                masked = k->type->mask(val);
+                out = masked ? masked : MASK;
+        }
+        fprintf(f, "%s =%s%s\n", k->key, out && *out ? " " : "", out ? out : "");
 }
 
 void config_dump(const Config *c, FILE *f) {

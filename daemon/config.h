@@ -80,8 +80,22 @@ int config_load_buffer(const char *name, const char *buf, size_t len, Config **r
 
 Config *config_free(Config *c);
 
-/* Writes the effective settings as INI to f, secrets masked ("********"). */
+/* Writes the effective settings as INI to f, secrets masked ("********"): the loaded
+ * passwords, and the passwords inside postgres.conninfo and mqtt.uri (see below). */
 void config_dump(const Config *c, FILE *f);
+
+/* A copy of a libpq conninfo with every password replaced by "********": in the keyword
+ * form the values of password and sslpassword (unquoted, or single-quoted with backslash
+ * escapes, blanks around '=' allowed) and the secrets of a conninfo given as dbname's
+ * value; in the URI form (postgresql://, postgres://) the password of the user
+ * information and the password and sslpassword query parameters (names percent-decoded).
+ * A conninfo libpq would not parse is masked whole. Caller owns; NULL on ENOMEM. */
+char *config_mask_conninfo(const char *conninfo);
+
+/* A copy of an MQTT URI with the password of its user information
+ * (scheme://user:password@host:port) replaced by "********". Caller owns; NULL on
+ * ENOMEM. */
+char *config_mask_uri(const char *uri);
 
 /* Moves the settings a reload applies (SPEC section 7: the keys config_key_info() marks
  * reloadable, today log.level and aggregation.outage_types) from next into running, and

@@ -716,6 +716,110 @@ Test(config, dump_masks_secrets) {
         free(dir);
 }
 
+/* ---- masking the secrets inside values ---- */
+
+static void masked_conninfo(const char *in, const char *want) {
+        char *out = config_mask_conninfo(in);
+
+        cr_assert_not_null(out);
+        cr_assert_str_eq(out, want, "conninfo: %s", in);
+        free(out);
+}
+
+static void masked_uri(const char *in, const char *want) {
+        char *out = config_mask_uri(in);
+
+        cr_assert_not_null(out);
+        cr_assert_str_eq(out, want, "uri: %s", in);
+        free(out);
+}
+
+Test(config, mask_conninfo_keyword_form) {
+        masked_conninfo("dbname=outages", "dbname=outages");
+        masked_conninfo("", "");
+        masked_conninfo("password=secret", "password=********");
+        masked_conninfo("host=h password=secret dbname=x", "host=h password=******** dbname=x");
+        masked_conninfo("password = 'se cret' user=u", "password = ******** user=u");
+        masked_conninfo("password='it\\'s \\\\ x' user=u", "password=******** user=u");
+        masked_conninfo("password=sec\\ ret user=u", "password=******** user=u");
+        masked_conninfo("\tpassword\t=\tsecret\n", "\tpassword\t=\t********\n");
+        masked_conninfo("sslpassword=keypass sslkey=/k", "sslpassword=******** sslkey=/k");
+        masked_conninfo("password=a password=b", "password=******** password=********");
+        /* libpq skips blanks after '=': the value is what follows */
+        masked_conninfo("password= host=h", "password= ********");
+        masked_conninfo("password=", "password=");
+        /* other keys that merely contain the word stay */
+        masked_conninfo("passfile=/p application_name=password", "passfile=/p application_name=password");
+        masked_conninfo("user=password", "user=password");
+        /* keywords are case-sensitive in libpq */
+        masked_conninfo("PASSWORD=x", "PASSWORD=x");
+}
+
+Test(config, mask_conninfo_nested_in_dbname) {
+        masked_conninfo("dbname='host=h password=secret' user=u", "dbname='host=h password=********' user=u");
+        masked_conninfo("dbname='password=\\'a b\\''", "dbname='password=********'");
+        masked_conninfo("dbname=postgresql://u:secret@h/db", "dbname=postgresql://u:********@h/db");
+        masked_conninfo("dbname=outages password=x", "dbname=outages password=********");
+}
+
+Test(config, mask_conninfo_unparsable_is_hidden_whole) {
+        masked_conninfo("password='unterminated", "********");
+        masked_conninfo("host=h password", "********");
+        masked_conninfo("just words password secret", "********");
+}
+
+Test(config, mask_conninfo_uri_form) {
+        masked_conninfo("postgresql://user:secret@host/db", "postgresql://user:********@host/db");
+        masked_conninfo("postgres://user:secret@host:5432/db", "postgres://user:********@host:5432/db");
+        masked_conninfo("postgresql://user@host/db", "postgresql://user@host/db");
+        masked_conninfo("postgresql://host/db", "postgresql://host/db");
+        masked_conninfo("postgresql://", "postgresql://");
+        masked_conninfo("postgresql://user:@host/db", "postgresql://user:@host/db");
+        masked_conninfo("postgresql://u:p%40ss@h", "postgresql://u:********@h");
+        masked_conninfo("postgresql://u:p@ss@h/db", "postgresql://u:********@h/db");
+        masked_conninfo("postgresql://:secret@h", "postgresql://:********@h");
+        masked_conninfo("postgresql://h/db?password=secret", "postgresql://h/db?password=********");
+        masked_conninfo("postgresql://h/db?sslmode=require&password=secret&application_name=x",
+                        "postgresql://h/db?sslmode=require&password=********&application_name=x");
+        masked_conninfo("postgresql://h/db?pass%77ord=secret", "postgresql://h/db?pass%77ord=********");
+        masked_conninfo("postgresql://h/db?sslpassword=k", "postgresql://h/db?sslpassword=********");
+        masked_conninfo("postgresql://h?password=secret", "postgresql://h?password=********");
+        masked_conninfo("postgresql://u:a@h/db?password=b", "postgresql://u:********@h/db?password=********");
+        masked_conninfo("postgresql://h/db?passwordx=1&password", "postgresql://h/db?passwordx=1&password");
+        /* an '@' in the query with no '/' before it: libpq takes it for user information */
+        masked_conninfo("postgresql://h?password=x:y@z", "postgresql://h?password=********");
+}
+
+Test(config, mask_mqtt_uri) {
+        masked_uri("tcp://localhost:1883", "tcp://localhost:1883");
+        masked_uri("tcp://user:pass@host:1883", "tcp://user:********@host:1883");
+        masked_uri("ssl://user:p@ss@host:8883", "ssl://user:********@host:8883");
+        masked_uri("ws://user@host/mqtt", "ws://user@host/mqtt");
+        masked_uri("wss://u:p@host/mqtt?x=a@b", "wss://u:********@host/mqtt?x=a@b");
+        masked_uri("tcp://host/u:p@x", "tcp://host/u:p@x");
+}
+
+Test(config, dump_masks_secrets_inside_values) {
+        Config *c = load_ok("[mqtt]\nuri = tcp://bob:hunter2@broker:1883\n"
+                            "[postgres]\nconninfo = host=db password = 'ti ger' dbname=outages\n");
+        char *out = dump(c);
+
+        cr_assert_null(strstr(out, "hunter2"), "%s", out);
+        cr_assert_null(strstr(out, "ti ger"), "%s", out);
+        cr_assert(strstr(out, "\nuri = tcp://bob:********@broker:1883\n"), "%s", out);
+        cr_assert(strstr(out, "\nconninfo = host=db password = ******** dbname=outages\n"), "%s", out);
+        free(out);
+        config_free(c);
+
+        c = load_ok("[postgres]\nconninfo = postgresql://u:tiger@db/outages?password=lion\n");
+        out = dump(c);
+        cr_assert_null(strstr(out, "tiger"), "%s", out);
+        cr_assert_null(strstr(out, "lion"), "%s", out);
+        cr_assert(strstr(out, "\nconninfo = postgresql://u:********@db/outages?password=********\n"), "%s", out);
+        free(out);
+        config_free(c);
+}
+
 Test(config, dump_round_trips) {
         Config *c = load_ok("[mqtt]\nsession_expiry = 90000s\nshare_group = g\n"
                             "[aggregation]\ngap = 1h30min\nflush_interval = 1500ms\n"
