@@ -1,6 +1,8 @@
 /* config.c — INI file -> struct Config. Every key of SPEC section 5 is one row of a table
- * (parser, field offset, bounds, default); errors name file:line and section.key. Also
- * loads the two secrets. Does not log and does not open any connection. */
+ * (type, field offset, bounds, default, reloadable); each type is one row of another (parse,
+ * format, free, swap). Errors name file:line and section.key. Also loads the two secrets
+ * and writes the effective settings with secrets masked. Does not log and does not open
+ * any connection. */
 #include <ctype.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -24,48 +26,37 @@
 
 typedef struct ConfigKey ConfigKey;
 
-/* Parses value into the field of c at k->offset. Returns 0, -EINVAL (sets *ret_why to what
- * was expected) or -ERANGE (outside k->min..k->max). Never touches the field on failure. */
-typedef int (*ConfigParser)(Config *c, const ConfigKey *k, const char *value, const char **ret_why);
+/* What a key's type knows about its field. */
+typedef struct ConfigType {
+        const char *name;               /* for the docs: "duration", "size", "path", ... */
+        /* Parses value into the field of c at k->offset. Returns 0, -EINVAL (sets *ret_why
+         * to what was expected), -ERANGE (outside k->min..k->max) or -ENOMEM. Never
+         * touches the field on failure. */
+        int (*parse)(Config *c, const ConfigKey *k, const char *value, const char **ret_why);
+        /* Writes the field as the file would spell it (nothing when unset). */
+        void (*format)(const Config *c, const ConfigKey *k, FILE *f);
+        /* Writes a bound (k->min or k->max) in the type's unit; NULL: the type has none. */
+        void (*format_bound)(uint64_t v, char buf[static TEXT_DURATION_MAX]);
+        /* Releases what the field owns; NULL: nothing. */
+        void (*free)(Config *c, const ConfigKey *k);
+        /* Exchanges the field (and what belongs to it) between a and b. */
+        void (*swap)(Config *a, Config *b, const ConfigKey *k);
+        /* The formatted value with its secrets masked, for the dump (caller owns, NULL on
+         * ENOMEM); NULL: the type holds no secret. */
+        char *(*mask)(const char *value);
+} ConfigType;
 
 struct ConfigKey {
         const char *section;
         const char *key;
-        ConfigParser parse;
+        const ConfigType *type;
         size_t offset;
         uint64_t min, max;
-        const char *def;                /* default, fed through parse; "" = unset */
+        const char *def;                /* default as the file spells it, fed through parse; "" = unset */
+        bool reloadable;                /* SIGHUP applies it: see config_reload_apply() */
 };
 
 #define FIELD(c, k, type) ((type *) ((uint8_t *) (c) + (k)->offset))
-
-/* ---------------------------------------------------------------------------------------
- * Log levels. */
-
-static const char *const log_level_names[] = {
-        [LOG_LEVEL_ERR] = "err",
-        [LOG_LEVEL_WARNING] = "warning",
-        [LOG_LEVEL_NOTICE] = "notice",
-        [LOG_LEVEL_INFO] = "info",
-        [LOG_LEVEL_DEBUG] = "debug",
-};
-
-int config_parse_log_level(const char *s, LogLevel *ret) {
-        if (!s)
-                return -EINVAL;
-        for (int l = LOG_LEVEL_ERR; l <= LOG_LEVEL_DEBUG; l++)
-                if (streq(s, log_level_names[l])) {
-                        *ret = (LogLevel) l;
-                        return 0;
-                }
-        return -EINVAL;
-}
-
-const char *log_level_to_string(LogLevel l) {
-        if (l < LOG_LEVEL_ERR || l > LOG_LEVEL_DEBUG)
-                return NULL;
-        return log_level_names[l];
-}
 
 /* ---------------------------------------------------------------------------------------
  * Text validation. */
@@ -171,6 +162,33 @@ static int parse_share_group(Config *c, const ConfigKey *k, const char *v, const
         return set_string(c, k, v);
 }
 
+/* A topic to publish under: a valid MQTT topic name (UTF-8 without control characters),
+ * no wildcards, no trailing '/' (the daemon appends "/<controller_id>/<outage_type>"), and
+ * not starting with '$' (the broker's own topics). */
+static int parse_topic_prefix(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        size_t len = strlen(v);
+
+        *why = "empty, or an MQTT topic without '+' or '#', not starting with '$' and not ending "
+               "with '/', at most 1024 bytes";
+        if (*v && (v[0] == '$' || v[len - 1] == '/' || strpbrk(v, "+#") || !text_plain_valid(v, TEXT_MAX)))
+                return -EINVAL;
+        return set_string(c, k, v);
+}
+
+/* A PostgreSQL identifier that needs no quoting: ^[a-z_][a-z0-9_]{0,62}$ (63 bytes is
+ * NAMEDATALEN - 1). */
+static int parse_channel(Config *c, const ConfigKey *k, const char *v, const char **why) {
+        size_t len = strlen(v);
+
+        *why = "empty, or a name matching [a-z_][a-z0-9_]{0,62}";
+        if (len > 63 || (*v && !((v[0] >= 'a' && v[0] <= 'z') || v[0] == '_')))
+                return -EINVAL;
+        for (size_t i = 1; i < len; i++)
+                if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= '0' && v[i] <= '9') || v[i] == '_'))
+                        return -EINVAL;
+        return set_string(c, k, v);
+}
+
 static int parse_uint_common(const ConfigKey *k, const char *v, uint64_t *ret, const char **why) {
         uint64_t n;
         int r;
@@ -248,7 +266,7 @@ static int parse_size(Config *c, const ConfigKey *k, const char *v, const char *
 
 static int parse_level(Config *c, const ConfigKey *k, const char *v, const char **why) {
         *why = "one of debug, info, notice, warning, err";
-        return config_parse_log_level(v, FIELD(c, k, LogLevel));
+        return log_level_from_string(v, FIELD(c, k, LogLevel));
 }
 
 static void strv_free(char **v) {
@@ -317,45 +335,399 @@ static int parse_outage_types(Config *c, const ConfigKey *k, const char *v, cons
 }
 
 /* ---------------------------------------------------------------------------------------
+ * Masking secrets for the dump. Every byte of a secret is marked in hide[], one flag per
+ * byte of the value; the output replaces each run of marked bytes with "********". Marks
+ * may overlap, and a value whose syntax is unclear is hidden whole: a dump may hide too
+ * much, never too little. */
+
+#define MASK "********"
+#define MASK_DEPTH 2            /* a conninfo inside dbname, and one more for safety */
+
+static bool is_conn_space(char ch) {
+        return isspace((unsigned char) ch);     /* libpq's own test, in the C locale */
+}
+
+static bool is_password_key(const char *s, size_t len) {
+        return (len == 8 && memcmp(s, "password", 8) == 0) || (len == 11 && memcmp(s, "sslpassword", 11) == 0);
+}
+
+static void mark(bool *hide, size_t from, size_t to) {
+        for (size_t i = from; i < to; i++)
+                hide[i] = true;
+}
+
+/* The length of libpq's URI prefix at s, or 0. */
+static size_t pg_uri_prefix(const char *s, size_t len) {
+        if (len >= 13 && memcmp(s, "postgresql://", 13) == 0)
+                return 13;
+        if (len >= 11 && memcmp(s, "postgres://", 11) == 0)
+                return 11;
+        return 0;
+}
+
+/* scheme://user:password@host...: the password is between the first ':' and the last '@'
+ * before the first '/' (a '@' in a password should be percent-encoded; taking the last
+ * one hides more if it is not). start is the offset after "://". */
+static void mark_userinfo(const char *s, size_t len, size_t start, bool *hide) {
+        const char *end = memchr(s + start, '/', len - start);
+        size_t aend = end ? (size_t) (end - s) : len, at = SIZE_MAX;
+
+        for (size_t i = start; i < aend; i++)
+                if (s[i] == '@')
+                        at = i;
+        if (at == SIZE_MAX)
+                return;
+        for (size_t i = start; i < at; i++)
+                if (s[i] == ':') {
+                        mark(hide, i + 1, at);
+                        return;
+                }
+}
+
+/* Percent-decodes the n bytes at s into out (at least n + 1 bytes); invalid escapes stay. */
+static void percent_decode(const char *s, size_t n, char *out) {
+        size_t o = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char) s[i + 1]) &&
+                    isxdigit((unsigned char) s[i + 2])) {
+                        char hex[3] = { s[i + 1], s[i + 2], 0 };
+                        out[o++] = (char) strtol(hex, NULL, 16);
+                        i += 2;
+                } else
+                        out[o++] = s[i];
+        }
+        out[o] = '\0';
+}
+
+/* postgresql://user:password@host/db?password=...&sslpassword=...: the user information
+ * and the query parameters whose percent-decoded name is a password. */
+static int mark_pg_uri(const char *s, size_t len, size_t prefix, bool *hide) {
+        const char *q = memchr(s + prefix, '?', len - prefix);
+        _cleanup_free_ char *name = NULL;
+
+        mark_userinfo(s, len, prefix, hide);
+        if (!q)
+                return 0;
+        name = malloc(len + 1);
+        if (!name)
+                return -ENOMEM;
+        for (size_t i = (size_t) (q - s) + 1; i < len;) {
+                const char *amp = memchr(s + i, '&', len - i);
+                size_t end = amp ? (size_t) (amp - s) : len;
+                const char *eq = memchr(s + i, '=', end - i);
+
+                if (eq) {
+                        percent_decode(s + i, (size_t) (eq - s) - i, name);
+                        if (is_password_key(name, strlen(name)))
+                                mark(hide, (size_t) (eq - s) + 1, end);
+                }
+                i = end + 1;
+        }
+        return 0;
+}
+
+static int mark_conninfo(const char *s, size_t len, bool *hide, unsigned depth);
+
+/* A nested conninfo in the decoded dbname value dec (map[j]: the raw offset where dec[j]
+ * starts, its escape included; map[n]: the raw end): marks the raw bytes of its secrets. */
+static int mark_nested(const char *dec, const size_t *map, size_t n, bool *hide, unsigned depth) {
+        _cleanup_free_ bool *sub = calloc(n ? n : 1, sizeof(bool));
+        int r;
+
+        if (!sub)
+                return -ENOMEM;
+        r = mark_conninfo(dec, n, sub, depth + 1);
+        if (r < 0)
+                return r;
+        for (size_t j = 0; j < n; j++) {
+                size_t k = j;
+                if (!sub[j])
+                        continue;
+                while (k + 1 < n && sub[k + 1])
+                        k++;
+                mark(hide, map[j], map[k + 1]);
+                j = k;
+        }
+        return 0;
+}
+
+/* One value of the keyword form at s[*i], as libpq reads it: single-quoted with backslash
+ * escapes, or up to the next blank with backslash escapes. Decodes into dec (n bytes and
+ * a NUL) and map (n + 1 raw offsets, see mark_nested), sets *ret_len = n and *i past the
+ * value. -EINVAL for an unterminated quote. */
+static int read_conn_value(const char *s, size_t len, size_t *i, char *dec, size_t *map, size_t *ret_len) {
+        bool quoted = *i < len && s[*i] == '\'';
+        size_t p = *i + quoted, n = 0;
+
+        for (; p < len; p++) {
+                if (quoted && s[p] == '\'')
+                        break;
+                if (!quoted && is_conn_space(s[p]))
+                        break;
+                map[n] = p;
+                if (s[p] == '\\' && p + 1 < len)
+                        p++;
+                dec[n++] = s[p];
+        }
+        if (quoted && p == len)
+                return -EINVAL;
+        map[n] = p;
+        dec[n] = '\0';
+        *ret_len = n;
+        *i = p + quoted;        /* past the closing quote */
+        return 0;
+}
+
+/* keyword = value ...: password and sslpassword values, and the secrets of a conninfo
+ * given as the dbname value. -EINVAL when libpq would not parse it. */
+static int mark_keywords(const char *s, size_t len, bool *hide, unsigned depth) {
+        _cleanup_free_ char *dec = malloc(len + 1);
+        _cleanup_free_ size_t *map = malloc((len + 1) * sizeof(size_t));
+        size_t i = 0;
+
+        if (!dec || !map)
+                return -ENOMEM;
+        for (;;) {
+                size_t name, name_len, value, n;
+                int r;
+
+                while (i < len && is_conn_space(s[i]))
+                        i++;
+                if (i == len)
+                        return 0;
+                name = i;
+                while (i < len && s[i] != '=' && !is_conn_space(s[i]))
+                        i++;
+                name_len = i - name;
+                while (i < len && is_conn_space(s[i]))
+                        i++;
+                if (i == len || s[i] != '=')
+                        return -EINVAL;
+                i++;
+                while (i < len && is_conn_space(s[i]))
+                        i++;
+                value = i;
+                r = read_conn_value(s, len, &i, dec, map, &n);
+                if (r < 0)
+                        return r;
+                if (is_password_key(s + name, name_len))
+                        mark(hide, value, i);
+                else if (name_len == 6 && memcmp(s + name, "dbname", 6) == 0 &&
+                         (memchr(dec, '=', n) || pg_uri_prefix(dec, n) > 0)) {
+                        r = mark_nested(dec, map, n, hide, depth);
+                        if (r < 0)
+                                return r;
+                }
+        }
+}
+
+static int mark_conninfo(const char *s, size_t len, bool *hide, unsigned depth) {
+        size_t prefix = pg_uri_prefix(s, len);
+        int r;
+
+        if (depth > MASK_DEPTH)
+                r = -EINVAL;
+        else if (prefix > 0)
+                r = mark_pg_uri(s, len, prefix, hide);
+        else
+                r = mark_keywords(s, len, hide, depth);
+        if (r == -EINVAL)
+                mark(hide, 0, len);             /* unclear: hide it all */
+        return r == -EINVAL ? 0 : r;
+}
+
+/* s with each run of hidden bytes replaced by MASK; caller owns. */
+static char *apply_mask(const char *s, size_t len, const bool *hide) {
+        char *out = malloc(len * strlen(MASK) + 1), *o = out;
+
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < len; i++) {
+                if (!hide[i])
+                        *o++ = s[i];
+                else if (i == 0 || !hide[i - 1])
+                        o = stpcpy(o, MASK);
+        }
+        *o = '\0';
+        return out;
+}
+
+char *config_mask_conninfo(const char *s) {
+        size_t len = strlen(s);
+        _cleanup_free_ bool *hide = calloc(len ? len : 1, sizeof(bool));
+
+        if (!hide || mark_conninfo(s, len, hide, 0) < 0)
+                return NULL;
+        return apply_mask(s, len, hide);
+}
+
+char *config_mask_uri(const char *s) {
+        size_t len = strlen(s);
+        const char *scheme = strstr(s, "://");
+        _cleanup_free_ bool *hide = calloc(len ? len : 1, sizeof(bool));
+
+        if (!hide)
+                return NULL;
+        if (scheme)
+                mark_userinfo(s, len, (size_t) (scheme - s) + 3, hide);
+        return apply_mask(s, len, hide);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Formatting, freeing and swapping, one function per field representation. */
+
+static void format_string(const Config *c, const ConfigKey *k, FILE *f) {
+        const char *s = *FIELD(c, k, char *);
+
+        if (s)
+                fputs(s, f);
+}
+
+static void format_uint(const Config *c, const ConfigKey *k, FILE *f) {
+        fprintf(f, "%" PRIu64, *FIELD(c, k, uint64_t));
+}
+
+static void format_int(const Config *c, const ConfigKey *k, FILE *f) {
+        fprintf(f, "%d", *FIELD(c, k, int));
+}
+
+static void format_duration(const Config *c, const ConfigKey *k, FILE *f) {
+        char buf[TEXT_DURATION_MAX];
+
+        fputs(text_format_duration(*FIELD(c, k, usec_t), buf), f);
+}
+
+static void format_size(const Config *c, const ConfigKey *k, FILE *f) {
+        char buf[TEXT_SIZE_MAX];
+
+        fputs(text_format_size(*FIELD(c, k, uint64_t), buf), f);
+}
+
+static void format_level(const Config *c, const ConfigKey *k, FILE *f) {
+        fputs(log_level_to_string(*FIELD(c, k, LogLevel)) ?: "info", f);
+}
+
+static void format_outage_types(const Config *c, const ConfigKey *k, FILE *f) {
+        for (size_t i = 0; i < c->n_outage_types; i++)
+                fprintf(f, "%s%s", i ? " " : "", c->outage_types[i]);
+}
+
+static void bound_number(uint64_t v, char buf[static TEXT_DURATION_MAX]) {
+        snprintf(buf, TEXT_DURATION_MAX, "%" PRIu64, v);
+}
+
+static void bound_duration(uint64_t v, char buf[static TEXT_DURATION_MAX]) {
+        text_format_duration((usec_t) v, buf);
+}
+
+static void bound_size(uint64_t v, char buf[static TEXT_DURATION_MAX]) {
+        text_format_size(v, buf);
+}
+
+static void free_string(Config *c, const ConfigKey *k) {
+        char **p = FIELD(c, k, char *);
+
+        *p = mfree(*p);
+}
+
+static void free_outage_types(Config *c, const ConfigKey *k) {
+        strv_free(c->outage_types);
+        c->outage_types = NULL;
+        c->n_outage_types = 0;
+}
+
+#define DEFINE_SWAP(name, type)                                                 \
+        static void name(Config *a, Config *b, const ConfigKey *k) {           \
+                type t = *FIELD(a, k, type);                                    \
+                *FIELD(a, k, type) = *FIELD(b, k, type);                        \
+                *FIELD(b, k, type) = t;                                         \
+        }
+DEFINE_SWAP(swap_ptr, char *)
+DEFINE_SWAP(swap_u64, uint64_t)
+DEFINE_SWAP(swap_int, int)
+DEFINE_SWAP(swap_usec, usec_t)
+DEFINE_SWAP(swap_level, LogLevel)
+
+static void swap_outage_types(Config *a, Config *b, const ConfigKey *k) {
+        char **t = a->outage_types;
+        size_t n = a->n_outage_types;
+
+        a->outage_types = b->outage_types;
+        a->n_outage_types = b->n_outage_types;
+        b->outage_types = t;
+        b->n_outage_types = n;
+}
+
+#define STRING_TYPE(n, p) { .name = (n), .parse = (p), .format = format_string, .free = free_string, .swap = swap_ptr }
+
+static const ConfigType
+        type_path         = STRING_TYPE("path", parse_path),
+        type_text         = STRING_TYPE("text", parse_text),
+        type_conninfo     = { "conninfo", parse_conninfo, format_string, NULL, free_string, swap_ptr,
+                              config_mask_conninfo },
+        type_uri          = { "mqtt-uri", parse_uri, format_string, NULL, free_string, swap_ptr, config_mask_uri },
+        type_client_id    = STRING_TYPE("client-id", parse_client_id),
+        type_topic        = STRING_TYPE("topic-filter", parse_topic),
+        type_share_group  = STRING_TYPE("share-group", parse_share_group),
+        type_topic_prefix = STRING_TYPE("topic", parse_topic_prefix),
+        type_channel      = STRING_TYPE("identifier", parse_channel),
+        type_uint         = { "integer", parse_uint, format_uint, bound_number, NULL, swap_u64 },
+        type_int          = { "integer", parse_int, format_int, bound_number, NULL, swap_int },
+        type_duration     = { "duration", parse_duration, format_duration, bound_duration, NULL, swap_usec },
+        type_duration_sec = { "duration", parse_duration_sec, format_duration, bound_duration, NULL, swap_usec },
+        type_size         = { "size", parse_size, format_size, bound_size, NULL, swap_u64 },
+        type_level        = { "log-level", parse_level, format_level, NULL, NULL, swap_level },
+        type_outage_types = { "outage-types", parse_outage_types, format_outage_types, NULL, free_outage_types,
+                              swap_outage_types };
+
+/* ---------------------------------------------------------------------------------------
  * The table: one row per key of SPEC section 5, in the order config_dump writes them. */
 
 #define US(x) ((uint64_t) (x))
 #define NOMAX UINT64_MAX
 
 static const ConfigKey config_keys[] = {
-        /* section      key                     parser              field                                     min                     max                                   default */
-        { "mqtt",        "uri",                  parse_uri,          offsetof(Config, mqtt_uri),               0, 0,                                                          "tcp://localhost:1883" },
-        { "mqtt",        "client_id",            parse_client_id,    offsetof(Config, mqtt_client_id),         0, 0,                                                          "outaged" },
-        { "mqtt",        "topic",                parse_topic,        offsetof(Config, mqtt_topic),             0, 0,                                                          "outages/+" },
-        { "mqtt",        "share_group",          parse_share_group,  offsetof(Config, mqtt_share_group),       0, 0,                                                          "" },
-        { "mqtt",        "qos",                  parse_int,          offsetof(Config, mqtt_qos),               0, 2,                                                          "1" },
-        { "mqtt",        "session_expiry",       parse_duration_sec, offsetof(Config, mqtt_session_expiry),    0, US(UINT32_MAX) * USEC_PER_SEC,                              "1d" },
-        { "mqtt",        "username",             parse_text,         offsetof(Config, mqtt_username),          0, 0,                                                          "" },
-        { "mqtt",        "password_file",        parse_path,         offsetof(Config, mqtt_password_file),     0, 0,                                                          "" },
-        { "mqtt",        "ca_file",              parse_path,         offsetof(Config, mqtt_ca_file),           0, 0,                                                          "" },
-        { "mqtt",        "cert_file",            parse_path,         offsetof(Config, mqtt_cert_file),         0, 0,                                                          "" },
-        { "mqtt",        "key_file",             parse_path,         offsetof(Config, mqtt_key_file),          0, 0,                                                          "" },
-        { "postgres",    "conninfo",             parse_conninfo,     offsetof(Config, pg_conninfo),            0, 0,                                                          "dbname=outages" },
-        { "postgres",    "password_file",        parse_path,         offsetof(Config, pg_password_file),       0, 0,                                                          "" },
-        { "aggregation", "gap",                  parse_duration,     offsetof(Config, gap),                    US(USEC_PER_SEC), US(USEC_PER_DAY),                            "12min" },
-        { "aggregation", "outage_types",         parse_outage_types, offsetof(Config, outage_types),           0, 0,                                                          "" },
-        { "aggregation", "max_future_skew",      parse_duration,     offsetof(Config, max_future_skew),        0, US(USEC_PER_DAY),                                           "5min" },
-        { "aggregation", "max_age",              parse_duration,     offsetof(Config, max_age),                0, US(36500 * USEC_PER_DAY),                                   "365d" },
-        { "aggregation", "flush_interval",       parse_duration,     offsetof(Config, flush_interval),         US(10 * USEC_PER_MSEC), US(USEC_PER_HOUR),                     "1s" },
-        { "aggregation", "batch_max",            parse_uint,         offsetof(Config, batch_max),              1, 1000000,                                                    "10000" },
-        { "storage",     "journal_dir",          parse_path,         offsetof(Config, journal_dir),            0, 0,                                                          "" },
-        { "storage",     "journal_sync",         parse_duration,     offsetof(Config, journal_sync),           0, US(USEC_PER_HOUR),                                          "1s" },
-        { "limits",      "max_payload",          parse_size,         offsetof(Config, max_payload),            16, US(256) << 20,                                             "64KiB" },
-        { "limits",      "max_batch_items",      parse_uint,         offsetof(Config, max_batch_items),        1, 1000000,                                                    "1000" },
-        { "limits",      "max_events_in_memory", parse_uint,         offsetof(Config, max_events_in_memory),   1000, 1000000000,                                              "5000000" },
-        { "limits",      "startup_timeout",      parse_duration,     offsetof(Config, startup_timeout),        US(USEC_PER_SEC), US(USEC_PER_DAY),                            "1min" },
-        { "log",         "level",                parse_level,        offsetof(Config, log_level),              0, 0,                                                          "info" },
-        { "log",         "metrics_file",         parse_path,         offsetof(Config, metrics_file),           0, 0,                                                          "" },
+        /* section      key                     type                field                                     min, max                                                       default                  reloadable */
+        { "mqtt",        "uri",                  &type_uri,          offsetof(Config, mqtt_uri),               0, 0,                                                          "tcp://localhost:1883",  false },
+        { "mqtt",        "client_id",            &type_client_id,    offsetof(Config, mqtt_client_id),         0, 0,                                                          "outaged",               false },
+        { "mqtt",        "topic",                &type_topic,        offsetof(Config, mqtt_topic),             0, 0,                                                          "outages/+",             false },
+        { "mqtt",        "share_group",          &type_share_group,  offsetof(Config, mqtt_share_group),       0, 0,                                                          "",                      false },
+        { "mqtt",        "qos",                  &type_int,          offsetof(Config, mqtt_qos),               0, 2,                                                          "1",                     false },
+        { "mqtt",        "session_expiry",       &type_duration_sec, offsetof(Config, mqtt_session_expiry),    0, US(UINT32_MAX) * USEC_PER_SEC,                              "1d",                    false },
+        { "mqtt",        "username",             &type_text,         offsetof(Config, mqtt_username),          0, 0,                                                          "",                      false },
+        { "mqtt",        "password_file",        &type_path,         offsetof(Config, mqtt_password_file),     0, 0,                                                          "",                      false },
+        { "mqtt",        "ca_file",              &type_path,         offsetof(Config, mqtt_ca_file),           0, 0,                                                          "",                      false },
+        { "mqtt",        "cert_file",            &type_path,         offsetof(Config, mqtt_cert_file),         0, 0,                                                          "",                      false },
+        { "mqtt",        "key_file",             &type_path,         offsetof(Config, mqtt_key_file),          0, 0,                                                          "",                      false },
+        { "postgres",    "conninfo",             &type_conninfo,     offsetof(Config, pg_conninfo),            0, 0,                                                          "dbname=outages",        false },
+        { "postgres",    "password_file",        &type_path,         offsetof(Config, pg_password_file),       0, 0,                                                          "",                      false },
+        { "aggregation", "gap",                  &type_duration,     offsetof(Config, gap),                    US(USEC_PER_SEC), US(USEC_PER_DAY),                            "12min",                 false },
+        { "aggregation", "outage_types",         &type_outage_types, offsetof(Config, outage_types),           0, 0,                                                          "",                      true },
+        { "aggregation", "max_future_skew",      &type_duration,     offsetof(Config, max_future_skew),        0, US(USEC_PER_DAY),                                           "5min",                  false },
+        { "aggregation", "max_age",              &type_duration,     offsetof(Config, max_age),                0, US(36500 * USEC_PER_DAY),                                   "365d",                  false },
+        { "aggregation", "flush_interval",       &type_duration,     offsetof(Config, flush_interval),         US(10 * USEC_PER_MSEC), US(USEC_PER_HOUR),                     "1s",                    false },
+        { "aggregation", "batch_max",            &type_uint,         offsetof(Config, batch_max),              1, 1000000,                                                    "10000",                 false },
+        { "storage",     "journal_dir",          &type_path,         offsetof(Config, journal_dir),            0, 0,                                                          "",                      false },
+        { "storage",     "journal_sync",         &type_duration,     offsetof(Config, journal_sync),           0, US(USEC_PER_HOUR),                                          "1s",                    false },
+        { "limits",      "max_payload",          &type_size,         offsetof(Config, max_payload),            16, US(256) << 20,                                             "64KiB",                 false },
+        { "limits",      "max_batch_items",      &type_uint,         offsetof(Config, max_batch_items),        1, 1000000,                                                    "1000",                  false },
+        { "limits",      "max_events_in_memory", &type_uint,         offsetof(Config, max_events_in_memory),   1000, 1000000000,                                              "5000000",               false },
+        { "limits",      "startup_timeout",      &type_duration,     offsetof(Config, startup_timeout),        US(USEC_PER_SEC), US(USEC_PER_DAY),                            "1min",                  false },
+        { "events",      "topic_prefix",         &type_topic_prefix, offsetof(Config, events_topic_prefix),    0, 0,                                                          "",                      false },
+        { "events",      "notify_channel",       &type_channel,      offsetof(Config, events_notify_channel),  0, 0,                                                          "",                      false },
+        { "retention",   "events",               &type_duration,     offsetof(Config, retention_events),       0, US(36500 * USEC_PER_DAY),                                   "0",                     false },
+        { "retention",   "rejects",              &type_duration,     offsetof(Config, retention_rejects),      0, US(36500 * USEC_PER_DAY),                                   "90d",                   false },
+        { "log",         "level",                &type_level,        offsetof(Config, log_level),              0, 0,                                                          "info",                  true },
+        { "log",         "metrics_file",         &type_path,         offsetof(Config, metrics_file),           0, 0,                                                          "",                      false },
 };
 
 #define N_KEYS ELEMENTSOF(config_keys)
 
-static const char *const sections[] = { "mqtt", "postgres", "aggregation", "storage", "limits", "log" };
+static const char *const sections[] = {
+        "mqtt", "postgres", "aggregation", "storage", "limits", "events", "retention", "log",
+};
+#define SECTION_LIST "mqtt, postgres, aggregation, storage, limits, events, retention, log"
 
 static const ConfigKey *key_find(const char *section, const char *key, size_t *ret_index) {
         for (size_t i = 0; i < N_KEYS; i++)
@@ -375,17 +747,11 @@ static bool section_known(const char *s) {
 
 /* "min..max" in the key's own unit, for out-of-range messages. */
 static void format_bounds(const ConfigKey *k, char *buf, size_t len) {
-        char a[TEXT_DURATION_MAX], b[TEXT_DURATION_MAX];
+        char a[TEXT_DURATION_MAX] = "", b[TEXT_DURATION_MAX] = "";
 
-        if (k->parse == parse_duration || k->parse == parse_duration_sec) {
-                text_format_duration((usec_t) k->min, a);
-                text_format_duration((usec_t) k->max, b);
-        } else if (k->parse == parse_size) {
-                text_format_size(k->min, a);
-                text_format_size(k->max, b);
-        } else {
-                snprintf(a, sizeof a, "%" PRIu64, k->min);
-                snprintf(b, sizeof b, "%" PRIu64, k->max);
+        if (k->type->format_bound) {
+                k->type->format_bound(k->min, a);
+                k->type->format_bound(k->max, b);
         }
         snprintf(buf, len, "%s..%s", a, b);
 }
@@ -471,7 +837,7 @@ static int apply_key(Config *c, ParseCtx *x, const char *section, char *key, cha
                 return fail(x, x->line, what, "duplicate key (first set on line %u)", x->key_lines[idx]);
         x->key_lines[idx] = x->line;
 
-        r = k->parse(c, k, *value ? value : k->def, &why);
+        r = k->type->parse(c, k, *value ? value : k->def, &why);
         if (r == -ENOMEM)
                 return r;               /* reported by config_load_buffer() */
         if (r == -ERANGE) {
@@ -502,8 +868,7 @@ static int parse_line(Config *c, ParseCtx *x, char *raw, char *section, size_t s
                 if (!section_known(name) || strlen(name) >= seclen) {
                         char what[80];
                         snprintf(what, sizeof what, "[%s]", quote(name, q, 64));
-                        return fail(x, x->line, what, "unknown section (expected one of mqtt, "
-                                    "postgres, aggregation, storage, limits, log)");
+                        return fail(x, x->line, what, "unknown section (expected one of " SECTION_LIST ")");
                 }
                 strcpy(section, name);
                 return 0;
@@ -724,7 +1089,7 @@ static int defaults_unresolved(Config **ret) {
                 return -ENOMEM;
         for (size_t i = 0; i < N_KEYS; i++) {
                 const char *why = NULL;
-                int r = config_keys[i].parse(c, &config_keys[i], config_keys[i].def, &why);
+                int r = config_keys[i].type->parse(c, &config_keys[i], config_keys[i].def, &why);
                 if (r < 0) {
                         /* Only ENOMEM can get here: every default is valid by construction. */
                         config_free(c);
@@ -829,16 +1194,9 @@ fail_errno:;
 Config *config_free(Config *c) {
         if (!c)
                 return NULL;
-        for (size_t i = 0; i < N_KEYS; i++) {
-                const ConfigKey *k = &config_keys[i];
-                if (k->parse == parse_outage_types)
-                        strv_free(c->outage_types);
-                else if (k->parse == parse_path || k->parse == parse_text ||
-                         k->parse == parse_conninfo || k->parse == parse_uri ||
-                         k->parse == parse_client_id || k->parse == parse_topic ||
-                         k->parse == parse_share_group)
-                        free(*FIELD(c, k, char *));
-        }
+        for (size_t i = 0; i < N_KEYS; i++)
+                if (config_keys[i].type->free)
+                        config_keys[i].type->free(c, &config_keys[i]);
         if (c->mqtt_password) {
                 explicit_bzero(c->mqtt_password, strlen(c->mqtt_password));
                 free(c->mqtt_password);
@@ -851,42 +1209,34 @@ Config *config_free(Config *c) {
         return NULL;
 }
 
-/* The value of one key as the file would spell it. */
-static void format_value(const Config *c, const ConfigKey *k, FILE *f) {
-        char buf[TEXT_DURATION_MAX];
-
-        if (k->parse == parse_duration || k->parse == parse_duration_sec)
-                fputs(text_format_duration(*FIELD(c, k, usec_t), buf), f);
-        else if (k->parse == parse_size)
-                fputs(text_format_size(*FIELD(c, k, uint64_t), buf), f);
-        else if (k->parse == parse_uint)
-                fprintf(f, "%" PRIu64, *FIELD(c, k, uint64_t));
-        else if (k->parse == parse_int)
-                fprintf(f, "%d", *FIELD(c, k, int));
-        else if (k->parse == parse_level)
-                fputs(log_level_to_string(*FIELD(c, k, LogLevel)) ?: "info", f);
-        else if (k->parse == parse_outage_types) {
-                for (size_t i = 0; i < c->n_outage_types; i++)
-                        fprintf(f, "%s%s", i ? " " : "", c->outage_types[i]);
-        } else {
-                const char *s = *FIELD(c, k, char *);
-                if (s)
-                        fputs(s, f);
-        }
-}
-
-/* "key = value", or "key =" when unset (no trailing blank). */
-static void dump_key(const Config *c, const ConfigKey *k, FILE *f) {
+/* The value of one key as the file would spell it, NUL-terminated (caller owns), or NULL on
+ * ENOMEM. */
+static char *format_key(const Config *c, const ConfigKey *k) {
         char *val = NULL;
         size_t len = 0;
         FILE *m = open_memstream(&val, &len);
 
-        if (m) {
-                format_value(c, k, m);
-                fclose(m);
+        if (!m)
+                return NULL;
+        k->type->format(c, k, m);
+        if (fclose(m) != 0) {
+                free(val);
+                return NULL;
         }
-        fprintf(f, "%s =%s%s\n", k->key, val && *val ? " " : "", val ? val : "");
-        free(val);
+        return val;
+}
+
+/* "key = value", or "key =" when unset (no trailing blank). Secrets in the value are
+ * masked; when masking fails, the whole value is. */
+static void dump_key(const Config *c, const ConfigKey *k, FILE *f) {
+        _cleanup_free_ char *val = format_key(c, k), *masked = NULL;
+        const char *out = val;
+
+        if (val && *val && k->type->mask) {
+                masked = k->type->mask(val);
+                out = masked ? masked : MASK;
+        }
+        fprintf(f, "%s =%s%s\n", k->key, out && *out ? " " : "", out ? out : "");
 }
 
 void config_dump(const Config *c, FILE *f) {
@@ -912,4 +1262,82 @@ void config_dump(const Config *c, FILE *f) {
                                 *FIELD(c, k, char *) ? "password_file" : "$CREDENTIALS_DIRECTORY/",
                                 *FIELD(c, k, char *) ? "" : cred);
         }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Reload and the read-only key table. */
+
+/* Appends ", name" (or "name" first) to buf if it fits whole. */
+static void list_append(char *buf, size_t len, const ConfigKey *k) {
+        size_t o = strnlen(buf, len);
+        int w;
+
+        if (o >= len)
+                return;
+        w = snprintf(buf + o, len - o, "%s%s.%s", o ? ", " : "", k->section, k->key);
+        if (w < 0 || (size_t) w >= len - o)
+                buf[o] = '\0';
+}
+
+/* 1 if key k has the same value in a and b, 0 if not, -ENOMEM. */
+static int key_equal(const Config *a, const Config *b, const ConfigKey *k) {
+        _cleanup_free_ char *x = format_key(a, k), *y = format_key(b, k);
+
+        if (!x || !y)
+                return -ENOMEM;
+        return streq(x, y);
+}
+
+int config_reload_apply(Config *running, Config *next, char *restart, size_t restartlen) {
+        bool differ[N_KEYS];
+        int changed = 0;
+
+        /* Compare everything first, so that ENOMEM changes nothing. */
+        for (size_t i = 0; i < N_KEYS; i++) {
+                int r = key_equal(running, next, &config_keys[i]);
+                if (r < 0)
+                        return r;
+                differ[i] = r == 0;
+        }
+        if (restart && restartlen > 0)
+                restart[0] = '\0';
+        for (size_t i = 0; i < N_KEYS; i++) {
+                const ConfigKey *k = &config_keys[i];
+
+                if (!k->reloadable) {
+                        if (differ[i] && restart && restartlen > 0)
+                                list_append(restart, restartlen, k);
+                        continue;
+                }
+                k->type->swap(running, next, k);
+                changed += differ[i];
+        }
+        return changed;
+}
+
+size_t config_key_count(void) {
+        return N_KEYS;
+}
+
+_Static_assert(sizeof(((ConfigKeyInfo *) 0)->min) >= TEXT_DURATION_MAX, "bounds fit ConfigKeyInfo");
+
+int config_key_info(size_t i, ConfigKeyInfo *ret) {
+        const ConfigKey *k;
+
+        if (i >= N_KEYS)
+                return -ERANGE;
+        k = &config_keys[i];
+        *ret = (ConfigKeyInfo) {
+                .section = k->section,
+                .key = k->key,
+                .type = k->type->name,
+                .default_value = k->def,
+                .reloadable = k->reloadable,
+        };
+        snprintf(ret->name, sizeof ret->name, "%s.%s", k->section, k->key);
+        if (k->type->format_bound) {
+                k->type->format_bound(k->min, ret->min);
+                k->type->format_bound(k->max, ret->max);
+        }
+        return 0;
 }

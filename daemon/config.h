@@ -6,14 +6,7 @@
 #include <stdio.h>
 
 #include "common.h"
-
-typedef enum LogLevel {
-        LOG_LEVEL_ERR = 3,
-        LOG_LEVEL_WARNING = 4,
-        LOG_LEVEL_NOTICE = 5,
-        LOG_LEVEL_INFO = 6,
-        LOG_LEVEL_DEBUG = 7,
-} LogLevel;
+#include "log.h"
 
 typedef struct Config {
         /* [mqtt] */
@@ -54,6 +47,14 @@ typedef struct Config {
         uint64_t max_events_in_memory;
         usec_t startup_timeout;
 
+        /* [events] */
+        char *events_topic_prefix;      /* NULL: no live event messages */
+        char *events_notify_channel;    /* NULL: no NOTIFY */
+
+        /* [retention] */
+        usec_t retention_events;        /* 0: keep forever */
+        usec_t retention_rejects;       /* 0: keep forever */
+
         /* [log] */
         LogLevel log_level;
         char *metrics_file;             /* NULL: off */
@@ -79,10 +80,50 @@ int config_load_buffer(const char *name, const char *buf, size_t len, Config **r
 
 Config *config_free(Config *c);
 
-/* Writes the effective settings as INI to f, secrets masked ("********"). */
+/* Writes the effective settings as INI to f, secrets masked ("********"): the loaded
+ * passwords, and the passwords inside postgres.conninfo and mqtt.uri (see below). */
 void config_dump(const Config *c, FILE *f);
 
-/* Durations and sizes are parsed by text_parse_duration() and text_parse_size() (text.h).
- * The log level names: 0 or -EINVAL, *ret untouched on failure. */
-int config_parse_log_level(const char *s, LogLevel *ret);
-const char *log_level_to_string(LogLevel l);
+/* A copy of a libpq conninfo with every password replaced by "********": in the keyword
+ * form the values of password and sslpassword (unquoted, or single-quoted with backslash
+ * escapes, blanks around '=' allowed) and the secrets of a conninfo given as dbname's
+ * value; in the URI form (postgresql://, postgres://) the password of the user
+ * information and the password and sslpassword query parameters (names percent-decoded).
+ * A conninfo libpq would not parse is masked whole. Caller owns; NULL on ENOMEM. */
+char *config_mask_conninfo(const char *conninfo);
+
+/* A copy of an MQTT URI with the password of its user information
+ * (scheme://user:password@host:port) replaced by "********". Caller owns; NULL on
+ * ENOMEM. */
+char *config_mask_uri(const char *uri);
+
+/* Moves the settings a reload applies (SPEC section 7: the keys config_key_info() marks
+ * reloadable, today log.level and aggregation.outage_types) from next into running, and
+ * running's old values into next, so that config_free(next) releases them. Both come
+ * from config_load(); nothing else in running changes. The caller applies the effects:
+ * log_set_level(running->log_level), and pointers it keeps into running->outage_types
+ * (such as ReportRules) must be renewed before config_free(next).
+ * Returns how many reloadable keys changed value. If restart is not NULL, writes into it
+ * (restartlen bytes, NUL-terminated, cut at a name) the comma-separated names of the
+ * other keys whose values differ ("mqtt.uri, aggregation.gap"), or "" when none do:
+ * they take effect only on a restart. Secrets are compared by their password_file
+ * names, not their contents. -ENOMEM leaves both configs as they were. */
+int config_reload_apply(Config *running, Config *next, char *restart, size_t restartlen);
+
+/* The key table, read-only (for documentation checks). */
+typedef struct ConfigKeyInfo {
+        const char *section;            /* "aggregation" */
+        const char *key;                /* "gap" */
+        const char *type;               /* "duration", "size", "integer", "path", ... */
+        const char *default_value;      /* as the file spells it; "" when unset or derived */
+        char name[64];                  /* "aggregation.gap" */
+        char min[32], max[32];          /* bounds in the type's unit, "" when it has none */
+        bool reloadable;                /* applied by config_reload_apply() */
+} ConfigKeyInfo;
+
+/* The number of keys, in config_dump() order. */
+size_t config_key_count(void);
+
+/* Fills *ret for key i (0 <= i < config_key_count()); returns 0, or -ERANGE for other i
+ * (*ret untouched). */
+int config_key_info(size_t i, ConfigKeyInfo *ret);

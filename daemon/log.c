@@ -1,12 +1,14 @@
-/* log.c — leveled logging: one "<N>message\n" line per write(2) on stderr, or a structured
- * journal entry when stderr is connected to journald ($JOURNAL_STREAM). Also the rate
- * limiter for hot paths. Does not buffer, does not allocate on the stderr path. */
+/* log.c — leveled logging: one line per write(2) on stderr, "<N>message" for systemd or
+ * "local-time level message" at a terminal, or a structured journal entry when stderr is
+ * connected to journald ($JOURNAL_STREAM). Also the rate limiter for hot paths. Does not
+ * buffer, does not allocate on the stderr path. */
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <systemd/sd-journal.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -14,7 +16,34 @@
 #define LOG_FIELDS_MAX 16       /* extra journal fields beyond these are dropped */
 
 static atomic_int log_level = LOG_LEVEL_INFO;
+
+static const char *const log_level_names[] = {
+        [LOG_LEVEL_ERR] = "err",
+        [LOG_LEVEL_WARNING] = "warning",
+        [LOG_LEVEL_NOTICE] = "notice",
+        [LOG_LEVEL_INFO] = "info",
+        [LOG_LEVEL_DEBUG] = "debug",
+};
+
+const char *log_level_to_string(LogLevel l) {
+        if (l < LOG_LEVEL_ERR || l > LOG_LEVEL_DEBUG)
+                return NULL;
+        return log_level_names[l];
+}
+
+int log_level_from_string(const char *s, LogLevel *ret) {
+        if (!s)
+                return -EINVAL;
+        for (int l = LOG_LEVEL_ERR; l <= LOG_LEVEL_DEBUG; l++)
+                if (streq(s, log_level_names[l])) {
+                        *ret = (LogLevel) l;
+                        return 0;
+                }
+        return -EINVAL;
+}
 static atomic_bool log_to_journal = false;
+static atomic_int log_style = LOG_STYLE_PREFIX;         /* PREFIX or TERMINAL */
+static atomic_int log_style_forced = LOG_STYLE_AUTO;
 
 /* True if $JOURNAL_STREAM ("device:inode") names the file stderr is open on: systemd
  * sets it for services whose stderr goes to the journal, and a redirected stderr (for
@@ -38,12 +67,34 @@ static bool stderr_is_journal(void) {
         return (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
 }
 
+/* The style log_setup() picks: a person reads a terminal; systemd reads everything else
+ * (its stream to journald, or a file or pipe a supervisor collects). */
+static LogStyle style_detect(void) {
+        return isatty(STDERR_FILENO) && !stderr_is_journal() ? LOG_STYLE_TERMINAL : LOG_STYLE_PREFIX;
+}
+
 void log_setup(LogLevel level) {
+        LogStyle forced = (LogStyle) atomic_load(&log_style_forced);
+
         /* sd_journal_sendv() drops entries silently when journald's socket is missing, so
          * without it stderr is the only place a message can reach. */
         atomic_store(&log_to_journal, stderr_is_journal() &&
                      access("/run/systemd/journal/socket", F_OK) == 0);
+        /* localtime_r() does not read $TZ by itself. */
+        tzset();
+        atomic_store(&log_style, (int) (forced != LOG_STYLE_AUTO ? forced : style_detect()));
         log_set_level(level);
+}
+
+void log_set_style(LogStyle style) {
+        if (style < LOG_STYLE_AUTO || style >= _LOG_STYLE_MAX)
+                style = LOG_STYLE_AUTO;
+        atomic_store(&log_style_forced, (int) style);
+        atomic_store(&log_style, (int) (style != LOG_STYLE_AUTO ? style : style_detect()));
+}
+
+LogStyle log_get_style(void) {
+        return (LogStyle) atomic_load(&log_style);
 }
 
 void log_set_level(LogLevel level) {
@@ -70,12 +121,29 @@ static void write_all(int fd, const char *buf, size_t len) {
         }
 }
 
-/* "<N>" + message with line breaks flattened (the prefix applies to one line only) +
- * "\n", in one write so that lines from several threads do not interleave. */
+/* "2026-12-01 07:24:08.123 warning " in local time: at most 64 bytes. */
+static int terminal_prefix(LogLevel level, char *buf, size_t len) {
+        struct timespec ts;
+        struct tm tm;
+        time_t secs;
+
+        (void) clock_gettime(CLOCK_REALTIME, &ts);
+        secs = ts.tv_sec;
+        if (!localtime_r(&secs, &tm))
+                return snprintf(buf, len, "%-7s ", log_level_to_string(level) ?: "?");
+        return snprintf(buf, len, "%04d-%02d-%02d %02d:%02d:%02d.%03ld %-7s ", tm.tm_year + 1900,
+                        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                        ts.tv_nsec / 1000000, log_level_to_string(level) ?: "?");
+}
+
+/* The prefix ("<N>", or the time and the level at a terminal) + message with line breaks
+ * flattened (the prefix applies to one line only) + "\n", in one write so that lines from
+ * several threads do not interleave. */
 static void log_stderr(LogLevel level, const char *msg) {
-        char line[LOG_LINE_MAX + 16];        /* "<N>", the message, "\n" */
-        int o = snprintf(line, sizeof line, "<%d>", (int) level);
-        size_t len = (size_t) o;
+        char line[LOG_LINE_MAX + 80];        /* the prefix, the message, "\n" */
+        int o = atomic_load(&log_style) == LOG_STYLE_TERMINAL ? terminal_prefix(level, line, 80)
+                                                              : snprintf(line, sizeof line, "<%d>", (int) level);
+        size_t len = o > 0 && o < 80 ? (size_t) o : 0;
 
         for (const char *p = msg; *p && len < sizeof line - 1; p++)
                 line[len++] = (*p == '\n' || *p == '\r') ? ' ' : *p;

@@ -1,15 +1,44 @@
-/* log.h — leveled logging to stderr with sd-daemon <N> prefixes, or to the journal with
- * structured fields when stderr is connected to it. Thread-safe. Plus a rate limiter for
- * hot paths. */
+/* log.h — leveled logging to stderr with sd-daemon <N> prefixes (or, at a terminal, a
+ * local timestamp and the level's name), or to the journal with structured fields when
+ * stderr is connected to it. Thread-safe. Plus a rate limiter for hot paths. */
 #pragma once
 
 #include <stdarg.h>
 
 #include "common.h"
-#include "config.h"
 
-/* Chooses the sink (journal when $JOURNAL_STREAM matches stderr) and the level. */
+/* The sd-daemon / syslog priorities the daemon uses; the names are log.level's values. */
+typedef enum LogLevel {
+        LOG_LEVEL_ERR = 3,
+        LOG_LEVEL_WARNING = 4,
+        LOG_LEVEL_NOTICE = 5,
+        LOG_LEVEL_INFO = 6,
+        LOG_LEVEL_DEBUG = 7,
+} LogLevel;
+
+/* "err", "warning", "notice", "info", "debug"; NULL for any other value. */
+const char *log_level_to_string(LogLevel l);
+/* The inverse, exact and case-sensitive: 0, or -EINVAL with *ret untouched. */
+int log_level_from_string(const char *s, LogLevel *ret);
+
+/* How a line on stderr looks. */
+typedef enum LogStyle {
+        LOG_STYLE_AUTO,         /* log_setup() decides: TERMINAL if stderr is a terminal and
+                                 * not the journal's stream, else PREFIX */
+        LOG_STYLE_PREFIX,       /* "<6>message": for systemd, which turns it into a priority */
+        LOG_STYLE_TERMINAL,     /* "2026-12-01 07:24:08.123 info    message", in local time */
+        _LOG_STYLE_MAX,
+} LogStyle;
+
+/* Chooses the sink (journal when $JOURNAL_STREAM matches stderr), the stderr style (see
+ * LogStyle; log_set_style() overrides it) and the level. */
 void log_setup(LogLevel level);
+
+/* Forces the stderr style from now on, also over later log_setup() calls (for tests and
+ * for callers that know better); LOG_STYLE_AUTO decides again as log_setup() does. */
+void log_set_style(LogStyle style);
+/* The style in effect: LOG_STYLE_PREFIX or LOG_STYLE_TERMINAL. */
+LogStyle log_get_style(void);
 void log_set_level(LogLevel level);
 LogLevel log_get_level(void);
 

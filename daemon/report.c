@@ -48,15 +48,7 @@ const char *reject_reason_to_string(RejectReason r) {
         return reason_names[r];
 }
 
-/* ---- names and escaping: the rules live in text.c ------------------------------------ */
-
-bool report_controller_id_valid(const char *s) {
-        return text_controller_id_valid(s);
-}
-
-bool report_outage_type_valid(const char *s) {
-        return text_outage_type_valid(s);
-}
+/* ---- compatibility: the rule lives in text.c ------------------------------------------ */
 
 char *report_escape_payload(const void *buf, size_t len, size_t max) {
         return text_escape(buf, len, max);

@@ -111,10 +111,8 @@ ReportMessage *report_message_free(ReportMessage *m);
  * Pure. */
 int report_topic_id(const char *filter, const char *topic, size_t topic_len, char *buf, size_t buflen);
 
-/* Kept for callers not yet switched to text.h: text_controller_id_valid(),
- * text_outage_type_valid() and text_escape() hold the rules. */
-bool report_controller_id_valid(const char *s);
-bool report_outage_type_valid(const char *s);
+/* A compatibility wrapper of text_escape() (text.h) for service.c: remove it once
+ * service.c calls text_escape(). */
 char *report_escape_payload(const void *buf, size_t len, size_t max);
 
 /* Parses an RFC 3339-like timestamp as in SPEC section 2:

@@ -62,7 +62,7 @@ static void check(const uint8_t *data, size_t size, const ReportRules *rules) {
                 const ReportItem *it = &m->items[i];
                 check_detail(it->detail, it->reason != REJECT_NONE);
                 if (it->reason == REJECT_NONE) {
-                        if (it->payload || !report_outage_type_valid(it->outage_type) ||
+                        if (it->payload || !text_outage_type_valid(it->outage_type) ||
                             it->timestamp > NOW + rules->max_future_skew ||
                             (rules->max_age > 0 && it->timestamp < NOW - rules->max_age))
                                 abort();
@@ -90,10 +90,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         abort();
         }
 
-        s = report_escape_payload(data, size, size);
+        s = text_escape(data, size, size);
         if (s) {
                 /* escaping is idempotent: the output is valid UTF-8 without NUL */
-                char *again = report_escape_payload(s, strlen(s), SIZE_MAX);
+                char *again = text_escape(s, strlen(s), SIZE_MAX);
                 if (again && !streq(again, s))
                         abort();
                 free(again);

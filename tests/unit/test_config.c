@@ -82,6 +82,10 @@ Test(config, defaults_match_spec) {
         cr_assert_eq(c->max_batch_items, 1000);
         cr_assert_eq(c->max_events_in_memory, 5000000);
         cr_assert_eq(c->startup_timeout, USEC_PER_MINUTE);
+        cr_assert_null(c->events_topic_prefix);
+        cr_assert_null(c->events_notify_channel);
+        cr_assert_eq(c->retention_events, 0);
+        cr_assert_eq(c->retention_rejects, 90 * USEC_PER_DAY);
         cr_assert_eq(c->log_level, LOG_LEVEL_INFO);
         cr_assert_null(c->metrics_file);
         config_free(c);
@@ -171,6 +175,12 @@ Test(config, every_key_parses) {
                 "max_batch_items = 20\n"
                 "max_events_in_memory = 1000\n"
                 "startup_timeout = 2min\n"
+                "[events]\n"
+                "topic_prefix = outaged/events\n"
+                "notify_channel = outage_events\n"
+                "[retention]\n"
+                "events = 400d\n"
+                "rejects = 0\n"
                 "[log]\n"
                 "level = debug\n"
                 "metrics_file = /run/outaged/metrics.prom\n");
@@ -201,6 +211,10 @@ Test(config, every_key_parses) {
         cr_assert_eq(c->max_batch_items, 20);
         cr_assert_eq(c->max_events_in_memory, 1000);
         cr_assert_eq(c->startup_timeout, 2 * USEC_PER_MINUTE);
+        cr_assert_str_eq(c->events_topic_prefix, "outaged/events");
+        cr_assert_str_eq(c->events_notify_channel, "outage_events");
+        cr_assert_eq(c->retention_events, 400 * USEC_PER_DAY);
+        cr_assert_eq(c->retention_rejects, 0);
         cr_assert_eq(c->log_level, LOG_LEVEL_DEBUG);
         cr_assert_str_eq(c->metrics_file, "/run/outaged/metrics.prom");
         config_free(c);
@@ -226,6 +240,8 @@ static const Bound bounds[] = {
         { "limits", "max_batch_items", { "1", "1000000" }, { "0", "1000001" }, "1..1000000" },
         { "limits", "max_events_in_memory", { "1000", "1000000000" }, { "999", "1000000001" }, "1000..1000000000" },
         { "limits", "startup_timeout", { "1s", "1d" }, { "999ms", "2d" }, "1s..1d" },
+        { "retention", "events", { "0", "1us", "36500d" }, { "36500d1us" }, "0..36500d" },
+        { "retention", "rejects", { "0", "90d", "36500d" }, { "36501d" }, "0..36500d" },
 };
 
 Test(config, bounds_in_and_out_of_range) {
@@ -271,25 +287,6 @@ Test(config, bad_values_name_file_line_key) {
                 else
                         config_free(load_ok(cases[i].text));
         }
-}
-
-Test(config, log_levels) {
-        static const struct { const char *s; LogLevel l; } levels[] = {
-                { "debug", LOG_LEVEL_DEBUG }, { "info", LOG_LEVEL_INFO }, { "notice", LOG_LEVEL_NOTICE },
-                { "warning", LOG_LEVEL_WARNING }, { "err", LOG_LEVEL_ERR },
-        };
-        LogLevel l = LOG_LEVEL_INFO;
-
-        for (size_t i = 0; i < ELEMENTSOF(levels); i++) {
-                cr_assert_eq(config_parse_log_level(levels[i].s, &l), 0);
-                cr_assert_eq(l, levels[i].l);
-                cr_assert_str_eq(log_level_to_string(levels[i].l), levels[i].s);
-        }
-        l = LOG_LEVEL_NOTICE;
-        cr_assert_eq(config_parse_log_level("warn", &l), -EINVAL);
-        cr_assert_eq(config_parse_log_level("", &l), -EINVAL);
-        cr_assert_eq(l, LOG_LEVEL_NOTICE);
-        cr_assert_null(log_level_to_string((LogLevel) 9));
 }
 
 /* ---- string keys ---- */
@@ -346,6 +343,45 @@ Test(config, topic) {
                 value_ok("mqtt", "topic", ok[i]);
         for (size_t i = 0; i < ELEMENTSOF(bad); i++)
                 value_bad("mqtt", "topic", bad[i]);
+}
+
+Test(config, events_topic_prefix) {
+        const char *ok[] = { "outaged/events", "events", "a/b/c", "/leading", "a//b",
+                             "\xc3\xa9v\xc3\xa9nements/x", "with space" };
+        const char *bad[] = { "outaged/events/", "/", "outaged/+", "outaged/#", "+", "a+b",
+                              "$SYS/events", "outaged/\x01", "outaged/\xff", "outaged/\xc2\x85" };
+        Config *c = load_ok("[events]\ntopic_prefix =\n");
+
+        cr_assert_null(c->events_topic_prefix, "empty: off");
+        config_free(c);
+        for (size_t i = 0; i < ELEMENTSOF(ok); i++)
+                value_ok("events", "topic_prefix", ok[i]);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                value_bad("events", "topic_prefix", bad[i]);
+        load_fail("[events]\ntopic_prefix = a/\n", "t.conf:2: events.topic_prefix: invalid value \"a/\" (expected "
+                  "empty, or an MQTT topic without '+' or '#'");
+}
+
+Test(config, events_notify_channel) {
+        char max[80];
+        Config *c = load_ok("[events]\nnotify_channel =\n");
+
+        cr_assert_null(c->events_notify_channel, "empty: off");
+        config_free(c);
+        memset(max, 'a', 63);
+        max[63] = '\0';
+        value_ok("events", "notify_channel", max);
+        value_ok("events", "notify_channel", "outage_events");
+        value_ok("events", "notify_channel", "_x9");
+        max[63] = 'a';
+        max[64] = '\0';
+        value_bad("events", "notify_channel", max);
+        value_bad("events", "notify_channel", "Outage");
+        value_bad("events", "notify_channel", "9lives");
+        value_bad("events", "notify_channel", "outage-events");
+        value_bad("events", "notify_channel", "outage events");
+        value_bad("events", "notify_channel", "\"quoted\"");
+        value_bad("events", "notify_channel", "caf\xc3\xa9");
 }
 
 Test(config, share_group) {
@@ -420,7 +456,7 @@ Test(config, value_may_contain_equals_and_hash) {
 
 Test(config, syntax_errors) {
         static const struct { const char *text, *want; } cases[] = {
-                { "[mqtt]\nqos = 1\n[mqttt]\n", "t.conf:3: [mqttt]: unknown section (expected one of mqtt, postgres, aggregation, storage, limits, log)" },
+                { "[mqtt]\nqos = 1\n[mqttt]\n", "t.conf:3: [mqttt]: unknown section (expected one of mqtt, postgres, aggregation, storage, limits, events, retention, log)" },
                 { "[mqtt]\nfoo = 1\n", "t.conf:2: mqtt.foo: unknown key" },
                 { "[log]\nqos = 1\n", "t.conf:2: log.qos: unknown key" },
                 { "# x\nqos = 1\n", "t.conf:2: qos: key outside a section (expected a [section] line first)" },
@@ -680,11 +716,117 @@ Test(config, dump_masks_secrets) {
         free(dir);
 }
 
+/* ---- masking the secrets inside values ---- */
+
+static void masked_conninfo(const char *in, const char *want) {
+        char *out = config_mask_conninfo(in);
+
+        cr_assert_not_null(out);
+        cr_assert_str_eq(out, want, "conninfo: %s", in);
+        free(out);
+}
+
+static void masked_uri(const char *in, const char *want) {
+        char *out = config_mask_uri(in);
+
+        cr_assert_not_null(out);
+        cr_assert_str_eq(out, want, "uri: %s", in);
+        free(out);
+}
+
+Test(config, mask_conninfo_keyword_form) {
+        masked_conninfo("dbname=outages", "dbname=outages");
+        masked_conninfo("", "");
+        masked_conninfo("password=secret", "password=********");
+        masked_conninfo("host=h password=secret dbname=x", "host=h password=******** dbname=x");
+        masked_conninfo("password = 'se cret' user=u", "password = ******** user=u");
+        masked_conninfo("password='it\\'s \\\\ x' user=u", "password=******** user=u");
+        masked_conninfo("password=sec\\ ret user=u", "password=******** user=u");
+        masked_conninfo("\tpassword\t=\tsecret\n", "\tpassword\t=\t********\n");
+        masked_conninfo("sslpassword=keypass sslkey=/k", "sslpassword=******** sslkey=/k");
+        masked_conninfo("password=a password=b", "password=******** password=********");
+        /* libpq skips blanks after '=': the value is what follows */
+        masked_conninfo("password= host=h", "password= ********");
+        masked_conninfo("password=", "password=");
+        /* other keys that merely contain the word stay */
+        masked_conninfo("passfile=/p application_name=password", "passfile=/p application_name=password");
+        masked_conninfo("user=password", "user=password");
+        /* keywords are case-sensitive in libpq */
+        masked_conninfo("PASSWORD=x", "PASSWORD=x");
+}
+
+Test(config, mask_conninfo_nested_in_dbname) {
+        masked_conninfo("dbname='host=h password=secret' user=u", "dbname='host=h password=********' user=u");
+        masked_conninfo("dbname='password=\\'a b\\''", "dbname='password=********'");
+        masked_conninfo("dbname=postgresql://u:secret@h/db", "dbname=postgresql://u:********@h/db");
+        masked_conninfo("dbname=outages password=x", "dbname=outages password=********");
+}
+
+Test(config, mask_conninfo_unparsable_is_hidden_whole) {
+        masked_conninfo("password='unterminated", "********");
+        masked_conninfo("host=h password", "********");
+        masked_conninfo("just words password secret", "********");
+}
+
+Test(config, mask_conninfo_uri_form) {
+        masked_conninfo("postgresql://user:secret@host/db", "postgresql://user:********@host/db");
+        masked_conninfo("postgres://user:secret@host:5432/db", "postgres://user:********@host:5432/db");
+        masked_conninfo("postgresql://user@host/db", "postgresql://user@host/db");
+        masked_conninfo("postgresql://host/db", "postgresql://host/db");
+        masked_conninfo("postgresql://", "postgresql://");
+        masked_conninfo("postgresql://user:@host/db", "postgresql://user:@host/db");
+        masked_conninfo("postgresql://u:p%40ss@h", "postgresql://u:********@h");
+        masked_conninfo("postgresql://u:p@ss@h/db", "postgresql://u:********@h/db");
+        masked_conninfo("postgresql://:secret@h", "postgresql://:********@h");
+        masked_conninfo("postgresql://h/db?password=secret", "postgresql://h/db?password=********");
+        masked_conninfo("postgresql://h/db?sslmode=require&password=secret&application_name=x",
+                        "postgresql://h/db?sslmode=require&password=********&application_name=x");
+        masked_conninfo("postgresql://h/db?pass%77ord=secret", "postgresql://h/db?pass%77ord=********");
+        masked_conninfo("postgresql://h/db?sslpassword=k", "postgresql://h/db?sslpassword=********");
+        masked_conninfo("postgresql://h?password=secret", "postgresql://h?password=********");
+        masked_conninfo("postgresql://u:a@h/db?password=b", "postgresql://u:********@h/db?password=********");
+        masked_conninfo("postgresql://h/db?passwordx=1&password", "postgresql://h/db?passwordx=1&password");
+        /* an '@' in the query with no '/' before it: libpq takes it for user information */
+        masked_conninfo("postgresql://h?password=x:y@z", "postgresql://h?password=********");
+}
+
+Test(config, mask_mqtt_uri) {
+        masked_uri("tcp://localhost:1883", "tcp://localhost:1883");
+        masked_uri("tcp://user:pass@host:1883", "tcp://user:********@host:1883");
+        masked_uri("ssl://user:p@ss@host:8883", "ssl://user:********@host:8883");
+        masked_uri("ws://user@host/mqtt", "ws://user@host/mqtt");
+        masked_uri("wss://u:p@host/mqtt?x=a@b", "wss://u:********@host/mqtt?x=a@b");
+        masked_uri("tcp://host/u:p@x", "tcp://host/u:p@x");
+}
+
+Test(config, dump_masks_secrets_inside_values) {
+        Config *c = load_ok("[mqtt]\nuri = tcp://bob:hunter2@broker:1883\n"
+                            "[postgres]\nconninfo = host=db password = 'ti ger' dbname=outages\n");
+        char *out = dump(c);
+
+        cr_assert_null(strstr(out, "hunter2"), "%s", out);
+        cr_assert_null(strstr(out, "ti ger"), "%s", out);
+        cr_assert(strstr(out, "\nuri = tcp://bob:********@broker:1883\n"), "%s", out);
+        cr_assert(strstr(out, "\nconninfo = host=db password = ******** dbname=outages\n"), "%s", out);
+        free(out);
+        config_free(c);
+
+        c = load_ok("[postgres]\nconninfo = postgresql://u:tiger@db/outages?password=lion\n");
+        out = dump(c);
+        cr_assert_null(strstr(out, "tiger"), "%s", out);
+        cr_assert_null(strstr(out, "lion"), "%s", out);
+        cr_assert(strstr(out, "\nconninfo = postgresql://u:********@db/outages?password=********\n"), "%s", out);
+        free(out);
+        config_free(c);
+}
+
 Test(config, dump_round_trips) {
         Config *c = load_ok("[mqtt]\nsession_expiry = 90000s\nshare_group = g\n"
                             "[aggregation]\ngap = 1h30min\nflush_interval = 1500ms\n"
                             "outage_types = b a\nmax_age = 0\n"
                             "[limits]\nmax_payload = 1025B\nstartup_timeout = 61s\n"
+                            "[retention]\nevents = 720h\n"
+                            "[events]\ntopic_prefix = live/ev\n"
                             "[log]\nlevel = warning\n");
         char *a = dump(c), *b;
         Config *d = load_ok(a);
@@ -697,6 +839,8 @@ Test(config, dump_round_trips) {
         cr_assert(strstr(a, "max_payload = 1025B\n"), "%s", a);
         cr_assert(strstr(a, "startup_timeout = 1min1s\n"), "%s", a);
         cr_assert(strstr(a, "level = warning\n"), "%s", a);
+        cr_assert(strstr(a, "[events]\ntopic_prefix = live/ev\nnotify_channel =\n"), "%s", a);
+        cr_assert(strstr(a, "[retention]\nevents = 30d\nrejects = 90d\n"), "%s", a);
         cr_assert(strstr(a, "username =\n"), "%s", a);
         b = dump(d);
         cr_assert_str_eq(a, b);
@@ -704,6 +848,154 @@ Test(config, dump_round_trips) {
         free(b);
         config_free(c);
         config_free(d);
+}
+
+/* ---- reload ---- */
+
+Test(config, reload_moves_only_the_reloadable_keys) {
+        Config *running = load_ok("[mqtt]\nuri = tcp://a:1883\n[aggregation]\noutage_types = b a\n[log]\nlevel = info\n");
+        Config *next = load_ok("[mqtt]\nuri = tcp://b:1883\n[aggregation]\noutage_types = c\ngap = 13min\n"
+                               "[log]\nlevel = debug\n");
+        char restart[256];
+
+        cr_assert_eq(config_reload_apply(running, next, restart, sizeof restart), 2);
+        cr_assert_eq(running->log_level, LOG_LEVEL_DEBUG);
+        cr_assert_eq(running->n_outage_types, 1);
+        cr_assert_str_eq(running->outage_types[0], "c");
+        cr_assert_null(running->outage_types[1]);
+        /* the rest stays as it was */
+        cr_assert_str_eq(running->mqtt_uri, "tcp://a:1883");
+        cr_assert_eq(running->gap, 12 * USEC_PER_MINUTE);
+        cr_assert_str_eq(restart, "mqtt.uri, aggregation.gap");
+        /* next holds the old values, for config_free */
+        cr_assert_eq(next->log_level, LOG_LEVEL_INFO);
+        cr_assert_eq(next->n_outage_types, 2);
+        cr_assert_str_eq(next->outage_types[0], "a");
+        config_free(next);
+        cr_assert_str_eq(running->outage_types[0], "c");
+        config_free(running);
+}
+
+Test(config, reload_unchanged_and_allowlist_cleared) {
+        Config *running = load_ok("[aggregation]\noutage_types = a\n");
+        Config *same = load_ok("[aggregation]\noutage_types = a\n");
+        Config *cleared = load_ok("");
+        char restart[8] = "junk";
+
+        cr_assert_eq(config_reload_apply(running, same, restart, sizeof restart), 0);
+        cr_assert_str_eq(restart, "");
+        cr_assert_eq(config_reload_apply(running, cleared, NULL, 0), 1);
+        cr_assert_null(running->outage_types);
+        cr_assert_eq(running->n_outage_types, 0);
+        cr_assert_eq(cleared->n_outage_types, 1);
+        config_free(same);
+        config_free(cleared);
+        config_free(running);
+}
+
+Test(config, reload_restart_list_is_cut_at_a_name) {
+        Config *running = load_ok("");
+        Config *next = load_ok("[mqtt]\nqos = 2\nclient_id = other\n[limits]\nmax_batch_items = 5\n");
+        char restart[32];
+
+        cr_assert_eq(config_reload_apply(running, next, restart, sizeof restart), 0);
+        cr_assert_str_eq(restart, "mqtt.client_id, mqtt.qos");
+        config_free(next);
+        config_free(running);
+}
+
+/* ---- the key table ---- */
+
+Test(config, key_table) {
+        ConfigKeyInfo k, gap = {}, size = {}, level = {};
+        size_t n = config_key_count(), reloadable = 0;
+
+        cr_assert_gt(n, 20);
+        cr_assert_eq(config_key_info(n, &k), -ERANGE);
+        for (size_t i = 0; i < n; i++) {
+                char want[64];
+
+                cr_assert_eq(config_key_info(i, &k), 0);
+                snprintf(want, sizeof want, "%s.%s", k.section, k.key);
+                cr_assert_str_eq(k.name, want);
+                cr_assert_not_null(k.type);
+                cr_assert_not_null(k.default_value);
+                for (size_t j = 0; j < i; j++) {
+                        ConfigKeyInfo o;
+                        cr_assert_eq(config_key_info(j, &o), 0);
+                        cr_assert_str_neq(o.name, k.name, "listed twice");
+                }
+                if (k.reloadable) {
+                        reloadable++;
+                        cr_assert(streq(k.name, "log.level") || streq(k.name, "aggregation.outage_types"), "%s", k.name);
+                }
+                if (streq(k.name, "aggregation.gap"))
+                        gap = k;
+                if (streq(k.name, "limits.max_payload"))
+                        size = k;
+                if (streq(k.name, "log.level"))
+                        level = k;
+        }
+        cr_assert_eq(reloadable, 2);
+        cr_assert_str_eq(gap.type, "duration");
+        cr_assert_str_eq(gap.default_value, "12min");
+        cr_assert_str_eq(gap.min, "1s");
+        cr_assert_str_eq(gap.max, "1d");
+        cr_assert_str_eq(size.type, "size");
+        cr_assert_str_eq(size.min, "16B");
+        cr_assert_str_eq(size.max, "256MiB");
+        cr_assert_str_eq(level.type, "log-level");
+        cr_assert_str_eq(level.min, "");
+        cr_assert_str_eq(level.max, "");
+}
+
+/* Each default is spelled as the dump spells it, so the table can document itself. */
+Test(config, key_table_defaults_are_canonical) {
+        Config *c = load_ok("");
+        char *out = dump(c);
+
+        for (size_t i = 0; i < config_key_count(); i++) {
+                ConfigKeyInfo k;
+                char line[256];
+
+                cr_assert_eq(config_key_info(i, &k), 0);
+                if (streq(k.name, "storage.journal_dir"))
+                        continue;               /* derived from $STATE_DIRECTORY */
+                snprintf(line, sizeof line, "\n%s =%s%s\n", k.key, *k.default_value ? " " : "", k.default_value);
+                cr_assert(strstr(out, line), "%s: %s", k.name, line);
+        }
+        free(out);
+        config_free(c);
+}
+
+/* The example configuration documents every key, in its section. */
+Test(config, example_config_lists_every_key) {
+        char path[4096], *text;
+        size_t len;
+        FILE *f;
+
+        snprintf(path, sizeof path, "%s/config/outaged.conf", harness_source_root());
+        f = fopen(path, "r");
+        cr_assert_not_null(f);
+        text = calloc(1, 1 << 20);
+        len = fread(text, 1, (1 << 20) - 1, f);
+        fclose(f);
+        cr_assert_gt(len, 0);
+        for (size_t i = 0; i < config_key_count(); i++) {
+                ConfigKeyInfo k;
+                char section[64], key[80];
+                const char *sec, *next;
+
+                cr_assert_eq(config_key_info(i, &k), 0);
+                snprintf(section, sizeof section, "\n[%s]\n", k.section);
+                snprintf(key, sizeof key, "\n%s =", k.key);
+                sec = strstr(text, section);
+                cr_assert_not_null(sec, "no [%s] in %s", k.section, path);
+                next = strstr(sec + 1, "\n[");
+                const char *at = strstr(sec, key);
+                cr_assert(at && (!next || at < next), "%s not documented in [%s]", k.name, k.section);
+        }
+        free(text);
 }
 
 Test(config, free_accepts_null) {

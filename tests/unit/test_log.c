@@ -1,11 +1,13 @@
-/* test_log.c — log line format on stderr, level filtering, the journal detection, and the
- * rate limiter. Each test runs in its own process (Criterion), so redirecting stderr is
+/* test_log.c — log line format on stderr (prefixes, and the terminal style with its choice
+ * by isatty), level filtering, the journal detection, and the rate limiter. Each test runs in its own process (Criterion), so redirecting stderr is
  * local to it. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -162,6 +164,159 @@ Test(log, threads_do_not_interleave) {
         }
         cr_assert_eq(n, 2000);
         free(out);
+}
+
+Test(log, level_names) {
+        static const struct { const char *s; LogLevel l; } levels[] = {
+                { "debug", LOG_LEVEL_DEBUG }, { "info", LOG_LEVEL_INFO }, { "notice", LOG_LEVEL_NOTICE },
+                { "warning", LOG_LEVEL_WARNING }, { "err", LOG_LEVEL_ERR },
+        };
+        LogLevel l = LOG_LEVEL_INFO;
+
+        for (size_t i = 0; i < ELEMENTSOF(levels); i++) {
+                cr_assert_eq(log_level_from_string(levels[i].s, &l), 0);
+                cr_assert_eq(l, levels[i].l);
+                cr_assert_str_eq(log_level_to_string(levels[i].l), levels[i].s);
+        }
+        l = LOG_LEVEL_NOTICE;
+        cr_assert_eq(log_level_from_string("warn", &l), -EINVAL);
+        cr_assert_eq(log_level_from_string("", &l), -EINVAL);
+        cr_assert_eq(l, LOG_LEVEL_NOTICE);
+        cr_assert_null(log_level_to_string((LogLevel) 9));
+}
+
+/* ---- the terminal style ---- */
+
+/* "YYYY-MM-DD HH:MM:SS" of t + offset seconds in UTC. */
+static void utc_stamp(time_t t, long offset, char buf[32]) {
+        struct tm tm;
+        time_t x = t + offset;
+
+        gmtime_r(&x, &tm);
+        strftime(buf, 32, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* Checks one terminal line: a timestamp between lo and hi (as utc_stamp writes them), three
+ * digits of milliseconds, then rest. Returns the line after it. */
+static char *check_terminal_line(char *line, const char *lo, const char *hi, const char *rest) {
+        char *nl = strchr(line, '\n');
+
+        cr_assert_not_null(nl, "%s", line);
+        *nl = '\0';
+        cr_assert_gt(strlen(line), 24, "%s", line);
+        cr_assert(strncmp(line, lo, 19) >= 0 && strncmp(line, hi, 19) <= 0, "%s not in %s..%s", line, lo, hi);
+        cr_assert_eq(line[19], '.', "%s", line);
+        for (int i = 20; i < 23; i++)
+                cr_assert(line[i] >= '0' && line[i] <= '9', "%s", line);
+        cr_assert_eq(line[23], ' ', "%s", line);
+        cr_assert_str_eq(line + 24, rest);
+        return nl + 1;
+}
+
+static void terminal_lines_in_zone(const char *tz, long offset) {
+        char lo[32], hi[32], *out, *p;
+        time_t before, after;
+
+        setenv("TZ", tz, 1);
+        log_set_style(LOG_STYLE_TERMINAL);
+        log_setup(LOG_LEVEL_DEBUG);
+        cr_assert_eq(log_get_style(), LOG_STYLE_TERMINAL);
+        before = time(NULL);
+        log_error("e %d", 1);
+        log_warning("w");
+        log_notice("n");
+        log_info("two\nlines");
+        log_debug("d");
+        after = time(NULL);
+        utc_stamp(before, offset, lo);
+        utc_stamp(after, offset, hi);
+        out = captured();
+        p = check_terminal_line(out, lo, hi, "err     e 1");
+        p = check_terminal_line(p, lo, hi, "warning w");
+        p = check_terminal_line(p, lo, hi, "notice  n");
+        p = check_terminal_line(p, lo, hi, "info    two lines");
+        p = check_terminal_line(p, lo, hi, "debug   d");
+        cr_assert_str_eq(p, "");
+        free(out);
+}
+
+Test(log, terminal_style_has_time_and_level) {
+        terminal_lines_in_zone("UTC0", 0);
+}
+
+Test(log, terminal_style_is_local_time) {
+        /* POSIX TZ strings need no tzdata: "XYZ-3" is three hours east of UTC */
+        terminal_lines_in_zone("XYZ-3", 3 * 3600);
+}
+
+Test(log, terminal_style_forced_over_log_setup_and_back) {
+        char *out;
+
+        log_set_style(LOG_STYLE_PREFIX);
+        log_setup(LOG_LEVEL_INFO);
+        cr_assert_eq(log_get_style(), LOG_STYLE_PREFIX);
+        log_info("a");
+        log_set_style(LOG_STYLE_AUTO);
+        cr_assert_eq(log_get_style(), LOG_STYLE_PREFIX, "stderr is a file here, not a terminal");
+        log_info("b");
+        out = captured();
+        cr_assert_str_eq(out, "<6>a\n<6>b\n");
+        free(out);
+}
+
+Test(log, not_a_terminal_keeps_prefixes) {
+        log_setup(LOG_LEVEL_INFO);
+        cr_assert_eq(log_get_style(), LOG_STYLE_PREFIX);
+}
+
+/* Opens a pseudo-terminal and makes its other end stderr; returns the master. */
+static int stderr_to_pty(void) {
+        int master = posix_openpt(O_RDWR | O_NOCTTY), slave;
+
+        cr_assert_geq(master, 0, "posix_openpt: %m");
+        cr_assert_eq(grantpt(master), 0);
+        cr_assert_eq(unlockpt(master), 0);
+        slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+        cr_assert_geq(slave, 0, "%m");
+        cr_assert_geq(dup2(slave, STDERR_FILENO), 0);
+        close(slave);
+        return master;
+}
+
+Test(log, a_terminal_gets_the_terminal_style) {
+        int master = stderr_to_pty();
+        struct pollfd pfd = { .fd = master, .events = POLLIN };
+        char buf[512] = "";
+        size_t len = 0;
+
+        setenv("TZ", "UTC0", 1);
+        log_setup(LOG_LEVEL_INFO);
+        cr_assert_eq(log_get_style(), LOG_STYLE_TERMINAL);
+        log_info("on a tty");
+        while (!strstr(buf, "\n") && poll(&pfd, 1, 5000) > 0) {
+                ssize_t n = read(master, buf + len, sizeof buf - 1 - len);
+                if (n <= 0)
+                        break;
+                len += (size_t) n;
+                buf[len] = '\0';
+        }
+        cr_assert(strstr(buf, " info    on a tty\r\n"), "%s", buf);
+        cr_assert_neq(buf[0], '<', "%s", buf);
+        close(master);
+}
+
+/* A terminal that is the journal's stream (as $JOURNAL_STREAM says) is systemd's. */
+Test(log, a_terminal_that_is_the_journal_keeps_prefixes) {
+        int master = stderr_to_pty();
+        struct stat st;
+        char env[64];
+
+        cr_assert_eq(fstat(STDERR_FILENO, &st), 0);
+        snprintf(env, sizeof env, "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        setenv("JOURNAL_STREAM", env, 1);
+        log_setup(LOG_LEVEL_INFO);
+        cr_assert_eq(log_get_style(), LOG_STYLE_PREFIX);
+        close(master);
 }
 
 /* ---- rate limiter ---- */

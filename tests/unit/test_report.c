@@ -94,45 +94,6 @@ Test(report, reason_names) {
         cr_assert_null(reject_reason_to_string(_REJECT_REASON_INVALID));
 }
 
-Test(report, controller_id_pattern) {
-        char *max = repeat("a", 64), *over = repeat("a", 65);
-
-        cr_assert(report_controller_id_valid("ctrl_1"));
-        cr_assert(report_controller_id_valid("A"));
-        cr_assert(report_controller_id_valid("9a.b:c-d_E"));
-        cr_assert(report_controller_id_valid(max));
-        cr_assert_not(report_controller_id_valid(over));
-        cr_assert_not(report_controller_id_valid(NULL));
-        cr_assert_not(report_controller_id_valid(""));
-        cr_assert_not(report_controller_id_valid("_ctrl"));
-        cr_assert_not(report_controller_id_valid(".ctrl"));
-        cr_assert_not(report_controller_id_valid("ctrl 1"));
-        cr_assert_not(report_controller_id_valid("ctrl/1"));
-        cr_assert_not(report_controller_id_valid("ctrl+"));
-        cr_assert_not(report_controller_id_valid("ctrl\xc3\xa9"));
-        free(max);
-        free(over);
-}
-
-Test(report, outage_type_pattern) {
-        char *max = repeat("a", 64), *over = repeat("a", 65);
-
-        cr_assert(report_outage_type_valid("panel_outage"));
-        cr_assert(report_outage_type_valid("a"));
-        cr_assert(report_outage_type_valid("a_1_"));
-        cr_assert(report_outage_type_valid(max));
-        cr_assert_not(report_outage_type_valid(over));
-        cr_assert_not(report_outage_type_valid(NULL));
-        cr_assert_not(report_outage_type_valid(""));
-        cr_assert_not(report_outage_type_valid("Panel"));
-        cr_assert_not(report_outage_type_valid("1panel"));
-        cr_assert_not(report_outage_type_valid("_panel"));
-        cr_assert_not(report_outage_type_valid("panel-outage"));
-        cr_assert_not(report_outage_type_valid("panel outage"));
-        free(max);
-        free(over);
-}
-
 /* ---- valid reports -------------------------------------------------------------------- */
 
 Test(report, spec_object) {
@@ -757,67 +718,6 @@ Test(report, message_payload_truncated_to_1KiB) {
         cr_assert_str_eq(m->payload + 1022, "\xc3\xa9");
         report_message_free(m);
         free(big);
-}
-
-Test(report, escape_payload) {
-        char *s;
-#define ESC(in, max, want)                                                          \
-        do {                                                                        \
-                s = report_escape_payload(in, sizeof(in) - 1, max);                 \
-                cr_assert_not_null(s);                                              \
-                cr_assert_str_eq(s, want, "%s", #in);                               \
-                free(s);                                                            \
-        } while (0)
-
-        ESC("plain ascii {}", 1024, "plain ascii {}");
-        ESC("", 1024, "");
-        ESC("abc", 0, "");
-        ESC("abcdef", 3, "abc");
-        ESC("a\0b", 1024, "a\\x00b");
-        ESC("\0\0", 1024, "\\x00\\x00");
-        ESC("\x01\x1f\x7f", 1024, "\x01\x1f\x7f");                      /* valid UTF-8, kept */
-        ESC("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 1024, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
-        ESC("\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf", 1024,
-            "\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf");   /* range ends */
-        ESC("\xed\x9f\xbf\xee\x80\x80", 1024, "\xed\x9f\xbf\xee\x80\x80");              /* around surrogates */
-        ESC("\xff", 1024, "\\xff");
-        ESC("\xfe\xf5\xf8", 1024, "\\xfe\\xf5\\xf8");
-        ESC("\x80\xbf", 1024, "\\x80\\xbf");                            /* lone continuations */
-        ESC("\xc0\xaf", 1024, "\\xc0\\xaf");                            /* overlong '/' */
-        ESC("\xc1\xbf", 1024, "\\xc1\\xbf");
-        ESC("\xe0\x80\xaf", 1024, "\\xe0\\x80\\xaf");                   /* overlong 3-byte */
-        ESC("\xe0\x9f\xbf", 1024, "\\xe0\\x9f\\xbf");
-        ESC("\xf0\x80\x80\xaf", 1024, "\\xf0\\x80\\x80\\xaf");          /* overlong 4-byte */
-        ESC("\xf0\x8f\xbf\xbf", 1024, "\\xf0\\x8f\\xbf\\xbf");
-        ESC("\xed\xa0\x80", 1024, "\\xed\\xa0\\x80");                   /* U+D800 */
-        ESC("\xed\xbf\xbf", 1024, "\\xed\\xbf\\xbf");                   /* U+DFFF */
-        ESC("\xf4\x90\x80\x80", 1024, "\\xf4\\x90\\x80\\x80");          /* U+110000 */
-        ESC("\xe2\x82", 1024, "\\xe2\\x82");                            /* truncated at the end */
-        ESC("\xe2\x82" "A", 1024, "\\xe2\\x82A");                       /* truncated in the middle */
-        ESC("\xf0\x9f\x98" "\xc3\xa9", 1024, "\\xf0\\x9f\\x98\xc3\xa9");
-        ESC("\xc3\xa9", 1, "\\xc3");                                    /* cut by max */
-        ESC("\xe2\x82\xac", 2, "\\xe2\\x82");
-        ESC("a\xc3\xa9", 3, "a\xc3\xa9");
-#undef ESC
-        s = report_escape_payload(NULL, 0, 1024);
-        cr_assert_str_eq(s, "");
-        free(s);
-}
-
-Test(report, escape_every_byte) {
-        /* each single byte: ASCII except NUL is kept, everything else is one \xNN */
-        for (unsigned b = 0; b < 256; b++) {
-                unsigned char in = (unsigned char) b;
-                char *s = report_escape_payload(&in, 1, 1024), want[8];
-
-                cr_assert_not_null(s);
-                if (b > 0 && b < 0x80)
-                        snprintf(want, sizeof want, "%c", b);
-                else
-                        snprintf(want, sizeof want, "\\x%02x", b);
-                cr_assert_str_eq(s, want);
-                free(s);
-        }
 }
 
 /* ---- reject details (SPEC section 4) --------------------------------------------------- */
