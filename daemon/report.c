@@ -48,12 +48,6 @@ const char *reject_reason_to_string(RejectReason r) {
         return reason_names[r];
 }
 
-/* ---- compatibility: the rule lives in text.c ------------------------------------------ */
-
-char *report_escape_payload(const void *buf, size_t len, size_t max) {
-        return text_escape(buf, len, max);
-}
-
 /* ---- topics ------------------------------------------------------------------------- */
 
 /* Matches topic against filter level by level; on a match returns 0 and the span of the

@@ -111,10 +111,6 @@ ReportMessage *report_message_free(ReportMessage *m);
  * Pure. */
 int report_topic_id(const char *filter, const char *topic, size_t topic_len, char *buf, size_t buflen);
 
-/* A compatibility wrapper of text_escape() (text.h) for service.c: remove it once
- * service.c calls text_escape(). */
-char *report_escape_payload(const void *buf, size_t len, size_t max);
-
 /* Parses an RFC 3339-like timestamp as in SPEC section 2:
  * YYYY-MM-DD(T|t| )HH:MM:SS[.f{1,6}][Z|z|+-HH:MM], no offset = UTC, offsets up to 23:59,
  * seconds 00-59, real calendar dates. Returns 0 and microseconds since the Unix epoch
