@@ -264,8 +264,15 @@ static int reader_need(Reader *r, size_t n) {
                 r->start = 0;
         }
         if (n > r->cap) {
-                size_t cap = n > READ_CHUNK ? n : READ_CHUNK;
-                uint8_t *b = realloc(r->buf, cap);
+                /* A chunk, but no more than is left of the file: a small segment (a
+                 * replay after a clean stop) gets a small buffer. */
+                uint64_t rest = r->limit > r->base ? r->limit - r->base : 0;
+                size_t cap = rest < READ_CHUNK ? (size_t) rest : READ_CHUNK;
+                uint8_t *b;
+
+                if (cap < n)
+                        cap = n;
+                b = realloc(r->buf, cap);
                 if (!b)
                         return -ENOMEM;
                 r->buf = b;
