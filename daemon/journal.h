@@ -83,9 +83,10 @@ uint64_t journal_record_count(Journal *j);
  * (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, as PostgreSQL prints a uuid), kept in the file
  * "identity" in the journal directory. A journal without it is fresh, or was written by
  * a version before identities; a damaged one (-EBADMSG) cannot say whose records it
- * holds, so it is to be treated like a foreign one: not replayed, not deleted, until
- * journal_discard() or journal_set_identity() settles it. With no records (see
- * journal_record_count()) there is nothing to protect and the caller can just set it. */
+ * holds, so it is to be treated like a foreign one: not replayed, not deleted, until the
+ * operator settles it (--discard-journal: journal_discard(), then journal_set_identity()).
+ * With no records (journal_record_count() is 0) there is nothing to protect, and the
+ * caller can just set the identity, whatever the file said. */
 
 /* Copies the recorded identity into ret (36 characters and a NUL). Returns 0, -ENOENT if
  * none is recorded, -EBADMSG if the file does not hold a well-formed identity, or another
