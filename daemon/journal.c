@@ -2,7 +2,8 @@
  * one directory, replayed after a crash and trimmed once the database has committed them.
  * It does not interpret payloads, does not log, and does not read the database.
  *
- * Directory: "lock" (flock'ed while open) and segments named by the sequence number of
+ * Directory: "lock" (flock'ed while open), "identity" (the uuid of the database the
+ * records belong to, one line; written through "identity.tmp" and a rename), and segments named by the sequence number of
  * their first record, 16 lowercase hex digits + ".seg" ("0000000000000001.seg"). A segment
  * is rolled when the next record would take it past the segment size (64 MiB) or when
  * journal_bump_seq() moved the sequence. Records of one segment have consecutive sequence
@@ -62,6 +63,9 @@
 #define SEG_NAME_LEN      20                    /* 16 hex digits + ".seg" */
 #define READ_CHUNK        ((size_t) 1 << 20)
 #define LOCK_FILE         "lock"
+#define IDENTITY_FILE     "identity"
+#define IDENTITY_TMP      "identity.tmp"
+#define IDENTITY_LEN      36                    /* a uuid in text form */
 #define OLD_FDS_MAX       8                     /* unsynced rolled segments kept open */
 
 typedef struct Segment {
@@ -260,8 +264,15 @@ static int reader_need(Reader *r, size_t n) {
                 r->start = 0;
         }
         if (n > r->cap) {
-                size_t cap = n > READ_CHUNK ? n : READ_CHUNK;
-                uint8_t *b = realloc(r->buf, cap);
+                /* A chunk, but no more than is left of the file: a small segment (a
+                 * replay after a clean stop) gets a small buffer. */
+                uint64_t rest = r->limit > r->base ? r->limit - r->base : 0;
+                size_t cap = rest < READ_CHUNK ? (size_t) rest : READ_CHUNK;
+                uint8_t *b;
+
+                if (cap < n)
+                        cap = n;
+                b = realloc(r->buf, cap);
                 if (!b)
                         return -ENOMEM;
                 r->buf = b;
@@ -383,12 +394,17 @@ static int journal_lock(Journal *j) {
         return 0;
 }
 
-static int journal_list(Journal *j) {
-        DIR *d;
+/* The names (first sequence numbers) of every segment file in the directory, unsorted.
+ * Reads through a descriptor of its own: one dup'ed from dir_fd would share its read
+ * position, and a second listing would come back empty. Caller frees *ret. */
+static int seg_list_dir(int dir_fd, uint64_t **ret, size_t *ret_n) {
+        _cleanup_free_ uint64_t *names = NULL;
+        size_t n = 0, cap = 0;
         struct dirent *de;
+        DIR *d;
         int fd, r = 0;
 
-        fd = fcntl(j->dir_fd, F_DUPFD_CLOEXEC, 3);
+        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
                 return -errno;
         d = fdopendir(fd);
@@ -400,16 +416,39 @@ static int journal_list(Journal *j) {
         errno = 0;
         while ((de = readdir(d))) {
                 uint64_t seq;
+
                 if (seg_parse_name(de->d_name, &seq)) {
-                        r = segs_push(j, seq);
-                        if (r < 0)
-                                break;
+                        if (n == cap) {
+                                uint64_t *v = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*v));
+
+                                if (!v) {
+                                        r = -ENOMEM;
+                                        break;
+                                }
+                                names = v;
+                        }
+                        names[n++] = seq;
                 }
                 errno = 0;
         }
         if (r == 0 && errno != 0)
                 r = -errno;
         (void) closedir(d);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(names);
+        *ret_n = n;
+        return 0;
+}
+
+static int journal_list(Journal *j) {
+        _cleanup_free_ uint64_t *names = NULL;
+        size_t n = 0;
+        int r;
+
+        r = seg_list_dir(j->dir_fd, &names, &n);
+        for (size_t i = 0; r == 0 && i < n; i++)
+                r = segs_push(j, names[i]);
         if (r == 0 && j->n_segs > 1)
                 qsort(j->segs, j->n_segs, sizeof(Segment), seg_cmp);
         return r;
@@ -880,6 +919,157 @@ int journal_trim(Journal *j, uint64_t committed) {
         if (fsync(j->dir_fd) < 0 && r == 0)
                 r = -errno;
         return r < 0 ? r : (int) n;
+}
+
+/* ---- discarding ---- */
+
+/* With mu held: the records of the listed segments. */
+static uint64_t record_count_locked(const Journal *j) {
+        uint64_t n = 0;
+
+        for (size_t i = 0; i < j->n_segs; i++)
+                if (j->segs[i].last_seq > 0)
+                        n += j->segs[i].last_seq - j->segs[i].first_seq + 1;
+        return n;
+}
+
+uint64_t journal_record_count(Journal *j) {
+        uint64_t n;
+
+        if (!j)
+                return 0;
+        pthread_mutex_lock(&j->mu);
+        n = record_count_locked(j);
+        pthread_mutex_unlock(&j->mu);
+        return n;
+}
+
+/* With mu held: makes the current segment an empty one named next_seq, the only listed
+ * one. The segments rolled away from are not synced: they are about to go. */
+static int discard_roll_locked(Journal *j) {
+        bool fresh = j->segs[j->n_segs - 1].size > 0;
+        int r;
+
+        r = journal_roll_locked(j);
+        if (r < 0)
+                return r;
+        if (fresh)
+                j->tail_dirty = false;          /* that was the old file's tail */
+        for (size_t i = 0; i < j->n_old; i++)
+                (void) close(j->old_fds[i]);
+        j->n_old = 0;
+        j->segs[0] = j->segs[j->n_segs - 1];
+        j->n_segs = 1;
+        __atomic_store_n(&j->disk_bytes, 0, __ATOMIC_RELAXED);
+        j->synced_seq = j->last_seq;
+        return 0;
+}
+
+int journal_discard(Journal *j, uint64_t *ret_records) {
+        _cleanup_free_ uint64_t *names = NULL;
+        uint64_t dropped, keep;
+        size_t n = 0;
+        int r;
+
+        if (!j)
+                return -EINVAL;
+        pthread_mutex_lock(&j->mu);
+        dropped = record_count_locked(j);
+        r = discard_roll_locked(j);
+        keep = j->segs[0].first_seq;
+        if (r == 0)
+                r = seg_list_dir(j->dir_fd, &names, &n);
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                char name[SEG_NAME_LEN + 1];
+
+                if (names[i] == keep)
+                        continue;
+                seg_name(name, names[i]);
+                if (unlinkat(j->dir_fd, name, 0) < 0 && errno != ENOENT)
+                        r = -errno;
+        }
+        if (r == 0 && fsync(j->dir_fd) < 0)
+                r = -errno;
+        j->dir_dirty = r < 0;
+        pthread_mutex_unlock(&j->mu);
+        if (r < 0)
+                return r;
+        if (ret_records)
+                *ret_records = dropped;
+        return 0;
+}
+
+/* ---- identity ---- */
+
+/* A uuid in canonical text form: 8-4-4-4-12 lowercase hex digits. */
+static bool identity_valid(const char *s, size_t len) {
+        if (len != IDENTITY_LEN)
+                return false;
+        for (size_t i = 0; i < len; i++) {
+                bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+
+                if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+                        return false;
+        }
+        return true;
+}
+
+int journal_identity(Journal *j, char ret[static 37]) {
+        _cleanup_close_ int fd = -1;
+        char buf[IDENTITY_LEN + 2];
+        ssize_t n;
+
+        if (!j || !ret)
+                return -EINVAL;
+        fd = openat(j->dir_fd, IDENTITY_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        do
+                n = pread(fd, buf, sizeof(buf), 0);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        /* exactly the uuid and a newline: anything shorter or longer is damage */
+        if (n != IDENTITY_LEN + 1 || buf[IDENTITY_LEN] != '\n' || !identity_valid(buf, IDENTITY_LEN))
+                return -EBADMSG;
+        memcpy(ret, buf, IDENTITY_LEN);
+        ret[IDENTITY_LEN] = '\0';
+        return 0;
+}
+
+/* Writes the identity line to a fresh IDENTITY_TMP and syncs it. */
+static int identity_write_tmp(int dir_fd, const char *id) {
+        _cleanup_close_ int fd = -1;
+        char line[IDENTITY_LEN + 1];
+        struct iovec iov = { .iov_base = line, .iov_len = sizeof(line) };
+        int r;
+
+        memcpy(line, id, IDENTITY_LEN);
+        line[IDENTITY_LEN] = '\n';
+        if (unlinkat(dir_fd, IDENTITY_TMP, 0) < 0 && errno != ENOENT)
+                return -errno;
+        fd = openat(dir_fd, IDENTITY_TMP, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        r = write_full(fd, &iov, 1, 0);
+        if (r < 0)
+                return r;
+        return fsync(fd) < 0 ? -errno : 0;
+}
+
+int journal_set_identity(Journal *j, const char *id) {
+        int r;
+
+        if (!j || !id || !identity_valid(id, strlen(id)))
+                return -EINVAL;
+        r = identity_write_tmp(j->dir_fd, id);
+        if (r == 0 && renameat(j->dir_fd, IDENTITY_TMP, j->dir_fd, IDENTITY_FILE) < 0)
+                r = -errno;
+        if (r < 0) {
+                (void) unlinkat(j->dir_fd, IDENTITY_TMP, 0);
+                return r;
+        }
+        return fsync(j->dir_fd) < 0 ? -errno : 0;
 }
 
 /* ---- accessors and teardown ---- */

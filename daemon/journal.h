@@ -1,7 +1,8 @@
 /* journal.h — the local write-ahead journal of received MQTT messages. A message is
  * appended (write(2)) before the broker is acknowledged, so SIGKILL loses nothing;
  * fdatasync runs every sync interval (or after every write when it is 0). Segments whose
- * records are all committed to the database are deleted. */
+ * records are all committed to the database are deleted. The journal also records which
+ * database its records belong to (journal_identity), and can drop them all (journal_discard). */
 #pragma once
 
 #include "common.h"
@@ -71,6 +72,43 @@ uint64_t journal_disk_bytes(const Journal *j);
  * of the last segment. Nonzero means a crash (tail) or damage (older segments): the caller
  * logs it. */
 uint64_t journal_skipped_bytes(const Journal *j);
+
+/* Records in the journal: those journal_replay(j, 0, ...) would pass on (readable records of
+ * the listed segments, committed or not). */
+uint64_t journal_record_count(Journal *j);
+
+/* ---- which database the journal belongs to (SPEC section 8) ----
+ *
+ * The identity is the database's uuid, in the canonical lowercase text form
+ * (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, as PostgreSQL prints a uuid), kept in the file
+ * "identity" in the journal directory. A journal without it is fresh, or was written by
+ * a version before identities; a damaged one (-EBADMSG) cannot say whose records it
+ * holds, so it is to be treated like a foreign one: not replayed, not deleted, until the
+ * operator settles it (--discard-journal: journal_discard(), then journal_set_identity()).
+ * With no records (journal_record_count() is 0) there is nothing to protect, and the
+ * caller can just set the identity, whatever the file said. */
+
+/* Copies the recorded identity into ret (36 characters and a NUL). Returns 0, -ENOENT if
+ * none is recorded, -EBADMSG if the file does not hold a well-formed identity, or another
+ * negative errno if it cannot be read (-ELOOP: a symlink, never followed). */
+int journal_identity(Journal *j, char ret[static 37]);
+
+/* Records id (borrowed) durably: written to "identity.tmp", fsync'ed, renamed over
+ * "identity", and the directory fsync'ed, so after a crash the file holds either the old
+ * identity or the new one, never a mix. Returns 0, -EINVAL if id is not a canonical
+ * lowercase uuid, or a negative errno (the old identity, if any, stays). Does not touch
+ * the records. Not to be called concurrently with itself. */
+int journal_set_identity(Journal *j, const char *id);
+
+/* Drops every record: deletes every segment file of the directory (those listed, damaged
+ * ones and stray ones a failed trim left) and leaves one empty segment named by the next
+ * sequence number, so later appends keep numbering upwards, across a reopen too. Stores
+ * the number of records dropped (as journal_record_count() counted them) in
+ * *ret_records (may be NULL). The identity is kept: set the new one afterwards. Durable
+ * (the directory is fsync'ed) when it returns 0. On failure some segments may be gone
+ * already; calling it again finishes the job. Appends wait while it runs; a concurrent
+ * replay sees the dropped segments as trimmed. */
+int journal_discard(Journal *j, uint64_t *ret_records);
 
 /* Sets the size at which a new segment is started (default 64 MiB; a record larger than it
  * gets a segment of its own). For tests and benchmarks. */

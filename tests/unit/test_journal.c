@@ -1005,3 +1005,420 @@ Test(journal, concurrent_append_trim_sync_replay) {
         cr_assert_eq(list_segments(names, ELEMENTSOF(names)), 1);
         journal_free(st.j);
 }
+
+/* ---- record count ---- */
+
+Test(journal, record_count) {
+        Journal *j = open_j(USEC_PER_SEC);
+        char path[600];
+
+        cr_assert_eq(journal_record_count(j), 0);
+        cr_assert_eq(journal_record_count(NULL), 0);
+        journal_set_segment_size(j, 2000);
+        for (uint64_t s = 1; s <= 30; s++)
+                append_seq_content(j, s);
+        cr_assert_eq(journal_record_count(j), 30);
+        cr_assert_geq(journal_trim(j, 10), 1);
+        cr_assert_lt(journal_record_count(j), 30, "trimmed segments are gone");
+        uint64_t left = journal_record_count(j);
+        Recs rs = replay(j, 0);
+        cr_assert_eq(rs.n, left, "counts what replay from 0 passes on");
+        recs_clear(&rs);
+        journal_free(j);
+
+        /* a torn tail is not a record */
+        uint64_t names[64];
+        size_t n = list_segments(names, ELEMENTSOF(names));
+        seg_path(path, sizeof(path), names[n - 1]);
+        cr_assert_eq(truncate(path, file_size(path) - 1), 0);
+        j = open_j(USEC_PER_SEC);
+        cr_assert_eq(journal_record_count(j), left - 1);
+        journal_free(j);
+}
+
+/* ---- durability, seen through the linker's --wrap of fsync and renameat ---- */
+
+int __real_fsync(int fd);
+int __wrap_fsync(int fd);
+int __real_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+int __wrap_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+
+static char io_log[256][700];
+static int n_io_log;
+
+static void io_log_add(const char *op, int fd, const char *a, const char *b) {
+        char link[64], target[600] = "?";
+        ssize_t n;
+
+        if (n_io_log >= (int) ELEMENTSOF(io_log))
+                return;
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        n = readlink(link, target, sizeof(target) - 1);
+        if (n >= 0)
+                target[n] = '\0';
+        if (a)
+                snprintf(io_log[n_io_log++], sizeof(io_log[0]), "%s %s/%s %s", op, target, a, b);
+        else
+                snprintf(io_log[n_io_log++], sizeof(io_log[0]), "%s %s", op, target);
+}
+
+int __wrap_fsync(int fd) {
+        io_log_add("fsync", fd, NULL, NULL);
+        return __real_fsync(fd);
+}
+
+int __wrap_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
+        io_log_add("rename", olddirfd, oldpath, newpath);
+        return __real_renameat(olddirfd, oldpath, newdirfd, newpath);
+}
+
+/* Index of the first log entry at or after from that equals want, or -1. */
+static int io_log_find(int from, const char *want) {
+        for (int i = from; i < n_io_log; i++)
+                if (streq(io_log[i], want))
+                        return i;
+        return -1;
+}
+
+static void io_log_dump(void) {
+        for (int i = 0; i < n_io_log; i++)
+                fprintf(stderr, "  io %d: %s\n", i, io_log[i]);
+}
+
+/* ---- identity ---- */
+
+#define ID_A "0f8fad5b-d9cb-469f-a165-70867728950e"
+#define ID_B "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+static void write_file(const char *name, const void *data, size_t len) {
+        char path[600];
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/%s", jdir, name);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        cr_assert_geq(fd, 0, "%s: %m", path);
+        cr_assert_eq(write(fd, data, len), (ssize_t) len);
+        close(fd);
+}
+
+static char *read_file(const char *name) {
+        char path[600], *buf = calloc(1, 4096);
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/%s", jdir, name);
+        fd = open(path, O_RDONLY);
+        cr_assert_geq(fd, 0, "%s: %m", path);
+        cr_assert_geq(read(fd, buf, 4095), 0);
+        close(fd);
+        return buf;
+}
+
+static bool exists(const char *name) {
+        char path[600];
+        struct stat st;
+
+        snprintf(path, sizeof(path), "%s/%s", jdir, name);
+        return lstat(path, &st) == 0;
+}
+
+Test(journal, identity_missing) {
+        Journal *j = open_j(USEC_PER_SEC);
+        char id[37] = "untouched";
+
+        cr_assert_eq(journal_identity(j, id), -ENOENT);
+        cr_assert_str_eq(id, "untouched");
+        cr_assert_eq(journal_identity(NULL, id), -EINVAL);
+        journal_free(j);
+}
+
+Test(journal, identity_round_trip_and_reopen) {
+        Journal *j = open_j(USEC_PER_SEC);
+        char id[37];
+        char *text;
+        struct stat st;
+        char path[600];
+
+        cr_assert_eq(journal_set_identity(j, ID_A), 0);
+        cr_assert_eq(journal_identity(j, id), 0);
+        cr_assert_str_eq(id, ID_A);
+        text = read_file("identity");
+        cr_assert_str_eq(text, ID_A "\n", "one line in the file");
+        free(text);
+        snprintf(path, sizeof(path), "%s/identity", jdir);
+        cr_assert_eq(stat(path, &st), 0);
+        cr_assert_eq(st.st_mode & 07777, 0600);
+        cr_assert(!exists("identity.tmp"));
+        append_seq_content(j, 1);
+        journal_free(j);
+
+        j = open_j(USEC_PER_SEC);
+        cr_assert_eq(journal_identity(j, id), 0);
+        cr_assert_str_eq(id, ID_A);
+        cr_assert_eq(journal_set_identity(j, ID_B), 0);
+        cr_assert_eq(journal_identity(j, id), 0);
+        cr_assert_str_eq(id, ID_B);
+        Recs rs = replay(j, 0);
+        cr_assert_eq(rs.n, 1, "records are not touched");
+        recs_clear(&rs);
+        journal_free(j);
+}
+
+Test(journal, identity_must_be_a_canonical_uuid) {
+        static const char *const bad[] = {
+                "", "0f8fad5b", ID_A "0", "0F8FAD5B-D9CB-469F-A165-70867728950E",
+                "{0f8fad5b-d9cb-469f-a165-70867728950e}", "0f8fad5bd9cb469fa16570867728950e",
+                "0f8fad5b-d9cb-469f-a165-70867728950g", "0f8fad5b_d9cb-469f-a165-70867728950e",
+                ID_A "\n", "0f8fad5b-d9cb-469f-a165-70867728950",
+        };
+        Journal *j = open_j(USEC_PER_SEC);
+        char id[37];
+
+        cr_assert_eq(journal_set_identity(j, ID_A), 0);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                cr_assert_eq(journal_set_identity(j, bad[i]), -EINVAL, "accepted \"%s\"", bad[i]);
+        cr_assert_eq(journal_set_identity(j, NULL), -EINVAL);
+        cr_assert_eq(journal_set_identity(NULL, ID_A), -EINVAL);
+        cr_assert_eq(journal_identity(j, id), 0);
+        cr_assert_str_eq(id, ID_A, "the recorded identity stays");
+        journal_free(j);
+}
+
+Test(journal, damaged_identity_is_reported_and_can_be_replaced) {
+        static const char *const damaged[] = {
+                "", "\n", "0f8fad5b-d9cb", ID_A, ID_A "\n\n", ID_A "\nextra", " " ID_A,
+                "0F8FAD5B-D9CB-469F-A165-70867728950E\n", "0f8fad5b-d9cb-469f-a165-70867728950e\r",
+                "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\n",
+        };
+        Journal *j = open_j(USEC_PER_SEC);
+        char id[37] = "untouched";
+
+        for (size_t i = 0; i < ELEMENTSOF(damaged); i++) {
+                write_file("identity", damaged[i], strlen(damaged[i]));
+                cr_assert_eq(journal_identity(j, id), -EBADMSG, "accepted \"%s\"", damaged[i]);
+                cr_assert_str_eq(id, "untouched");
+        }
+        write_file("identity", ID_A "\0", 38);
+        cr_assert_eq(journal_identity(j, id), -EBADMSG, "a NUL after the newline");
+        cr_assert_eq(journal_set_identity(j, ID_B), 0);
+        cr_assert_eq(journal_identity(j, id), 0);
+        cr_assert_str_eq(id, ID_B);
+        journal_free(j);
+}
+
+Test(journal, identity_symlinks_are_not_followed) {
+        Journal *j = open_j(USEC_PER_SEC);
+        char target[600], link[600], id[37];
+        char *text;
+
+        /* a symlink as the identity: refused, not read through */
+        snprintf(target, sizeof(target), "%s/elsewhere", tmp_root);
+        snprintf(link, sizeof(link), "%s/identity", jdir);
+        write_file("../../elsewhere", ID_A "\n", 37);
+        cr_assert_eq(symlink(target, link), 0);
+        cr_assert_eq(journal_identity(j, id), -ELOOP);
+
+        /* a symlink at the temporary name: removed, the target is not written */
+        cr_assert_eq(unlink(link), 0);
+        snprintf(link, sizeof(link), "%s/identity.tmp", jdir);
+        cr_assert_eq(symlink(target, link), 0);
+        cr_assert_eq(journal_set_identity(j, ID_B), 0);
+        text = read_file("../../elsewhere");
+        cr_assert_str_eq(text, ID_A "\n", "written through the symlink");
+        free(text);
+        cr_assert_eq(journal_identity(j, id), 0);
+        cr_assert_str_eq(id, ID_B);
+        cr_assert(!exists("identity.tmp"));
+        journal_free(j);
+}
+
+Test(journal, stale_temporary_identity_is_ignored_and_replaced) {
+        /* a crash between writing identity.tmp and the rename */
+        Journal *j = open_j(USEC_PER_SEC);
+        char id[37];
+
+        cr_assert_eq(journal_set_identity(j, ID_A), 0);
+        write_file("identity.tmp", "0f8f", 4);
+        journal_free(j);
+        j = open_j(USEC_PER_SEC);
+        cr_assert_eq(journal_identity(j, id), 0);
+        cr_assert_str_eq(id, ID_A);
+        cr_assert_eq(journal_set_identity(j, ID_B), 0);
+        cr_assert(!exists("identity.tmp"));
+        cr_assert_eq(journal_identity(j, id), 0);
+        cr_assert_str_eq(id, ID_B);
+        journal_free(j);
+}
+
+Test(journal, identity_is_synced_then_renamed_then_the_directory_synced) {
+        Journal *j = open_j(USEC_PER_SEC);
+        char dir_real[600], want[800];
+        int a, b, c;
+
+        cr_assert_not_null(realpath(jdir, dir_real));
+        n_io_log = 0;
+        cr_assert_eq(journal_set_identity(j, ID_A), 0);
+        snprintf(want, sizeof(want), "fsync %s/identity.tmp", dir_real);
+        a = io_log_find(0, want);
+        snprintf(want, sizeof(want), "rename %s/identity.tmp identity", dir_real);
+        b = a < 0 ? -1 : io_log_find(a + 1, want);
+        snprintf(want, sizeof(want), "fsync %s", dir_real);
+        c = b < 0 ? -1 : io_log_find(b + 1, want);
+        if (c < 0)
+                io_log_dump();
+        cr_assert(a >= 0 && b > a && c > b, "fsync(file), rename, fsync(directory) expected in that order");
+        journal_free(j);
+}
+
+/* ---- discard ---- */
+
+Test(journal, discard_drops_every_record_and_numbering_continues) {
+        Journal *j = open_j(USEC_PER_SEC);
+        uint64_t names[64], dropped = 0, seq;
+        size_t n;
+
+        journal_set_segment_size(j, 2000);
+        for (uint64_t s = 1; s <= 30; s++)
+                append_seq_content(j, s);
+        cr_assert_geq(list_segments(names, ELEMENTSOF(names)), 3);
+        cr_assert_eq(journal_discard(j, &dropped), 0);
+        cr_assert_eq(dropped, 30);
+        cr_assert_eq(journal_record_count(j), 0);
+        cr_assert_eq(journal_disk_bytes(j), 0);
+        Recs rs = replay(j, 0);
+        cr_assert_eq(rs.n, 0);
+        recs_clear(&rs);
+        n = list_segments(names, ELEMENTSOF(names));
+        cr_assert_eq(n, 1, "one empty segment is left");
+        cr_assert_eq(names[0], 31, "named by the next sequence number");
+
+        append_seq_content(j, 31);
+        journal_free(j);
+
+        j = open_j(USEC_PER_SEC);
+        rs = replay(j, 0);
+        cr_assert_eq(rs.n, 1);
+        cr_assert_eq(rs.v[0].seq, 31);
+        check_content(&rs.v[0]);
+        recs_clear(&rs);
+        cr_assert_eq(journal_append(j, 0, "t", "x", 1, &seq), 0);
+        cr_assert_eq(seq, 32);
+        journal_free(j);
+}
+
+Test(journal, discard_then_reopen_keeps_the_next_sequence) {
+        Journal *j = open_j(USEC_PER_SEC);
+        uint64_t dropped, seq;
+
+        for (uint64_t s = 1; s <= 5; s++)
+                append_seq_content(j, s);
+        cr_assert_eq(journal_discard(j, &dropped), 0);
+        cr_assert_eq(dropped, 5);
+        journal_free(j);                /* nothing appended since */
+        j = open_j(USEC_PER_SEC);
+        cr_assert_eq(journal_record_count(j), 0);
+        cr_assert_eq(journal_append(j, 0, "t", NULL, 0, &seq), 0);
+        cr_assert_eq(seq, 6, "sequence numbers never go back");
+        journal_free(j);
+}
+
+Test(journal, discard_after_bump_and_on_an_empty_journal) {
+        Journal *j = open_j(USEC_PER_SEC);
+        uint64_t dropped = 99, seq, names[8];
+
+        cr_assert_eq(journal_discard(j, &dropped), 0);
+        cr_assert_eq(dropped, 0);
+        cr_assert_eq(journal_discard(j, NULL), 0);
+        journal_bump_seq(j, 100);
+        cr_assert_eq(journal_discard(j, &dropped), 0);
+        cr_assert_eq(dropped, 0);
+        cr_assert_eq(list_segments(names, ELEMENTSOF(names)), 1);
+        cr_assert_eq(names[0], 101);
+        journal_free(j);
+        j = open_j(USEC_PER_SEC);
+        cr_assert_eq(journal_append(j, 0, "t", NULL, 0, &seq), 0);
+        cr_assert_eq(seq, 101);
+        journal_free(j);
+        cr_assert_eq(journal_discard(NULL, &dropped), -EINVAL);
+}
+
+Test(journal, discard_removes_damaged_and_stray_segments) {
+        Journal *j = open_j(USEC_PER_SEC);
+        uint64_t names[64], dropped;
+        char path[600];
+        int fd;
+
+        journal_set_segment_size(j, 2000);
+        for (uint64_t s = 1; s <= 30; s++)
+                append_seq_content(j, s);
+        journal_free(j);
+        /* damage the first segment: its records after the first are skipped */
+        seg_path(path, sizeof(path), 1);
+        fd = open(path, O_RDWR);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(pwrite(fd, "\xff\xff\xff\xff", 4, 60), 4);
+        close(fd);
+        j = open_j(USEC_PER_SEC);
+        cr_assert_gt(journal_skipped_bytes(j), 0);
+        uint64_t readable = journal_record_count(j);
+        cr_assert_lt(readable, 30);
+
+        /* a segment file the journal does not list (as a failed unlink in trim leaves) */
+        write_file("0000000000000100.seg", "junk", 4);
+        cr_assert_eq(journal_discard(j, &dropped), 0);
+        cr_assert_eq(dropped, readable, "counts the records it could read");
+        cr_assert_eq(list_segments(names, ELEMENTSOF(names)), 1);
+        cr_assert_eq(names[0], 31);
+        journal_free(j);
+}
+
+Test(journal, discard_keeps_the_identity_and_the_lock) {
+        Journal *j = open_j(USEC_PER_SEC), *k = NULL;
+        char id[37];
+
+        cr_assert_eq(journal_set_identity(j, ID_A), 0);
+        append_seq_content(j, 1);
+        cr_assert_eq(journal_discard(j, NULL), 0);
+        cr_assert_eq(journal_identity(j, id), 0);
+        cr_assert_str_eq(id, ID_A);
+        cr_assert_eq(journal_open(jdir, USEC_PER_SEC, &k), -EBUSY);
+        journal_free(j);
+}
+
+Test(journal, discard_is_durable) {
+        Journal *j = open_j(USEC_PER_SEC);
+        char dir_real[600], want[800];
+
+        for (uint64_t s = 1; s <= 3; s++)
+                append_seq_content(j, s);
+        cr_assert_not_null(realpath(jdir, dir_real));
+        n_io_log = 0;
+        cr_assert_eq(journal_discard(j, NULL), 0);
+        snprintf(want, sizeof(want), "fsync %s", dir_real);
+        if (io_log_find(0, want) < 0)
+                io_log_dump();
+        cr_assert_geq(io_log_find(0, want), 0, "the directory is not synced");
+        journal_free(j);
+}
+
+Test(journal, discard_with_unsynced_rolled_segments) {
+        /* segments rolled away from but not yet synced are dropped with the rest */
+        Journal *j = open_j(60 * USEC_PER_SEC);
+        uint64_t dropped, names[64];
+
+        journal_set_segment_size(j, 500);
+        for (uint64_t s = 1; s <= 40; s++)
+                append_seq_content(j, s);
+        cr_assert_eq(journal_discard(j, &dropped), 0);
+        cr_assert_eq(dropped, 40);
+        cr_assert_eq(list_segments(names, ELEMENTSOF(names)), 1);
+        append_seq_content(j, 41);
+        cr_assert_eq(journal_sync(j), 0);
+        cr_assert(!journal_sync_due(j, now_monotonic() + 120 * USEC_PER_SEC));
+        journal_free(j);
+        j = open_j(USEC_PER_SEC);
+        Recs rs = replay(j, 0);
+        cr_assert_eq(rs.n, 1);
+        cr_assert_eq(rs.v[0].seq, 41);
+        recs_clear(&rs);
+        journal_free(j);
+}
