@@ -889,6 +889,26 @@ Test(integration, prune_deletes_closed_events_and_old_rejects, .timeout = 120) {
         store_free(s);
         free(ci);
 }
+Test(integration, open_events_are_the_open_ones) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        const usec_t now = wall_now();
+        char *v;
+
+        flush1(s, frag("a", "t", now - USEC_PER_HOUR, now - GAP + USEC_PER_MINUTE, 3));       /* open */
+        flush1(s, frag("b", "t", now - USEC_PER_HOUR, now - GAP - USEC_PER_MINUTE, 3));       /* closed */
+        flush1(s, frag("c", "t", now + USEC_PER_MINUTE, now + USEC_PER_MINUTE, 1));           /* open */
+        flush1(s, frag("d", "t", AT(10, 0), AT(10, 0), 1));                                   /* closed */
+        v = pg_query_value(ci, "SELECT string_agg(controller_id || ' ' || status, ', ' ORDER BY controller_id)"
+                           " FROM outage.open_events");
+        cr_assert_str_eq(v, "a open, c open");
+        free(v);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM ((TABLE outage.open_events) EXCEPT ALL"
+                                " (SELECT * FROM outage.events WHERE status = 'open')) x"), 0);
+        store_free(s);
+        free(ci);
+}
+
 typedef struct Pruner {
         const char *ci;
         usec_t before;
@@ -1215,10 +1235,12 @@ Test(integration, analyst_objects_have_comments) {
                 "SELECT COALESCE(string_agg(what, ', '), 'none') FROM ("
                 " SELECT 'schema' AS what WHERE obj_description('outage'::regnamespace, 'pg_namespace') IS NULL"
                 " UNION ALL SELECT c.relname FROM pg_class c"
-                "  WHERE c.oid IN ('outage.events'::regclass, 'outage.rejects'::regclass, 'outage.settings'::regclass)"
+                "  WHERE c.oid IN ('outage.events'::regclass, 'outage.rejects'::regclass, 'outage.settings'::regclass,"
+                "   'outage.open_events'::regclass)"
                 "  AND obj_description(c.oid, 'pg_class') IS NULL"
                 " UNION ALL SELECT c.relname || '.' || a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
-                "  WHERE c.oid IN ('outage.events'::regclass, 'outage.rejects'::regclass, 'outage.settings'::regclass)"
+                "  WHERE c.oid IN ('outage.events'::regclass, 'outage.rejects'::regclass, 'outage.settings'::regclass,"
+                "   'outage.open_events'::regclass)"
                 "  AND a.attnum > 0 AND NOT a.attisdropped AND col_description(c.oid, a.attnum) IS NULL"
                 " UNION ALL SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'outage'::regnamespace"
                 "  AND obj_description(p.oid, 'pg_proc') IS NULL) m");
@@ -1358,6 +1380,9 @@ Test(integration, explain_uses_indexes_on_a_million_events, .timeout = 240) {
         expect_index_plan(ci, "SELECT * FROM outage.events_between('2026-07-01 10:00+00', '2026-07-01 11:00+00')"
                           " WHERE outage_type = 'lamp_outage'");
         expect_index_plan(ci, "SELECT * FROM outage.downtime('2026-07-01 10:00+00', '2026-07-01 11:00+00')");
+        /* The outages open now (none in this data). */
+        expect_index_plan(ci, "SELECT * FROM outage.open_events");
+        expect_index_plan(ci, "SELECT * FROM outage.open_events WHERE outage_type = 'lamp_outage'");
         store_free(s);
         free(ci);
 }
