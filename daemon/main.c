@@ -18,6 +18,7 @@ typedef enum Action {
         ACTION_RUN,
         ACTION_CHECK_CONFIG,
         ACTION_MIGRATE,
+        ACTION_DISCARD_JOURNAL,
         ACTION_VERSION,
         ACTION_HELP,
         _ACTION_MAX,
@@ -31,7 +32,7 @@ typedef struct Args {
 
 static void help(FILE *f) {
         fprintf(f,
-                "Usage: %s [-c FILE] [--check-config] [--migrate] [--version] [--help]\n"
+                "Usage: %s [-c FILE] [--check-config] [--migrate] [--discard-journal] [--version] [--help]\n"
                 "\n"
                 "Aggregates street-light outage reports from MQTT into PostgreSQL events.\n"
                 "\n"
@@ -40,6 +41,9 @@ static void help(FILE *f) {
                 "      --check-config  validate the configuration, print the effective\n"
                 "                      settings (secrets masked) and exit\n"
                 "      --migrate       create or upgrade the database schema and exit\n"
+                "      --discard-journal\n"
+                "                      drop the journal records that belong to another\n"
+                "                      database than the configured one, and exit\n"
                 "  -V, --version       print the version and exit\n"
                 "  -h, --help          print this help and exit\n"
                 "\n"
@@ -50,16 +54,17 @@ static void help(FILE *f) {
 
 /* Returns 0 with *a filled, or -EINVAL after printing the problem to stderr. */
 static int parse_argv(int argc, char *argv[], Args *a) {
-        enum { ARG_CHECK_CONFIG = 0x100, ARG_MIGRATE };
+        enum { ARG_CHECK_CONFIG = 0x100, ARG_MIGRATE, ARG_DISCARD_JOURNAL };
         static const struct option options[] = {
                 { "config",       required_argument, NULL, 'c' },
                 { "check-config", no_argument,       NULL, ARG_CHECK_CONFIG },
                 { "migrate",      no_argument,       NULL, ARG_MIGRATE },
+                { "discard-journal", no_argument,    NULL, ARG_DISCARD_JOURNAL },
                 { "version",      no_argument,       NULL, 'V' },
                 { "help",         no_argument,       NULL, 'h' },
                 {}
         };
-        bool check = false, migrate = false, version = false, helpme = false;
+        bool check = false, migrate = false, discard = false, version = false, helpme = false;
         int c;
 
         *a = (Args) { .action = ACTION_RUN };
@@ -79,6 +84,9 @@ static int parse_argv(int argc, char *argv[], Args *a) {
                 case ARG_MIGRATE:
                         migrate = true;
                         break;
+                case ARG_DISCARD_JOURNAL:
+                        discard = true;
+                        break;
                 case 'V':
                         version = true;
                         break;
@@ -94,14 +102,20 @@ static int parse_argv(int argc, char *argv[], Args *a) {
                         argv[optind]);
                 return -EINVAL;
         }
-        if (check && migrate) {
-                fprintf(stderr, "%s: --check-config and --migrate exclude each other\n",
+        if ((int) check + (int) migrate + (int) discard > 1) {
+                fprintf(stderr, "%s: --check-config, --migrate and --discard-journal exclude each other\n",
                         program_invocation_short_name);
+                return -EINVAL;
+        }
+        /* Dropping records is never done on the default configuration by accident. */
+        if (discard && !a->config_path && !helpme && !version) {
+                fprintf(stderr, "%s: --discard-journal needs -c FILE\n", program_invocation_short_name);
                 return -EINVAL;
         }
         /* --help and --version win over everything else, as in most tools. */
         a->action = helpme ? ACTION_HELP : version ? ACTION_VERSION :
-                    check ? ACTION_CHECK_CONFIG : migrate ? ACTION_MIGRATE : ACTION_RUN;
+                    check ? ACTION_CHECK_CONFIG : migrate ? ACTION_MIGRATE :
+                    discard ? ACTION_DISCARD_JOURNAL : ACTION_RUN;
         return 0;
 }
 
@@ -164,6 +178,9 @@ int main(int argc, char *argv[]) {
                 break;
         case ACTION_MIGRATE:
                 r = service_migrate(config);
+                break;
+        case ACTION_DISCARD_JOURNAL:
+                r = service_discard_journal(config);
                 break;
         default:
                 r = service_run(config, path);

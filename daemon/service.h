@@ -19,3 +19,8 @@ int service_run(Config *c, const char *config_path);
 
 /* Applies pending migrations and returns an exit code (0, 69, 78 or 1). */
 int service_migrate(const Config *c);
+
+/* --discard-journal: drops the journal records that belong to another database than the
+ * configured one (after saying how many) and records the configured database as the
+ * journal's; a journal of this database is left alone. Returns an exit code (0, 69, 78, 1). */
+int service_discard_journal(const Config *c);

@@ -154,13 +154,9 @@ static int warm_start(Service *s, Store *st, uint64_t *ret_committed) {
         return 0;
 }
 
-int service_start_storage(Service *s) {
-        const Config *c = s->config;
-        uint64_t committed = 0;
-        Store *st = NULL;
-        int r, code;
+static int open_journal(const Config *c, Journal **ret) {
+        int r = journal_open(c->journal_dir, c->journal_sync, ret);
 
-        r = journal_open(c->journal_dir, c->journal_sync, &s->journal);
         if (r == -EBUSY) {
                 log_error("Journal directory %s is in use by another outaged", c->journal_dir);
                 return EXIT_GENERIC;
@@ -169,14 +165,79 @@ int service_start_storage(Service *s) {
                 log_error_errno(r, "Cannot open the journal directory %s: %m", c->journal_dir);
                 return EXIT_GENERIC;
         }
-        if (journal_skipped_bytes(s->journal) > 0)
+        if (journal_skipped_bytes(*ret) > 0)
                 log_warning("Journal: %" PRIu64 " damaged or torn bytes skipped (a crash while writing, or disk damage)",
-                            journal_skipped_bytes(s->journal));
+                            journal_skipped_bytes(*ret));
+        return 0;
+}
 
+/* Does the journal belong to the database at st? 1 yes (or it holds nothing), 0 no; a
+ * negative errno when either cannot say. ret_db gets the database's identity. */
+static int journal_is_ours(Journal *j, Store *st, const char *instance, char ret_db[static 37],
+                           char ret_journal[static 37]) {
+        uint64_t seq = 0;
+        int r;
+
+        r = store_database_id(st, ret_db);
+        if (r < 0)
+                return r;
+        r = journal_identity(j, ret_journal);
+        if (r == 0)
+                return streq(ret_db, ret_journal) || journal_record_count(j) == 0;
+        snprintf(ret_journal, 37, "%s", r == -ENOENT ? "none recorded" : "unreadable");
+        if (journal_record_count(j) == 0)
+                return 1;
+        if (r != -ENOENT)
+                return 0;       /* damaged: whose records they are is unknown */
+        /* Written before journals recorded their database: ours if this database has a
+         * checkpoint of this instance, as after an upgrade in place. */
+        r = store_get_checkpoint(st, instance, &seq, NULL);
+        if (r < 0)
+                return r;
+        return seq > 0;
+}
+
+/* SPEC section 8: records of another database are neither replayed into this one nor
+ * deleted. Returns 0 (and records this database as the journal's) or an exit code. */
+static int check_journal_identity(Service *s, Store *st) {
+        char db[37], jr[37];
+        int r;
+
+        r = journal_is_ours(s->journal, st, s->config->mqtt_client_id, db, jr);
+        if (r < 0) {
+                log_error("Cannot tell which database the journal belongs to: %s", store_error(st));
+                return EXIT_GENERIC;
+        }
+        if (r == 0) {
+                log_error("The journal in %s holds %" PRIu64 " records of another database (journal: %s, this database: %s); "
+                          "they are not replayed here. Start with that database's postgres.conninfo, or drop them with "
+                          "'outaged --discard-journal -c FILE'",
+                          s->config->journal_dir, journal_record_count(s->journal), jr, db);
+                return EXIT_CONFIG;
+        }
+        if (!streq(db, jr)) {
+                r = journal_set_identity(s->journal, db);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot record the database in the journal: %m"), EXIT_GENERIC;
+        }
+        return 0;
+}
+
+int service_start_storage(Service *s) {
+        const Config *c = s->config;
+        uint64_t committed = 0;
+        Store *st = NULL;
+        int r, code;
+
+        code = open_journal(c, &s->journal);
+        if (code != 0)
+                return code;
         code = open_database(c, &st);
         if (code != 0)
                 return code;
-        code = warm_start(s, st, &committed);
+        code = check_journal_identity(s, st);
+        if (code == 0)
+                code = warm_start(s, st, &committed);
         if (code != 0) {
                 store_free(st);
                 return code;
@@ -315,6 +376,44 @@ int service_replay(Service *s) {
                 log_notice("Replayed %" PRIu64 " journal records not yet in the database", x.n);
         /* A round still with the flusher ends in the loop. */
         return replay_collect(&x, 0);
+}
+
+int service_discard_journal(const Config *c) {
+        char db[37], jr[37];
+        Journal *j = NULL;
+        Store *st = NULL;
+        uint64_t n = 0;
+        int r, code;
+
+        code = open_journal(c, &j);
+        if (code == 0)
+                code = open_database(c, &st);
+        if (code != 0)
+                goto out;
+        r = journal_is_ours(j, st, c->mqtt_client_id, db, jr);
+        if (r < 0) {
+                log_error("Cannot tell which database the journal belongs to: %s", store_error(st));
+                code = EXIT_GENERIC;
+        } else if (r > 0) {
+                log_notice("The journal in %s belongs to this database (%s): nothing to discard", c->journal_dir, db);
+                if (!streq(db, jr))
+                        (void) journal_set_identity(j, db);
+        } else {
+                log_notice("Discarding %" PRIu64 " journal records of another database (%s) from %s",
+                           journal_record_count(j), jr, c->journal_dir);
+                r = journal_discard(j, &n);
+                if (r >= 0)
+                        r = journal_set_identity(j, db);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot discard the journal: %m");
+                        code = EXIT_GENERIC;
+                } else
+                        log_notice("Discarded %" PRIu64 " records; the journal now belongs to database %s", n, db);
+        }
+out:
+        store_free(st);
+        journal_free(j);
+        return code;
 }
 
 int service_migrate(const Config *c) {

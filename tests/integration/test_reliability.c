@@ -251,3 +251,74 @@ Test(reliability, late_flood_from_one_controller_keeps_the_loop_alive, .timeout 
         free(topics);
         free(db);
 }
+
+/* The same journal directory, database A then database B: B gets none of A's records;
+ * the daemon exits 78 naming --discard-journal, which drops them, and then B starts.
+ * Before journals recorded their database, B received every record left by A. */
+Test(reliability, journal_of_another_database_is_refused_then_discarded) {
+        char *a = new_database("r_ident_a"), *b = new_database("r_ident_b"), journal[512];
+        char *dir = harness_mkdtemp("outaged-ident");
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = a, .client_id = "r-ident", .topic = "ident/+" };
+        Daemon d2 = {}, d3 = {};
+        char *out = NULL, *err = NULL, *v;
+        int code;
+
+        snprintf(journal, sizeof(journal), "%s/journal", dir);
+        o.journal_dir = journal;
+        start(&d1, &o);
+        publish_report("ident/c1", "panel_outage", 600);
+        publish_report("ident/c1", "panel_outage", 610);
+        v = wait_events(a, "c1/panel_outage 600 610 2", 30000);
+        cr_assert_str_eq(v, "c1/panel_outage 600 610 2");
+        free(v);
+        cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 30000), 0);
+
+        /* Database B, same journal: refused with 78, nothing replayed into B. */
+        o.conninfo = b;
+        cr_assert_eq(daemon_prepare(&d2, &o), 0);
+        cr_assert_eq(daemon_start(&d2), 0);
+        code = daemon_wait_exit(&d2, 60000);
+        cr_assert_eq(code, 78, "exit %d", code);
+        v = query(b, "SELECT count(*) FROM outage.events");
+        cr_assert_str_eq(v, "0");
+        free(v);
+        {
+                FILE *f = fopen(d2.log_path, "r");
+                char line[2048];
+                bool named = false;
+
+                cr_assert_not_null(f);
+                while (fgets(line, sizeof(line), f))
+                        named |= strstr(line, "--discard-journal") != NULL && strstr(line, "another database") != NULL;
+                fclose(f);
+                cr_assert(named, "the log must say why and name --discard-journal");
+        }
+
+        /* --discard-journal drops them, says how many, and B starts clean. */
+        {
+                char *argv[] = { (char *) harness_binary(), "-c", d2.config_path, "--discard-journal", NULL };
+
+                code = proc_run(argv, NULL, &out, &err, 65536, 60000);
+        }
+        cr_assert_eq(code, 0, "--discard-journal exited %d: %s", code, err);
+        cr_assert(strstr(err, "Discarding 2 journal records"), "%s", err);
+        free(out);
+        free(err);
+        cr_assert_eq(daemon_prepare(&d3, &o), 0);
+        cr_assert_eq(daemon_start(&d3), 0);
+        cr_assert_eq(daemon_wait_ready(&d3, 30000), 0);
+        publish_report("ident/c2", "lamp_outage", 700);
+        v = wait_events(b, "c2/lamp_outage 700 700 1", 30000);
+        cr_assert_str_eq(v, "c2/lamp_outage 700 700 1");
+        free(v);
+        cr_assert_eq(daemon_signal_wait(&d3, SIGTERM, 30000), 0);
+        v = events_text(a);
+        cr_assert_str_eq(v, "c1/panel_outage 600 610 2", "database A is untouched");
+        free(v);
+        daemon_cleanup(&d2);
+        daemon_cleanup(&d3);
+        harness_rm_rf(dir);
+        free(dir);
+        free(a);
+        free(b);
+}
