@@ -24,8 +24,15 @@
 /* pg_advisory_xact_lock(bigint) key serialising migrations: "outage" + 1. */
 #define MIGRATE_LOCK_KEY "7959953402720174081"
 /* pg_advisory_xact_lock(int, int) class of the key stripes, "outa": taken by
- * sql/flush_merge.sql. */
+ * sql/flush_merge.sql on (class, 0..1023). */
 #define STRIPE_LOCK_CLASS 1869968481
+/* The class of the per-instance lock, "outi": (class, hashtext(instance)). Another class,
+ * so it never collides with a stripe; two-int keys never collide with the bigint
+ * migration key either (PostgreSQL tags the two forms apart). Two instance names with the
+ * same hash only serialise each other's flushes. */
+#define INSTANCE_LOCK_CLASS "1869968489"
+/* How long store_resolve_checkpoint waits for an earlier transaction of the instance. */
+#define RESOLVE_LOCK_TIMEOUT "10s"
 /* Attempts of a flush that lost a race (deadlock, serialization, exclusion). */
 #define FLUSH_ATTEMPTS 8
 /* Room for any "YYYY-MM-DDTHH:MM:SS.ffffff+00" snprintf can produce from a struct tm. */
@@ -36,6 +43,7 @@ struct Store {
         char *error;
         bool broken;
         bool temp_ready;
+        char sqlstate[6];               /* of the last failed statement, "" if none known */
         char *buf;                      /* COPY data being built */
         size_t len, cap;
         unsigned rand_state;
@@ -75,6 +83,7 @@ static int store_fail(Store *s, PGresult *r, const char *what) {
 
         if (!msg || !*msg)
                 msg = PQerrorMessage(s->conn);
+        (void) snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", state ? state : "");
         if (PQstatus(s->conn) == CONNECTION_BAD ||
             (state && strncmp(state, "08", 2) == 0) ||
             sqlstate_is(state, "57P01") || sqlstate_is(state, "57P02") || sqlstate_is(state, "57P03")) {
@@ -655,14 +664,12 @@ int store_load_events(Store *s, usec_t since, store_event_cb cb, void *userdata)
         return ret;
 }
 
-int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id) {
+static int read_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id) {
         const char *params[1] = { instance };
         PGresult *r = NULL;
         int64_t v = 0, id = 0;
         int k;
 
-        if (!s || !instance || !ret_seq)
-                return -EINVAL;
         k = store_exec(s, "reading the checkpoint",
                        "SELECT seq, flush_id FROM outage.checkpoints WHERE instance = $1", 1, params, &r);
         if (k < 0)
@@ -677,6 +684,49 @@ int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint
         *ret_seq = (uint64_t) v;
         if (ret_flush_id)
                 *ret_flush_id = (uint64_t) id;
+        return 0;
+}
+
+int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id) {
+        if (!s || !instance || !ret_seq)
+                return -EINVAL;
+        return read_checkpoint(s, instance, ret_seq, ret_flush_id);
+}
+
+static int resolve_once(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id) {
+        const char *params[1] = { instance };
+        int k;
+
+        k = store_exec(s, "resolving the checkpoint",
+                       "BEGIN; SET LOCAL lock_timeout = '" RESOLVE_LOCK_TIMEOUT "'", 0, NULL, NULL);
+        if (k < 0)
+                return k;
+        k = store_exec(s, "resolving the checkpoint: waiting for the instance lock",
+                       "SELECT pg_advisory_xact_lock(" INSTANCE_LOCK_CLASS ", hashtext($1))", 1, params, NULL);
+        if (k < 0)
+                return streq(s->sqlstate, "55P03") ? -EAGAIN : k == -EAGAIN ? -EIO : k;
+        /* A statement of its own: its snapshot is taken after the lock was granted, so it
+         * sees what the transaction that held the lock committed. */
+        k = read_checkpoint(s, instance, ret_seq, ret_flush_id);
+        if (k < 0)
+                return k;
+        return store_exec(s, "resolving the checkpoint: COMMIT", "COMMIT", 0, NULL, NULL);
+}
+
+int store_resolve_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id) {
+        uint64_t seq = 0, id = 0;
+        int k;
+
+        if (!s || !instance || !ret_seq)
+                return -EINVAL;
+        k = resolve_once(s, instance, &seq, &id);
+        if (k < 0) {
+                store_rollback(s);
+                return k;
+        }
+        *ret_seq = seq;
+        if (ret_flush_id)
+                *ret_flush_id = id;
         return 0;
 }
 
@@ -713,8 +763,30 @@ int store_prune(Store *s, usec_t events_before, usec_t rejects_before, uint64_t 
 
 /* ---- flush ---- */
 
-/* The flush transaction starts here; sql/flush_merge.sql sets what its plans need. */
-static const char sql_begin[] = "BEGIN";
+/* Starts the flush transaction (sql/flush_merge.sql sets what its plans need) and, with
+ * an instance, takes the instance's lock first: every transaction that may commit a
+ * checkpoint of the instance holds it until it ends, which store_resolve_checkpoint
+ * relies on. One round trip: the name travels as an escaped literal. */
+static int flush_begin(Store *s, const char *instance) {
+        _cleanup_free_ char *sql = NULL;
+        char *lit;
+        int r;
+
+        if (!instance)
+                return store_exec(s, "flush: BEGIN", "BEGIN", 0, NULL, NULL);
+        lit = PQescapeLiteral(s->conn, instance, strlen(instance));
+        if (!lit) {
+                store_set_error(s, "flush: BEGIN: %s", PQerrorMessage(s->conn));
+                return -ENOMEM;
+        }
+        r = asprintf(&sql, "BEGIN; SELECT pg_advisory_xact_lock(" INSTANCE_LOCK_CLASS ", hashtext(%s))", lit);
+        PQfreemem(lit);
+        if (r < 0) {
+                sql = NULL;
+                return -ENOMEM;
+        }
+        return store_exec(s, "flush: taking the instance lock", sql, 0, NULL, NULL);
+}
 
 static int flush_build_fragments(Store *s, const Fragment *f, size_t n) {
         char num[32];
@@ -828,7 +900,7 @@ static int flush_once(Store *s, const Fragment *f, size_t n, const RejectRow *rj
                       const char *instance, uint64_t seq, uint64_t flush_id) {
         int r;
 
-        r = store_exec(s, "flush: BEGIN", sql_begin, 0, NULL, NULL);
+        r = flush_begin(s, instance);
         if (r < 0)
                 return r;
         if (n > 0) {

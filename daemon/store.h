@@ -46,8 +46,18 @@ typedef int (*store_event_cb)(const char *controller_id, const char *outage_type
 int store_load_events(Store *s, usec_t since, store_event_cb cb, void *userdata);
 
 /* The journal position committed by instance (0 if none), and the flush_id of the
- * transaction that wrote it (0 if none; ret_flush_id may be NULL). */
+ * transaction that wrote it (0 if none; ret_flush_id may be NULL). Returns 0, -ECONNRESET,
+ * -EIO. */
 int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id);
+
+/* As store_get_checkpoint, for the resolution of a flush whose COMMIT outcome was lost:
+ * reads the checkpoint in a transaction that first takes the instance's lock, the one every
+ * store_flush of that instance holds from its start to its end. So it waits while a backend
+ * of the old connection is still in that flush (committing, or about to fail), and what it
+ * returns is final: the flush landed exactly when the flush_id is the one it carried.
+ * Waits at most 10 s, then returns -EAGAIN (the old transaction still runs: ask again
+ * later); else 0, -ECONNRESET, -EIO. Call it on a new connection. */
+int store_resolve_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id);
 
 /* One row of outage.rejects. The caller escapes and truncates topic and payload (first
  * 1 KiB); bytes that are still not valid UTF-8 are written as \xNN. (instance, seq, item)
@@ -71,10 +81,13 @@ typedef struct RejectRow {
  * contains it), inserts the rejects (in order; one already stored under the same (instance,
  * seq, item) is skipped: see RejectRow), and records (instance, seq, flush_id) as the committed
  * journal position when instance is not NULL. flush_id identifies this flush (1 to
- * INT64_MAX). Safe with concurrent writers: striped advisory locks in sorted order, retried
- * on serialization, deadlock and exclusion failures. Returns 0 (committed); -ECONNRESET
- * (connection lost: if that happened during COMMIT, whether it landed is unknown — read
- * the checkpoint on a new connection: its flush_id equals this one exactly when it did);
+ * INT64_MAX). With an instance, the transaction first takes that instance's advisory lock
+ * (see store_resolve_checkpoint). Safe with concurrent writers: striped advisory locks in
+ * sorted order, retried on serialization, deadlock and exclusion failures, and when an
+ * event it merges is deleted under it (outage.prune). Returns 0 (committed); -ECONNRESET
+ * (connection lost: if that happened during COMMIT, whether it landed is unknown — call
+ * store_resolve_checkpoint on a new connection: its flush_id equals this one exactly when
+ * it did);
  * -EIO (the database refused the transaction; rolled back); -EINVAL (a fragment is
  * malformed, nothing sent). */
 int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_t nr,

@@ -151,6 +151,13 @@ static void exec_state(const char *ci, const char *sql, char state[6]) {
         PQfinish(c);
 }
 
+static usec_t wall_now(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (usec_t) ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
 static int known_version(void) {
         return migrations[n_migrations - 1].version;
 }
@@ -800,6 +807,145 @@ Test(integration, rejects_inserted_twice_are_one_row) {
         free(ci);
 }
 
+/* ---- resolving a lost COMMIT ---- */
+
+typedef struct Later {
+        PGconn *conn;           /* COMMIT on it after delay_ms */
+        int delay_ms;
+} Later;
+
+static void *commit_later(void *arg) {
+        Later *l = arg;
+
+        harness_sleep_ms(l->delay_ms);
+        PQclear(PQexec(l->conn, "COMMIT"));
+        return NULL;
+}
+
+static PGconn *holding_instance_lock(const char *ci, const char *more_sql) {
+        PGconn *c = PQconnectdb(ci);
+        char sql[512];
+        PGresult *r;
+
+        cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
+        (void) snprintf(sql, sizeof(sql), "BEGIN; SELECT pg_advisory_xact_lock(1869968489, hashtext('inst')); %s",
+                        more_sql);
+        r = PQexec(c, sql);
+        cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK,
+                  "%s", PQresultErrorMessage(r));
+        PQclear(r);
+        return c;
+}
+
+/* The backend of a flush whose connection was lost may still be committing: resolution
+ * waits for it, where a plain read would see the old checkpoint and retry the flush. */
+Test(integration, resolution_waits_for_the_old_transaction) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci), *s2 = connect_ok(ci);
+        Fragment f = frag("c", "t", AT(10, 0), AT(10, 0), 1);
+        uint64_t seq = 0, id = 0;
+        Later l;
+        pthread_t th;
+        usec_t t0, took;
+
+        cr_assert_eq(store_flush(s, &f, 1, NULL, 0, "inst", 1, 11), 0, "%s", store_error(s));
+        l.conn = holding_instance_lock(ci, "UPDATE outage.checkpoints SET seq = 2, flush_id = 22 WHERE instance = 'inst'");
+        l.delay_ms = 1000;
+        cr_assert_eq(store_get_checkpoint(s2, "inst", &seq, &id), 0, "%s", store_error(s2));
+        cr_assert_eq(id, 11, "without the lock, the old checkpoint");
+        cr_assert_eq(pthread_create(&th, NULL, commit_later, &l), 0);
+        t0 = wall_now();
+        cr_assert_eq(store_resolve_checkpoint(s2, "inst", &seq, &id), 0, "%s", store_error(s2));
+        took = wall_now() - t0;
+        pthread_join(th, NULL);
+        cr_assert_geq(took, 800 * USEC_PER_MSEC, "returned after %lld us", (long long) took);
+        cr_assert_eq(seq, 2);
+        cr_assert_eq(id, 22);
+        /* Another instance's lock is another lock. */
+        cr_assert_eq(store_resolve_checkpoint(s2, "other", &seq, &id), 0, "%s", store_error(s2));
+        cr_assert_eq(seq, 0);
+        PQfinish(l.conn);
+        store_free(s);
+        store_free(s2);
+        free(ci);
+}
+
+typedef struct Flushing {
+        Store *s;
+        int r;
+} Flushing;
+
+static void *flush_slow(void *arg) {
+        Flushing *fl = arg;
+        Fragment f = frag("c", "t", AT(11, 0), AT(11, 0), 1);
+
+        fl->r = store_flush(fl->s, &f, 1, NULL, 0, "inst", 5, 55);
+        return NULL;
+}
+
+/* store_flush holds the instance lock from its start to its end. */
+Test(integration, flush_holds_the_instance_lock) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci), *s2 = connect_ok(ci);
+        Flushing fl = { .s = s };
+        uint64_t seq = 0, id = 0;
+        pthread_t th;
+        PGconn *holder;
+
+        cr_assert_eq(pg_exec(ci,
+                "CREATE FUNCTION public.slow() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$;"
+                "CREATE TRIGGER slow BEFORE INSERT OR UPDATE ON outage.checkpoints"
+                " FOR EACH ROW EXECUTE FUNCTION public.slow()"), 0);
+        cr_assert_eq(pthread_create(&th, NULL, flush_slow, &fl), 0);
+        /* Wait until the flush holds the lock (class 1869968489, hashtext of the instance). */
+        for (int i = 0;; i++) {
+                cr_assert_lt(i, 200, "the flush never took the instance lock");
+                if (query_long(ci, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                               " AND classid = 1869968489 AND objid = hashtext('inst')::oid AND objsubid = 2") == 1)
+                        break;
+                harness_sleep_ms(10);
+        }
+        cr_assert_eq(store_resolve_checkpoint(s2, "inst", &seq, &id), 0, "%s", store_error(s2));
+        pthread_join(th, NULL);
+        cr_assert_eq(fl.r, 0, "%s", store_error(s));
+        cr_assert_eq(seq, 5);
+        cr_assert_eq(id, 55);
+        /* And a flush waits for a transaction holding it. */
+        cr_assert_eq(pg_exec(ci, "DROP TRIGGER slow ON outage.checkpoints"), 0);
+        holder = holding_instance_lock(ci, "SELECT 1");
+        {
+                Later l = { .conn = holder, .delay_ms = 1000 };
+                Fragment f = frag("c", "t", AT(12, 0), AT(12, 0), 1);
+                usec_t t0 = wall_now();
+
+                cr_assert_eq(pthread_create(&th, NULL, commit_later, &l), 0);
+                cr_assert_eq(store_flush(s2, &f, 1, NULL, 0, "inst", 6, 66), 0, "%s", store_error(s2));
+                cr_assert_geq(wall_now() - t0, 800 * USEC_PER_MSEC);
+                pthread_join(th, NULL);
+        }
+        PQfinish(holder);
+        store_free(s);
+        store_free(s2);
+        free(ci);
+}
+
+Test(integration, resolution_gives_up_after_a_while, .timeout = 60) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        PGconn *holder = holding_instance_lock(ci, "SELECT 1");
+        uint64_t seq = 7, id = 7;
+
+        cr_assert_eq(store_resolve_checkpoint(s, "inst", &seq, &id), -EAGAIN, "%s", store_error(s));
+        cr_assert_eq(seq, 7, "untouched on failure");
+        cr_assert(store_connected(s));
+        PQfinish(holder);
+        cr_assert_eq(store_resolve_checkpoint(s, "inst", &seq, &id), 0, "%s", store_error(s));
+        cr_assert_eq(seq, 0);
+        store_free(s);
+        free(ci);
+}
+
 Test(integration, connection_loss_is_reported) {
         char *ci = fresh_db();
         Store *s = migrated(ci);
@@ -816,13 +962,6 @@ Test(integration, connection_loss_is_reported) {
 }
 
 /* ---- retention ---- */
-
-static usec_t wall_now(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (usec_t) ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
-}
 
 /* n closed events of key (ctrl, "t"), one an hour, the last ending days_ago days ago, and n
  * rejects received days_ago days ago. */
