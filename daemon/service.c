@@ -931,7 +931,7 @@ static int flush_sync(Service *s, Store *st) {
                 return r;
         take_rejects(s, &job);
         r = store_flush(st, b->fragments, b->n, job.rejects, job.n_rejects, s->config->mqtt_client_id,
-                        s->processed_seq, new_flush_id(s));
+                        s->processed_seq, new_flush_id(s), NULL, NULL);
         agg_flush_end(s->agg, b, r == 0);
         if (r < 0) {
                 give_back_rejects(s, &job);
