@@ -78,9 +78,13 @@ static bool sqlstate_is(const char *state, const char *want) {
 }
 
 /* Records the failure of a statement and classifies it: -ECONNRESET (connection gone),
- * -EAGAIN (a race a retry of the whole transaction resolves), or -EIO. Takes r. */
+ * -EAGAIN (a race a retry of the whole transaction resolves), or -EIO. The connection is
+ * gone when libpq says so or the server ended the session (FATAL, PANIC: a terminated
+ * backend, a shutdown); not because of the SQLSTATE alone, which a trigger can raise at
+ * will: a refusal must stay -EIO on a usable connection. Takes r. */
 static int store_fail(Store *s, PGresult *r, const char *what) {
         const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        const char *severity = r ? PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED) : NULL;
         const char *msg = r ? PQresultErrorMessage(r) : NULL;
         int ret = -EIO;
 
@@ -88,8 +92,7 @@ static int store_fail(Store *s, PGresult *r, const char *what) {
                 msg = PQerrorMessage(s->conn);
         (void) snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", state ? state : "");
         if (PQstatus(s->conn) == CONNECTION_BAD ||
-            (state && strncmp(state, "08", 2) == 0) ||
-            sqlstate_is(state, "57P01") || sqlstate_is(state, "57P02") || sqlstate_is(state, "57P03")) {
+            (severity && (streq(severity, "FATAL") || streq(severity, "PANIC")))) {
                 s->broken = true;
                 ret = -ECONNRESET;
         } else if (sqlstate_is(state, "40001") || sqlstate_is(state, "40P01") ||

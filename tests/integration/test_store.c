@@ -807,6 +807,62 @@ Test(integration, rejects_inserted_twice_are_one_row) {
         free(ci);
 }
 
+/* ---- a fragment the database refuses ---- */
+
+static void expect_refused(Store *s, const Fragment *f, size_t n) {
+        RejectRow rj = { AT(10, 0), "outages/x", "x", "missing_field", "{}" };
+        int r = store_flush(s, f, n, &rj, 1, "inst", 9, 99, NULL, NULL);
+
+        cr_assert_eq(r, -EIO, "store_flush: %d %s", r, store_error(s));
+        cr_assert(store_connected(s), "a refusal is not a connection failure");
+}
+
+/* A trigger or a CHECK an operator added, raising on one controller: the batch that holds it
+ * is refused and rolled back (-EIO) on a connection that stays usable, so the caller can
+ * split the batch until it isolates the fragment. Whatever SQLSTATE the trigger raises. */
+Test(integration, one_refused_fragment_is_eio_not_a_connection_failure) {
+        char *ci = fresh_db();
+        Store *s = migrated(ci);
+        Fragment batch[] = {
+                frag("good1", "t", AT(10, 0), AT(10, 0), 1),
+                frag("evil", "t", AT(10, 0), AT(10, 0), 1),
+                frag("good2", "t", AT(10, 0), AT(10, 0), 1),
+        };
+        static const char *const codes[] = { "P0001", "22023", "57P01", "08006", "40001", "23P01" };
+        uint64_t seq = 1, id = 1;
+        char sql[1024];
+
+        for (size_t i = 0; i < ELEMENTSOF(codes); i++) {
+                (void) snprintf(sql, sizeof(sql),
+                        "CREATE OR REPLACE FUNCTION public.no_evil() RETURNS trigger LANGUAGE plpgsql AS $$"
+                        " BEGIN IF NEW.controller = (SELECT id FROM outage.controllers WHERE name = 'evil') THEN"
+                        "  RAISE EXCEPTION 'no evil here' USING ERRCODE = '%s'; END IF; RETURN NEW; END $$;"
+                        "CREATE OR REPLACE TRIGGER no_evil BEFORE INSERT OR UPDATE ON outage.stored_events"
+                        " FOR EACH ROW EXECUTE FUNCTION public.no_evil()", codes[i]);
+                cr_assert_eq(pg_exec(ci, sql), 0);
+                expect_refused(s, batch, 3);
+                cr_assert(strstr(store_error(s), "no evil here"), "%s: %s", codes[i], store_error(s));
+                expect_refused(s, &batch[1], 1);
+        }
+        /* Nothing of the refused flushes was stored. */
+        expect_events(ci, "");
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects"), 0);
+        cr_assert_eq(store_get_checkpoint(s, "inst", &seq, &id), 0);
+        cr_assert_eq(seq, 0);
+        /* Halving isolates it: the others go through. */
+        flush1(s, batch[0]);
+        flush1(s, batch[2]);
+        expect_events(ci, "good1/t 10:00-10:00 1; good2/t 10:00-10:00 1");
+        /* A CHECK on the names refuses the same way. */
+        cr_assert_eq(pg_exec(ci, "DROP TRIGGER no_evil ON outage.stored_events;"
+                                 "ALTER TABLE outage.controllers ADD CONSTRAINT no_evil CHECK (name <> 'evil')"), 0);
+        expect_refused(s, batch, 3);
+        cr_assert(strstr(store_error(s), "no_evil"), "%s", store_error(s));
+        flush1(s, batch[2]);
+        store_free(s);
+        free(ci);
+}
+
 /* ---- live events ---- */
 
 static StoreFlushResult *flush_changes_ok(Store *s, const Fragment *f, size_t n, const char *channel) {
