@@ -80,7 +80,7 @@ static void run_job(Flusher *f, FlushJob *job) {
                 return;
         }
         r = store_flush(f->store, b ? b->fragments : NULL, b ? b->n : 0,
-                        job->rejects, job->n_rejects, f->instance, job->seq, job->flush_id);
+                        job->rejects, job->n_rejects, f->instance, job->seq, job->flush_id, NULL, NULL);
         if (r == 0) {
                 job->result = 0;
                 return;

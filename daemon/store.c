@@ -7,9 +7,12 @@
  * trip) that takes the striped advisory locks of the batch's keys in sorted order, adds
  * missing lookup names, computes the merge plan (islands of fragments and stored events
  * within gap, per key) into a second temp table, and applies it: deletes merged-away
- * events, updates the kept ones, inserts the new ones; then COPY the rejects and record
- * the checkpoint. The SQL lives in sql/ so that it can be read, run and explained in psql
- * as the daemon runs it. Timestamps cross the wire as ISO 8601 text with six fraction
+ * events, updates the kept ones, inserts the new ones; when asked for, read back the events
+ * it created or changed and NOTIFY the new and merged ones (sql/flush_changes.sql); then
+ * COPY the rejects (sql/flush_rejects.sql) and record the checkpoint. A flush of an
+ * instance starts by taking that instance's advisory lock, which the resolution of a lost
+ * COMMIT waits for. The SQL lives in sql/ so that it can be read, run and explained in
+ * psql as the daemon runs it. Timestamps cross the wire as ISO 8601 text with six fraction
  * digits and come back as integer microseconds: never through floating point. */
 #include <libpq-fe.h>
 #include <inttypes.h>
@@ -24,8 +27,15 @@
 /* pg_advisory_xact_lock(bigint) key serialising migrations: "outage" + 1. */
 #define MIGRATE_LOCK_KEY "7959953402720174081"
 /* pg_advisory_xact_lock(int, int) class of the key stripes, "outa": taken by
- * sql/flush_merge.sql. */
+ * sql/flush_merge.sql on (class, 0..1023). */
 #define STRIPE_LOCK_CLASS 1869968481
+/* The class of the per-instance lock, "outi": (class, hashtext(instance)). Another class,
+ * so it never collides with a stripe; two-int keys never collide with the bigint
+ * migration key either (PostgreSQL tags the two forms apart). Two instance names with the
+ * same hash only serialise each other's flushes. */
+#define INSTANCE_LOCK_CLASS "1869968489"
+/* How long store_resolve_checkpoint waits for an earlier transaction of the instance. */
+#define RESOLVE_LOCK_TIMEOUT "10s"
 /* Attempts of a flush that lost a race (deadlock, serialization, exclusion). */
 #define FLUSH_ATTEMPTS 8
 /* Room for any "YYYY-MM-DDTHH:MM:SS.ffffff+00" snprintf can produce from a struct tm. */
@@ -36,6 +46,7 @@ struct Store {
         char *error;
         bool broken;
         bool temp_ready;
+        char sqlstate[6];               /* of the last failed statement, "" if none known */
         char *buf;                      /* COPY data being built */
         size_t len, cap;
         unsigned rand_state;
@@ -67,17 +78,21 @@ static bool sqlstate_is(const char *state, const char *want) {
 }
 
 /* Records the failure of a statement and classifies it: -ECONNRESET (connection gone),
- * -EAGAIN (a race a retry of the whole transaction resolves), or -EIO. Takes r. */
+ * -EAGAIN (a race a retry of the whole transaction resolves), or -EIO. The connection is
+ * gone when libpq says so or the server ended the session (FATAL, PANIC: a terminated
+ * backend, a shutdown); not because of the SQLSTATE alone, which a trigger can raise at
+ * will: a refusal must stay -EIO on a usable connection. Takes r. */
 static int store_fail(Store *s, PGresult *r, const char *what) {
         const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        const char *severity = r ? PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED) : NULL;
         const char *msg = r ? PQresultErrorMessage(r) : NULL;
         int ret = -EIO;
 
         if (!msg || !*msg)
                 msg = PQerrorMessage(s->conn);
+        (void) snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", state ? state : "");
         if (PQstatus(s->conn) == CONNECTION_BAD ||
-            (state && strncmp(state, "08", 2) == 0) ||
-            sqlstate_is(state, "57P01") || sqlstate_is(state, "57P02") || sqlstate_is(state, "57P03")) {
+            (severity && (streq(severity, "FATAL") || streq(severity, "PANIC")))) {
                 s->broken = true;
                 ret = -ECONNRESET;
         } else if (sqlstate_is(state, "40001") || sqlstate_is(state, "40P01") ||
@@ -655,14 +670,12 @@ int store_load_events(Store *s, usec_t since, store_event_cb cb, void *userdata)
         return ret;
 }
 
-int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id) {
+static int read_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id) {
         const char *params[1] = { instance };
         PGresult *r = NULL;
         int64_t v = 0, id = 0;
         int k;
 
-        if (!s || !instance || !ret_seq)
-                return -EINVAL;
         k = store_exec(s, "reading the checkpoint",
                        "SELECT seq, flush_id FROM outage.checkpoints WHERE instance = $1", 1, params, &r);
         if (k < 0)
@@ -677,6 +690,49 @@ int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint
         *ret_seq = (uint64_t) v;
         if (ret_flush_id)
                 *ret_flush_id = (uint64_t) id;
+        return 0;
+}
+
+int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id) {
+        if (!s || !instance || !ret_seq)
+                return -EINVAL;
+        return read_checkpoint(s, instance, ret_seq, ret_flush_id);
+}
+
+static int resolve_once(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id) {
+        const char *params[1] = { instance };
+        int k;
+
+        k = store_exec(s, "resolving the checkpoint",
+                       "BEGIN; SET LOCAL lock_timeout = '" RESOLVE_LOCK_TIMEOUT "'", 0, NULL, NULL);
+        if (k < 0)
+                return k;
+        k = store_exec(s, "resolving the checkpoint: waiting for the instance lock",
+                       "SELECT pg_advisory_xact_lock(" INSTANCE_LOCK_CLASS ", hashtext($1))", 1, params, NULL);
+        if (k < 0)
+                return streq(s->sqlstate, "55P03") ? -EAGAIN : k == -EAGAIN ? -EIO : k;
+        /* A statement of its own: its snapshot is taken after the lock was granted, so it
+         * sees what the transaction that held the lock committed. */
+        k = read_checkpoint(s, instance, ret_seq, ret_flush_id);
+        if (k < 0)
+                return k;
+        return store_exec(s, "resolving the checkpoint: COMMIT", "COMMIT", 0, NULL, NULL);
+}
+
+int store_resolve_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id) {
+        uint64_t seq = 0, id = 0;
+        int k;
+
+        if (!s || !instance || !ret_seq)
+                return -EINVAL;
+        k = resolve_once(s, instance, &seq, &id);
+        if (k < 0) {
+                store_rollback(s);
+                return k;
+        }
+        *ret_seq = seq;
+        if (ret_flush_id)
+                *ret_flush_id = id;
         return 0;
 }
 
@@ -713,8 +769,30 @@ int store_prune(Store *s, usec_t events_before, usec_t rejects_before, uint64_t 
 
 /* ---- flush ---- */
 
-/* The flush transaction starts here; sql/flush_merge.sql sets what its plans need. */
-static const char sql_begin[] = "BEGIN";
+/* Starts the flush transaction (sql/flush_merge.sql sets what its plans need) and, with
+ * an instance, takes the instance's lock first: every transaction that may commit a
+ * checkpoint of the instance holds it until it ends, which store_resolve_checkpoint
+ * relies on. One round trip: the name travels as an escaped literal. */
+static int flush_begin(Store *s, const char *instance) {
+        _cleanup_free_ char *sql = NULL;
+        char *lit;
+        int r;
+
+        if (!instance)
+                return store_exec(s, "flush: BEGIN", "BEGIN", 0, NULL, NULL);
+        lit = PQescapeLiteral(s->conn, instance, strlen(instance));
+        if (!lit) {
+                store_set_error(s, "flush: BEGIN: %s", PQerrorMessage(s->conn));
+                return -ENOMEM;
+        }
+        r = asprintf(&sql, "BEGIN; SELECT pg_advisory_xact_lock(" INSTANCE_LOCK_CLASS ", hashtext(%s))", lit);
+        PQfreemem(lit);
+        if (r < 0) {
+                sql = NULL;
+                return -ENOMEM;
+        }
+        return store_exec(s, "flush: taking the instance lock", sql, 0, NULL, NULL);
+}
 
 static int flush_build_fragments(Store *s, const Fragment *f, size_t n) {
         char num[32];
@@ -785,20 +863,40 @@ static int flush_build_rejects(Store *s, const RejectRow *rj, size_t nr, const c
         return r;
 }
 
-static int flush_check(Store *s, const Fragment *f, size_t n, const RejectRow *rj, size_t nr,
-                       uint64_t seq) {
-        if ((n > 0 && !f) || (nr > 0 && !rj) || n > INT32_MAX || seq > INT64_MAX) {
+/* The arguments of one store_flush, as every attempt uses them. */
+typedef struct FlushArgs {
+        const Fragment *f;
+        size_t n;
+        const RejectRow *rj;
+        size_t nr;
+        const char *instance;
+        uint64_t seq, flush_id;
+        const char *channel;            /* NOTIFY channel or NULL */
+        bool want_changes;
+} FlushArgs;
+
+static int flush_check(Store *s, const FlushArgs *a) {
+        if ((a->n > 0 && !a->f) || (a->nr > 0 && !a->rj) || a->n > INT32_MAX || a->nr > INT32_MAX ||
+            a->seq > INT64_MAX || a->flush_id > INT64_MAX) {
                 store_set_error(s, "flush: bad arguments");
                 return -EINVAL;
         }
-        for (size_t i = 0; i < n; i++)
-                if (!f[i].controller_id || !f[i].outage_type || f[i].start > f[i].end ||
-                    f[i].count > INT32_MAX || (f[i].n_uncertain > 0 && !f[i].uncertain)) {
+        /* NAMEDATALEN - 1: pg_notify refuses longer channel names. */
+        if (a->channel && (!*a->channel || strlen(a->channel) > 63)) {
+                store_set_error(s, "flush: the notify channel must have 1 to 63 bytes");
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < a->n; i++) {
+                const Fragment *x = &a->f[i];
+
+                if (!x->controller_id || !x->outage_type || x->start > x->end || x->count > INT32_MAX ||
+                    (x->n_uncertain > 0 && !x->uncertain)) {
                         store_set_error(s, "flush: fragment %zu is invalid", i);
                         return -EINVAL;
                 }
-        for (size_t i = 0; i < nr; i++)
-                if (rj[i].seq > INT64_MAX || rj[i].item > INT32_MAX || nr > INT32_MAX) {
+        }
+        for (size_t i = 0; i < a->nr; i++)
+                if (a->rj[i].seq > INT64_MAX || a->rj[i].item > INT32_MAX) {
                         store_set_error(s, "flush: reject %zu is invalid", i);
                         return -EINVAL;
                 }
@@ -824,46 +922,150 @@ static int flush_merge(Store *s) {
         return 0;
 }
 
-static int flush_once(Store *s, const Fragment *f, size_t n, const RejectRow *rj, size_t nr,
-                      const char *instance, uint64_t seq, uint64_t flush_id) {
+StoreFlushResult *store_flush_result_free(StoreFlushResult *r) {
+        free(r);
+        return NULL;
+}
+
+static void store_flush_result_freep(StoreFlushResult **r) {
+        store_flush_result_free(*r);
+}
+
+static StoreChange change_from_string(const char *k) {
+        return streq(k, "created") ? STORE_CHANGE_CREATED :
+               streq(k, "merged") ? STORE_CHANGE_MERGED :
+               streq(k, "extended") ? STORE_CHANGE_EXTENDED : _STORE_CHANGE_INVALID;
+}
+
+/* Converts the rows of sql/flush_changes.sql into one allocation: the result, its events,
+ * then their names. Sets *ret_notified when a row was notified. */
+static int changes_from_rows(Store *s, PGresult *r, StoreFlushResult **ret, bool *ret_notified) {
+        size_t n = (size_t) PQntuples(r), bytes = sizeof(StoreFlushResult) + n * sizeof(StoreEvent);
+        StoreFlushResult *res;
+        char *names;
+
+        for (size_t i = 0; i < n; i++)
+                bytes += strlen(PQgetvalue(r, (int) i, 1)) + strlen(PQgetvalue(r, (int) i, 2)) + 2;
+        res = calloc(1, bytes);
+        if (!res)
+                return -ENOMEM;
+        res->n = n;
+        res->events = (StoreEvent *) (res + 1);
+        names = (char *) (res->events + n);
+        for (size_t i = 0; i < n; i++) {
+                StoreEvent *e = &res->events[i];
+                int row = (int) i;
+                int64_t count = -1;
+
+                if (parse_i64(PQgetvalue(r, row, 0), &e->event_id) < 0 ||
+                    parse_i64(PQgetvalue(r, row, 3), &e->start) < 0 ||
+                    parse_i64(PQgetvalue(r, row, 4), &e->end) < 0 ||
+                    parse_i64(PQgetvalue(r, row, 5), &count) < 0 || count < 0 ||
+                    (e->change = change_from_string(PQgetvalue(r, row, 7))) < 0) {
+                        free(res);
+                        store_set_error(s, "flush: reading the changed events: bad value");
+                        return -EIO;
+                }
+                e->report_count = (uint64_t) count;
+                e->latest = streq(PQgetvalue(r, row, 6), "t");
+                if (streq(PQgetvalue(r, row, 8), "t"))
+                        *ret_notified = true;
+                e->controller_id = names;
+                names = stpcpy(names, PQgetvalue(r, row, 1)) + 1;
+                e->outage_type = names;
+                names = stpcpy(names, PQgetvalue(r, row, 2)) + 1;
+        }
+        *ret = res;
+        return 0;
+}
+
+/* Runs sql/flush_changes.sql: the NOTIFY, and the changed events when asked for. */
+static int flush_changes(Store *s, const FlushArgs *a, StoreFlushResult **ret, bool *ret_notified) {
+        const char *params[1] = { a->channel };
+        PGresult *r = NULL;
+        int k;
+
+        k = store_exec(s, "flush: reading the changed events", sql_flush_changes, 1, params, &r);
+        if (k < 0)
+                return k;
+        k = changes_from_rows(s, r, ret, ret_notified);
+        PQclear(r);
+        if (k < 0)
+                return k;
+        if (!a->want_changes)
+                *ret = store_flush_result_free(*ret);
+        return 0;
+}
+
+static int flush_rejects(Store *s, const FlushArgs *a) {
         int r;
 
-        r = store_exec(s, "flush: BEGIN", sql_begin, 0, NULL, NULL);
+        r = flush_build_rejects(s, a->rj, a->nr, a->instance);
+        r = r ?: store_copy(s, "flush: sending rejects",
+                            "COPY pg_temp.outaged_reject (n, received_at, topic, controller_id, reason,"
+                            " detail, payload, src_instance, src_seq, src_item) FROM STDIN");
+        return r ?: store_exec(s, "flush: storing rejects", sql_flush_rejects, 0, NULL, NULL);
+}
+
+static int flush_checkpoint(Store *s, const FlushArgs *a) {
+        char num[32], id[32];
+        const char *params[3] = { a->instance, num, id };
+
+        (void) snprintf(num, sizeof(num), "%" PRIu64, a->seq);
+        (void) snprintf(id, sizeof(id), "%" PRIu64, a->flush_id);
+        return store_exec(s, "flush: recording the checkpoint",
+                          "INSERT INTO outage.checkpoints (instance, seq, flush_id, updated_at)"
+                          " VALUES ($1, $2::bigint, $3::bigint, now())"
+                          " ON CONFLICT (instance) DO UPDATE SET seq = EXCLUDED.seq,"
+                          " flush_id = EXCLUDED.flush_id, updated_at = now()",
+                          3, params, NULL);
+}
+
+/* One attempt. On success *ret_changes is set when asked for (an empty result when there
+ * were no fragments). */
+static int flush_once(Store *s, const FlushArgs *a, StoreFlushResult **ret_changes) {
+        _cleanup_(store_flush_result_freep) StoreFlushResult *changes = NULL;
+        bool notified = false;
+        int r;
+
+        r = flush_begin(s, a->instance);
         if (r < 0)
                 return r;
-        if (n > 0) {
-                r = flush_build_fragments(s, f, n);
+        if (a->n > 0) {
+                r = flush_build_fragments(s, a->f, a->n);
                 r = r ?: store_copy(s, "flush: sending fragments",
                                     "COPY pg_temp.outaged_frag (fid, ctrl, otype, s, e, cnt, unc) FROM STDIN");
                 r = r ?: flush_merge(s);
+                if (r == 0 && (a->channel || a->want_changes))
+                        r = flush_changes(s, a, &changes, &notified);
                 if (r < 0)
                         return r;
         }
-        if (nr > 0) {
-                r = flush_build_rejects(s, rj, nr, instance);
-                r = r ?: store_copy(s, "flush: sending rejects",
-                                    "COPY pg_temp.outaged_reject (n, received_at, topic, controller_id, reason,"
-                                    " detail, payload, src_instance, src_seq, src_item) FROM STDIN");
-                r = r ?: store_exec(s, "flush: storing rejects", sql_flush_rejects, 0, NULL, NULL);
+        if (a->nr > 0) {
+                r = flush_rejects(s, a);
                 if (r < 0)
                         return r;
         }
-        if (instance) {
-                char num[32], id[32];
-                const char *params[3] = { instance, num, id };
-
-                (void) snprintf(num, sizeof(num), "%" PRIu64, seq);
-                (void) snprintf(id, sizeof(id), "%" PRIu64, flush_id);
-                r = store_exec(s, "flush: recording the checkpoint",
-                               "INSERT INTO outage.checkpoints (instance, seq, flush_id, updated_at)"
-                               " VALUES ($1, $2::bigint, $3::bigint, now())"
-                               " ON CONFLICT (instance) DO UPDATE SET seq = EXCLUDED.seq,"
-                               " flush_id = EXCLUDED.flush_id, updated_at = now()",
-                               3, params, NULL);
+        if (a->instance) {
+                r = flush_checkpoint(s, a);
                 if (r < 0)
                         return r;
         }
-        return store_exec(s, "flush: COMMIT", "COMMIT", 0, NULL, NULL);
+        if (a->want_changes && !changes) {
+                /* Before the COMMIT: once committed, the flush must not report a failure. */
+                changes = calloc(1, sizeof(*changes));
+                if (!changes)
+                        return -ENOMEM;
+        }
+        r = store_exec(s, "flush: COMMIT", "COMMIT", 0, NULL, NULL);
+        /* The queue is checked when the notifications are queued, at commit (54000). */
+        if (r == -EIO && notified && streq(s->sqlstate, "54000"))
+                return -ENOBUFS;
+        if (r < 0)
+                return r;
+        if (a->want_changes)
+                *ret_changes = TAKE_PTR(changes);
+        return 0;
 }
 
 static void backoff_sleep(Store *s, int attempt) {
@@ -875,18 +1077,20 @@ static void backoff_sleep(Store *s, int attempt) {
 }
 
 int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_t nr,
-                const char *instance, uint64_t seq, uint64_t flush_id) {
+                const char *instance, uint64_t seq, uint64_t flush_id,
+                const char *notify_channel, StoreFlushResult **ret_changes) {
+        const FlushArgs a = {
+                .f = f, .n = n, .rj = r, .nr = nr,
+                .instance = instance, .seq = seq, .flush_id = flush_id,
+                .channel = notify_channel, .want_changes = ret_changes != NULL,
+        };
         int k;
 
         if (!s)
                 return -EINVAL;
-        k = flush_check(s, f, n, r, nr, seq);
+        k = flush_check(s, &a);
         if (k < 0)
                 return k;
-        if (flush_id > INT64_MAX) {
-                store_set_error(s, "flush: flush_id out of range");
-                return -EINVAL;
-        }
         if (s->broken)
                 return -ECONNRESET;
         if (!s->temp_ready) {
@@ -896,7 +1100,7 @@ int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_
                 s->temp_ready = true;
         }
         for (int attempt = 0;; attempt++) {
-                k = flush_once(s, f, n, r, nr, instance, seq, flush_id);
+                k = flush_once(s, &a, ret_changes);
                 if (k >= 0)
                         break;
                 store_rollback(s);

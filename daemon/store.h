@@ -46,8 +46,18 @@ typedef int (*store_event_cb)(const char *controller_id, const char *outage_type
 int store_load_events(Store *s, usec_t since, store_event_cb cb, void *userdata);
 
 /* The journal position committed by instance (0 if none), and the flush_id of the
- * transaction that wrote it (0 if none; ret_flush_id may be NULL). */
+ * transaction that wrote it (0 if none; ret_flush_id may be NULL). Returns 0, -ECONNRESET,
+ * -EIO. */
 int store_get_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id);
+
+/* As store_get_checkpoint, for the resolution of a flush whose COMMIT outcome was lost:
+ * reads the checkpoint in a transaction that first takes the instance's lock, the one every
+ * store_flush of that instance holds from its start to its end. So it waits while a backend
+ * of the old connection is still in that flush (committing, or about to fail), and what it
+ * returns is final: the flush landed exactly when the flush_id is the one it carried.
+ * Waits at most 10 s, then returns -EAGAIN (the old transaction still runs: ask again
+ * later); else 0, -ECONNRESET, -EIO. Call it on a new connection. */
+int store_resolve_checkpoint(Store *s, const char *instance, uint64_t *ret_seq, uint64_t *ret_flush_id);
 
 /* One row of outage.rejects. The caller escapes and truncates topic and payload (first
  * 1 KiB); bytes that are still not valid UTF-8 are written as \xNN. (instance, seq, item)
@@ -65,20 +75,63 @@ typedef struct RejectRow {
                                          * (0 for a whole message) */
 } RejectRow;
 
+/* What a flush did to an event (StoreEvent.change). */
+typedef enum StoreChange {
+        STORE_CHANGE_EXTENDED,          /* a stored event's span or count grew */
+        STORE_CHANGE_CREATED,           /* a new event */
+        STORE_CHANGE_MERGED,            /* two or more stored events became this one */
+        _STORE_CHANGE_MAX,
+        _STORE_CHANGE_INVALID = -EINVAL,
+} StoreChange;
+
+/* An event a flush created or changed, as outage.events shows it after the flush. */
+typedef struct StoreEvent {
+        int64_t event_id;               /* the surviving one when events merged */
+        const char *controller_id;      /* owned by the StoreFlushResult */
+        const char *outage_type;
+        usec_t start, end;
+        uint64_t report_count;
+        bool latest;                    /* no event of its key ends later: its key's latest */
+        StoreChange change;
+} StoreEvent;
+
+typedef struct StoreFlushResult {
+        size_t n;
+        StoreEvent *events;             /* by controller_id, outage_type, start */
+} StoreFlushResult;
+
+/* Frees a result of store_flush (one allocation); accepts NULL, returns NULL. */
+StoreFlushResult *store_flush_result_free(StoreFlushResult *r);
+
 /* In one transaction: merges the fragments (SPEC section 3: each fragment is merged with
  * every stored event of its key within gap; union of spans, counts added; a fragment inside
  * one stored event adds nothing; each uncertain timestamp counts only if no stored event
  * contains it), inserts the rejects (in order; one already stored under the same (instance,
- * seq, item) is skipped: see RejectRow), and records (instance, seq, flush_id) as the committed
- * journal position when instance is not NULL. flush_id identifies this flush (1 to
- * INT64_MAX). Safe with concurrent writers: striped advisory locks in sorted order, retried
- * on serialization, deadlock and exclusion failures. Returns 0 (committed); -ECONNRESET
- * (connection lost: if that happened during COMMIT, whether it landed is unknown — read
- * the checkpoint on a new connection: its flush_id equals this one exactly when it did);
- * -EIO (the database refused the transaction; rolled back); -EINVAL (a fragment is
- * malformed, nothing sent). */
+ * seq, item) is skipped: see RejectRow), and records (instance, seq, flush_id) as the
+ * committed journal position when instance is not NULL. flush_id identifies this flush (1
+ * to INT64_MAX). With an instance, the transaction first takes that instance's advisory
+ * lock (see store_resolve_checkpoint). Safe with concurrent writers: striped advisory locks
+ * in sorted order, retried on serialization, deadlock and exclusion failures, and when an
+ * event it merges is deleted under it (outage.prune).
+ *
+ * Live events, both optional and free when not asked for: with notify_channel (1 to 63
+ * bytes, used as is: case-sensitive, so LISTEN needs it double-quoted unless it is lower
+ * case), the transaction sends NOTIFY on it for every event it created or merged (not for
+ * plain extensions) with the JSON of SPEC section 2 (sql/flush_changes.sql). With
+ * ret_changes, on success *ret_changes receives the events whose rows this flush created or
+ * changed (caller frees with store_flush_result_free; n may be 0); untouched on failure.
+ *
+ * Returns 0 (committed); -ECONNRESET (connection lost: if that happened during COMMIT,
+ * whether it landed is unknown — call store_resolve_checkpoint on a new connection: its
+ * flush_id equals this one exactly when it did); -ENOBUFS (PostgreSQL's notification queue
+ * is full, which fails the COMMIT: rolled back, retry without notify_channel); -EIO (the
+ * database refused the transaction, for example a trigger or a CHECK that raises on one
+ * fragment: rolled back, the connection stays usable, so a caller can split the batch to
+ * find the culprit); -EINVAL (a fragment, reject or the channel is malformed, nothing
+ * sent); -ENOMEM. */
 int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_t nr,
-                const char *instance, uint64_t seq, uint64_t flush_id);
+                const char *instance, uint64_t seq, uint64_t flush_id,
+                const char *notify_channel, StoreFlushResult **ret_changes);
 
 /* Retention: CALL outage.prune. Deletes the closed events (end_time + gap < now()) that
  * ended before events_before and the rejects received before rejects_before; 0 is no bound

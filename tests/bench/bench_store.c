@@ -77,7 +77,7 @@ static int run(Store *s, bool constraint, size_t n, size_t *offset, Fragment *f)
         }
         *offset += n;
         t0 = now_s();
-        r = store_flush(s, f, n, NULL, 0, "bench", *offset, 0);
+        r = store_flush(s, f, n, NULL, 0, "bench", *offset, 0, NULL, NULL);
         dt = now_s() - t0;
         if (r < 0) {
                 fprintf(stderr, "store_flush: %s\n", store_error(s));
