@@ -18,6 +18,7 @@
 
 #define FLUSH_BACKOFF_MIN (500 * USEC_PER_MSEC)
 #define FLUSH_BACKOFF_MAX (30 * USEC_PER_SEC)
+#define NOTIFY_PAUSE (60 * USEC_PER_SEC)        /* without NOTIFY after the queue was full */
 
 struct FlushCtl {
         Agg *agg;
@@ -35,6 +36,8 @@ struct FlushCtl {
         uint64_t limit;                 /* events per job: batch_max, less after refusals */
         uint64_t next_id;               /* see FlushJob.flush_id */
         uint64_t committed_seq;
+        StoreFlushResult *changes;      /* of the last committed job, until taken */
+        usec_t notify_paused_until;     /* monotonic */
 
         Backoff backoff;
         usec_t retry_at;
@@ -71,6 +74,8 @@ FlushCtl *flushctl_free(FlushCtl *f) {
                 agg_flush_end(f->agg, f->job.batch, false);
                 apply_return_rejects(f->apply, &f->job_rejects);
         }
+        store_flush_result_free(f->job.changes);
+        store_flush_result_free(f->changes);
         free(f);
         return NULL;
 }
@@ -102,7 +107,7 @@ static int prepare(FlushCtl *f) {
         r = agg_flush_begin(f->agg, f->limit, &b);
         if (r < 0)
                 return r;
-        f->job = (FlushJob) { .batch = b };
+        f->job = (FlushJob) { .batch = b, .want_changes = f->cfg->want_changes };
         f->partial = !b->complete;
         if (f->partial)
                 /* Not everything applied is in this batch: the checkpoint stays where it
@@ -137,6 +142,7 @@ int flushctl_start(FlushCtl *f, usec_t now) {
                 if (r < 0)
                         return r;
         }
+        f->job.notify_channel = now >= f->notify_paused_until ? f->cfg->notify_channel : NULL;
         r = flusher_submit(f->flusher, &f->job);
         if (r < 0)
                 return 0;
@@ -154,6 +160,8 @@ static void succeeded(FlushCtl *f) {
         f->stats.last_ok_realtime = now_realtime();
         agg_flush_end(f->agg, f->job.batch, true);
         reject_batch_clear(&f->job_rejects);
+        store_flush_result_free(f->changes);
+        f->changes = TAKE_PTR(f->job.changes);
         if (f->job.seq > f->committed_seq)
                 f->committed_seq = f->job.seq;
         f->more = f->partial;
@@ -218,6 +226,22 @@ static void failed(FlushCtl *f) {
         usec_t delay;
 
         f->stats.failed++;
+        if (res == -ENOBUFS && f->job.notify_channel) {
+                /* A LISTEN session that never reads fills PostgreSQL's notification queue,
+                 * and then every transaction that notifies fails at COMMIT. The events
+                 * matter more than the notifications: the same job goes again at once,
+                 * without them, and so do the next ones for a while. */
+                f->notify_paused_until = now_monotonic() + NOTIFY_PAUSE;
+                if (ratelimit_below(&f->fail_rl, now_monotonic(), NULL))
+                        log_warning("PostgreSQL's notification queue is full (a session LISTENs on \"%s\" and does not read): "
+                                    "flushing without NOTIFY for %.0f s",
+                                    f->cfg->notify_channel, (double) NOTIFY_PAUSE / USEC_PER_SEC);
+                agg_flush_end(f->agg, f->job.batch, false);
+                apply_return_rejects(f->apply, &f->job_rejects);
+                f->outstanding = false;
+                f->retry_at = 0;
+                return;
+        }
         f->stats.failures++;
         if (res != -EAGAIN) {
                 /* The database refused the transaction itself, not the connection: one
@@ -275,6 +299,10 @@ FlushOutcome flushctl_collect(FlushCtl *f, usec_t now) {
         }
         failed(f);
         return FLUSH_FAILED;
+}
+
+StoreFlushResult *flushctl_take_changes(FlushCtl *f) {
+        return TAKE_PTR(f->changes);
 }
 
 bool flushctl_busy(const FlushCtl *f) {

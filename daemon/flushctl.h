@@ -18,6 +18,8 @@ typedef struct FlushCtl FlushCtl;
 typedef struct FlushCtlConfig {
         uint64_t batch_max;             /* events per transaction, at most */
         const char *topic_filter;       /* to name the topic of a refused fragment's reject */
+        const char *notify_channel;     /* events.notify_channel; NULL: none */
+        bool want_changes;              /* events.topic_prefix is set: keep flush results */
 } FlushCtlConfig;
 
 typedef struct FlushStats {
@@ -64,6 +66,10 @@ usec_t flushctl_retry_at(const FlushCtl *f);
 void flushctl_retry_now(FlushCtl *f);
 /* The last committed job was cut at the batch limit: more is waiting, flush again. */
 bool flushctl_more(const FlushCtl *f);
+
+/* The events the last committed job created or changed (with want_changes), or NULL;
+ * the caller frees it with store_flush_result_free(). */
+StoreFlushResult *flushctl_take_changes(FlushCtl *f);
 
 /* The journal position the database has committed. */
 uint64_t flushctl_committed_seq(const FlushCtl *f);

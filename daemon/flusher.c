@@ -44,7 +44,9 @@ static int ensure_connected(Flusher *f, FlushJob *job) {
 /* After a lost connection, the checkpoint row tells whether this job's transaction
  * landed: it carries the flush_id of the last committed flush of this instance, and only
  * one job is ever outstanding. (The journal position alone cannot tell: two flushes may
- * cover the same position when memory filled in the middle of a message.) */
+ * cover the same position when memory filled in the middle of a message.) The read waits
+ * for the instance's lock, which the old backend holds until its transaction ends (it may
+ * still be committing, e.g. waiting for a synchronous standby): so the answer is final. */
 static int resolve(Flusher *f, FlushJob *job) {
         uint64_t seq, id;
         int r;
@@ -52,7 +54,7 @@ static int resolve(Flusher *f, FlushJob *job) {
         r = ensure_connected(f, job);
         if (r < 0)
                 return -EAGAIN;
-        r = store_get_checkpoint(f->store, f->instance, &seq, &id);
+        r = store_resolve_checkpoint(f->store, f->instance, &seq, &id);
         if (r < 0) {
                 snprintf(job->error, sizeof(job->error), "%s", store_error(f->store));
                 return -EAGAIN;
@@ -80,7 +82,8 @@ static void run_job(Flusher *f, FlushJob *job) {
                 return;
         }
         r = store_flush(f->store, b ? b->fragments : NULL, b ? b->n : 0,
-                        job->rejects, job->n_rejects, f->instance, job->seq, job->flush_id, NULL, NULL);
+                        job->rejects, job->n_rejects, f->instance, job->seq, job->flush_id,
+                        job->notify_channel, job->want_changes ? &job->changes : NULL);
         if (r == 0) {
                 job->result = 0;
                 return;

@@ -17,12 +17,17 @@ typedef struct FlushJob {
         uint64_t seq;                   /* journal position covered by this job */
         uint64_t flush_id;              /* unique per job (not per attempt), 1..INT64_MAX */
         bool ambiguous;                 /* a previous attempt lost its COMMIT outcome */
+        const char *notify_channel;     /* NOTIFY created and merged events here; NULL: none */
+        bool want_changes;              /* fill changes (live event messages) */
 
         /* output */
         int result;                     /* 0 committed; -EAGAIN outcome unknown (resubmit
                                          * as is); other negative: rolled back */
         char error[512];
         usec_t duration;
+        StoreFlushResult *changes;      /* committed with want_changes: the events the flush
+                                         * created or changed (NULL when the commit was only
+                                         * learnt by resolution); the job's owner frees it */
 } FlushJob;
 
 typedef struct Flusher Flusher;

@@ -30,6 +30,7 @@
 #define INGEST_KEEPALIVE_S 30
 #define INGEST_CONNECT_TIMEOUT_S 10
 #define JOURNAL_RETRY_USEC (200 * 1000)
+#define PUBLISH_INFLIGHT_MAX 10000      /* ingest_publish(): messages paho holds for us */
 
 struct Ingest {
         const Config *config;
@@ -52,6 +53,7 @@ struct Ingest {
         _Atomic uint64_t n_connects;
         _Atomic int journal_error;      /* 0, or the -errno of a failing append */
         _Atomic uint64_t n_journal_failures;
+        _Atomic int n_inflight;         /* ingest_publish() messages not yet acknowledged */
 
         /* last error text, written by paho's thread, read by the main thread */
         pthread_mutex_t last_error_lock;
@@ -482,6 +484,44 @@ uint64_t ingest_messages_received(const Ingest *i) {
 
 uint64_t ingest_connects(const Ingest *i) {
         return atomic_load(&((Ingest *) i)->n_connects);
+}
+
+static void on_announce_done(void *context, MQTTAsync_successData5 *response) {
+        Ingest *i = context;
+
+        atomic_fetch_sub(&i->n_inflight, 1);
+}
+
+static void on_announce_fail(void *context, MQTTAsync_failureData5 *response) {
+        Ingest *i = context;
+
+        atomic_fetch_sub(&i->n_inflight, 1);
+}
+
+int ingest_publish(Ingest *i, const char *topic, const char *payload, bool retained) {
+        MQTTAsync_message m = MQTTAsync_message_initializer;
+        MQTTAsync_callOptions opts = MQTTAsync_callOptions_initializer;
+        int r;
+
+        /* The state, not MQTTAsync_isConnected(), which may wait for paho's lock. */
+        if (atomic_load(&i->state) < INGEST_CONNECTED || atomic_load(&i->stopping))
+                return -ENOTCONN;
+        if (atomic_load(&i->n_inflight) >= PUBLISH_INFLIGHT_MAX)
+                return -ENOBUFS;
+        m.payload = (void *) payload;
+        m.payloadlen = (int) strlen(payload);
+        m.qos = 1;
+        m.retained = retained;
+        opts.onSuccess5 = on_announce_done;
+        opts.onFailure5 = on_announce_fail;
+        opts.context = i;
+        atomic_fetch_add(&i->n_inflight, 1);
+        r = MQTTAsync_sendMessage(i->client, topic, &m, &opts);
+        if (r != MQTTASYNC_SUCCESS) {
+                atomic_fetch_sub(&i->n_inflight, 1);
+                return r == MQTTASYNC_DISCONNECTED ? -ENOTCONN : -EIO;
+        }
+        return 0;
 }
 
 uint64_t ingest_journal_failures(const Ingest *i) {

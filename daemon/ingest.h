@@ -61,6 +61,13 @@ bool ingest_paused(const Ingest *i);
 /* Counters, readable from any thread. */
 uint64_t ingest_messages_received(const Ingest *i);
 uint64_t ingest_connects(const Ingest *i);
+/* Publishes payload (a NUL-terminated text) to topic with QoS 1, without waiting: paho
+ * sends it and retries it while the connection lasts. Main thread. Returns 0; -ENOTCONN
+ * when the client is not connected (nothing is queued for later: the caller keeps what it
+ * must send again); -ENOBUFS while too many publications wait for the broker's answer;
+ * -EIO when paho refuses it. */
+int ingest_publish(Ingest *i, const char *topic, const char *payload, bool retained);
+
 /* Journal appends that failed (each retried until it succeeds). */
 uint64_t ingest_journal_failures(const Ingest *i);
 /* 0, or the negative errno of the journal append that is failing now (disk full). */

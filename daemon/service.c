@@ -22,6 +22,8 @@
 #define WORK_BUDGET (20 * USEC_PER_MSEC)        /* per wake-up, so timers always run */
 #define RETRY_INTERVAL (100 * USEC_PER_MSEC)   /* after an allocation failure */
 #define STOP_DRAIN_TIMEOUT (45 * USEC_PER_SEC)  /* under the unit's TimeoutStopSec=60s */
+#define RETENTION_FIRST (10 * USEC_PER_SEC)     /* the first prune, soon after the start */
+#define RETENTION_INTERVAL (1 * USEC_PER_HOUR)
 
 void service_arm(sd_event_source *src, usec_t after) {
         (void) sd_event_source_set_time_relative(src, (uint64_t) (after > 0 ? after : 1));
@@ -50,6 +52,20 @@ void service_evict(Service *s) {
                                 log_info("Evicted the %d oldest events from memory early", r);
                 }
         }
+}
+
+/* After a commit: live event messages for what it changed, and eviction. */
+void service_flush_committed(Service *s) {
+        StoreFlushResult *ch = flushctl_take_changes(s->flush);
+
+        metrics_observe_flush(&s->m, flushctl_stats(s->flush)->last_seconds);
+        if (ch && s->live) {
+                if (live_committed(s->live, ch->events, ch->n) < 0)
+                        log_warning("Live events: out of memory, some changes are announced only with the next one");
+                (void) live_send(s->live, s->ingest);
+        }
+        store_flush_result_free(ch);
+        service_evict(s);
 }
 
 /* Starts a flush now when waiting for the timer would be wrong: memory is full, a batch
@@ -134,8 +150,7 @@ static int on_flush_done(sd_event_source *src, int fd, uint32_t revents, void *u
         if (o == FLUSH_NONE)
                 return 0;
         if (o == FLUSH_COMMITTED) {
-                metrics_observe_flush(&s->m, flushctl_stats(s->flush)->last_seconds);
-                service_evict(s);
+                service_flush_committed(s);
                 work(s);        /* eviction may have made room */
         } else if (flushctl_retry_at(s->flush) > 0)
                 service_arm(s->flush_timer, flushctl_retry_at(s->flush) - now_monotonic());
@@ -157,6 +172,10 @@ static int on_evict_timer(sd_event_source *src, uint64_t usec, void *userdata) {
         Service *s = userdata;
 
         service_evict(s);
+        if (s->live) {
+                live_tick(s->live, now_realtime());
+                (void) live_send(s->live, s->ingest);
+        }
         /* With nothing to flush (memory full of clean spans, as after a warm start) no
          * flush completes to resume the waiting messages: eviction made room, resume here. */
         if (s->memory_full)
@@ -182,6 +201,8 @@ static int on_status_timer(sd_event_source *src, uint64_t usec, void *userdata) 
         Service *s = userdata;
 
         service_report_status(s);
+        if (s->live)
+                (void) live_send(s->live, s->ingest);
         service_arm(src, STATUS_INTERVAL);
         return 0;
 }
@@ -193,6 +214,35 @@ static int on_watchdog_timer(sd_event_source *src, uint64_t usec, void *userdata
 
         notify_watchdog();
         service_arm(src, s->watchdog_usec / 2);
+        return 0;
+}
+
+/* SPEC section 5 [retention]: hourly, on a connection of its own. */
+static int on_retention_timer(sd_event_source *src, uint64_t usec, void *userdata) {
+        Service *s = userdata;
+        const Config *c = s->config;
+        usec_t now = now_realtime();
+        int r;
+
+        r = retention_start(s->retention, c->retention_events > 0 ? now - c->retention_events : 0,
+                            c->retention_rejects > 0 ? now - c->retention_rejects : 0);
+        if (r < 0 && r != -EBUSY)
+                log_warning_errno(r, "Cannot start pruning: %m");
+        service_arm(src, RETENTION_INTERVAL);
+        return 0;
+}
+
+static int on_retention_done(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        Service *s = userdata;
+        RetentionResult res;
+
+        if (retention_collect(s->retention, &res) <= 0)
+                return 0;
+        if (res.result < 0)
+                log_warning("Pruning failed, retrying in an hour: %s", res.error[0] ? res.error : "no message");
+        else if (res.events + res.rejects > 0)
+                log_info("Pruned %" PRIu64 " closed events and %" PRIu64 " rejects past their retention",
+                         res.events, res.rejects);
         return 0;
 }
 
@@ -254,6 +304,8 @@ static int on_ingest_state(sd_event_source *src, int fd, uint32_t revents, void 
                         log_info("Subscribed to %s on %s", s->config->mqtt_topic, s->config->mqtt_uri);
                 backoff_reset(&s->reconnect);
                 became_ready(s);
+                if (s->live)
+                        (void) live_send(s->live, s->ingest);   /* what waited for the broker */
         } else if (st == INGEST_DISCONNECTED && !s->stopping && !ingest_paused(s->ingest)) {
                 /* The only reconnect there is (ingest.h). */
                 delay = backoff_next(&s->reconnect);
@@ -432,6 +484,10 @@ static int setup_loop(Service *s) {
                 r = add_timer(s, &s->stop_timer, USEC_PER_SEC, on_stop_timer);
         if (r >= 0)
                 r = add_timer(s, &s->retry_timer, RETRY_INTERVAL, on_retry_timer);
+        if (r >= 0 && s->retention)
+                r = add_timer(s, &s->retention_timer, RETENTION_FIRST, on_retention_timer);
+        if (r >= 0 && s->retention)
+                r = sd_event_add_io(s->event, NULL, retention_fd(s->retention), EPOLLIN, on_retention_done, s);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_enabled(s->work_source, SD_EVENT_OFF);
@@ -447,6 +503,8 @@ static void service_done(Service *s) {
                 queue_close(s->queue);
         s->flusher = flusher_free(s->flusher);
         s->flush = flushctl_free(s->flush);
+        s->live = live_free(s->live);
+        s->retention = retention_free(s->retention);
         s->apply = apply_free(s->apply);
         s->queue = queue_free(s->queue);
         s->agg = agg_free(s->agg);

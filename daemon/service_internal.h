@@ -15,11 +15,13 @@
 #include "flusher.h"
 #include "ingest.h"
 #include "journal.h"
+#include "live.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
 #include "queue.h"
 #include "report.h"
+#include "retention.h"
 #include "service.h"
 
 #define STATUS_INTERVAL (1 * USEC_PER_SEC)
@@ -42,7 +44,7 @@ typedef struct Service {
         sd_event *event;
         sd_event_source *flush_timer, *status_timer, *evict_timer, *sync_timer, *retry_timer;
         sd_event_source *startup_timer, *reconnect_timer, *stop_timer, *watchdog_timer;
-        sd_event_source *work_source;
+        sd_event_source *work_source, *retention_timer;
         usec_t watchdog_usec;
 
         Journal *journal;
@@ -53,6 +55,8 @@ typedef struct Service {
         Agg *agg;
         Apply *apply;
         FlushCtl *flush;
+        Live *live;                     /* events.topic_prefix set, else NULL */
+        Retention *retention;           /* a [retention] bound set, else NULL */
 
         bool memory_full;
         bool ready;
@@ -71,6 +75,7 @@ typedef struct Service {
 /* service.c */
 void service_arm(sd_event_source *src, usec_t after);
 void service_evict(Service *s);
+void service_flush_committed(Service *s);
 void service_reload(Service *s);
 
 /* startup.c: each returns 0 or an exit code, and logs. */

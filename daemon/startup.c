@@ -44,6 +44,8 @@ void service_init_config(Service *s) {
         s->flush_cfg = (FlushCtlConfig) {
                 .batch_max = c->batch_max,
                 .topic_filter = c->mqtt_topic,
+                .notify_channel = c->events_notify_channel,
+                .want_changes = c->events_topic_prefix != NULL,
         };
 }
 
@@ -255,6 +257,18 @@ int service_start_storage(Service *s) {
         if (r < 0)
                 return log_error_errno(r, "Cannot start: %m"), EXIT_GENERIC;
         apply_set_processed_seq(s->apply, committed);
+        if (c->retention_events > 0 || c->retention_rejects > 0) {
+                r = retention_new(c->pg_conninfo, c->pg_password, &s->retention);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot start: %m"), EXIT_GENERIC;
+        }
+        if (c->events_topic_prefix) {
+                /* Each remembered key costs about 100 bytes: at most 1M of them. */
+                r = live_new(c->events_topic_prefix, c->gap,
+                             c->max_events_in_memory < 1000000 ? c->max_events_in_memory : 1000000, &s->live);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot start: %m"), EXIT_GENERIC;
+        }
         return 0;
 }
 
@@ -290,7 +304,7 @@ static int replay_collect(Replay *x, int timeout_ms) {
         o = flushctl_collect(s->flush, now_monotonic());
         if (o == FLUSH_COMMITTED) {
                 x->failing_since = 0;
-                service_evict(s);
+                service_flush_committed(s);
         } else if (o == FLUSH_FAILED) {
                 if (x->failing_since == 0)
                         x->failing_since = now_monotonic();

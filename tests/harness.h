@@ -123,6 +123,8 @@ typedef struct DaemonOptions {
         const char *journal_dir;        /* default <dir>/journal */
         const char *ca_file;            /* TLS: default none */
         const char *batch_max;          /* default 10000 */
+        const char *extra_sections;     /* INI text appended: sections not written above
+                                         * ([events], [retention]); NULL: none */
 } DaemonOptions;
 
 int daemon_prepare(Daemon *d, const DaemonOptions *o);

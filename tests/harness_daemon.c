@@ -50,6 +50,8 @@ int daemon_prepare(Daemon *d, const DaemonOptions *o) {
                 or(o->max_age, "365d"), or(o->flush_interval, "100ms"), or(o->batch_max, "10000"), or(o->journal_dir, journal),
                 or(o->max_payload, "64KiB"), or(o->max_batch_items, "1000"), or(o->max_events, "5000000"),
                 or(o->startup_timeout, "20s"), d->dir);
+        if (o->extra_sections)
+                fprintf(f, "\n%s\n", o->extra_sections);
         if (fclose(f) != 0)
                 return -1;
 
