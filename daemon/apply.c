@@ -137,17 +137,20 @@ static int add_row(Apply *a, uint64_t seq, uint32_t item, usec_t received_at, co
         return 0;
 }
 
-static void log_reject(Apply *a, const char *topic, const char *controller_id, RejectReason reason) {
+static void log_reject(Apply *a, const char *topic, const char *controller_id, RejectReason reason,
+                       const char *detail) {
         unsigned suppressed = 0;
-        char f1[128], f2[64];
-        const char *fields[] = { f1, f2, NULL };
+        char f1[128], f2[64], f3[REPORT_DETAIL_MAX + 16];
+        const char *fields[] = { f1, f2, f3, NULL };
 
         if (!ratelimit_below(&a->reject_rl, now_monotonic(), &suppressed))
                 return;
         snprintf(f1, sizeof(f1), "CONTROLLER_ID=%s", controller_id ? controller_id : "");
         snprintf(f2, sizeof(f2), "REASON=%s", reject_reason_to_string(reason));
-        log_full(LOG_LEVEL_WARNING, 0, fields, "Rejected report from topic %.200s: %s%s", topic,
-                 reject_reason_to_string(reason), suppressed ? " (more rejects suppressed)" : "");
+        snprintf(f3, sizeof(f3), "DETAIL=%s", detail ? detail : "");
+        log_full(LOG_LEVEL_WARNING, 0, fields, "Rejected report from topic %.200s: %s%s%s%s", topic,
+                 reject_reason_to_string(reason), detail ? ": " : "", detail ? detail : "",
+                 suppressed ? " (more rejects suppressed)" : "");
 }
 
 /* item: the index in the message, 0 for a message-level reject. With the journal record,
@@ -160,7 +163,7 @@ static int reject(Apply *a, const QueueItem *msg, uint32_t item, const char *con
         if (r < 0)
                 return r;
         a->stats.rejects[reason]++;
-        log_reject(a, msg->topic, controller_id, reason);
+        log_reject(a, msg->topic, controller_id, reason, detail);
         return 0;
 }
 

@@ -183,6 +183,16 @@ Test(e2e, every_reject_reason) {
         cr_assert_str_eq(query(db, "SELECT controller_id IS NULL FROM outage.rejects WHERE reason = 'bad_controller_id'"), "t");
         cr_assert_str_eq(query(db, "SELECT topic FROM outage.rejects WHERE reason = 'bad_controller_id'"), "rej/-bad");
         cr_assert_str_eq(query(db, "SELECT length(payload) FROM outage.rejects WHERE reason = 'payload_too_large'"), "1024");
+        /* SPEC section 4: reject_id unique and increasing, detail says which rule or bound
+         * failed and the item's place in a batch. */
+        cr_assert_str_eq(query(db, "SELECT count(DISTINCT reject_id) = count(*) AND min(reject_id) > 0 FROM outage.rejects"), "t");
+        cr_assert_str_eq(query(db, "SELECT detail FROM outage.rejects WHERE reason = 'timestamp_out_of_range'"),
+                         "older than max_age 365d");
+        cr_assert_str_eq(query(db, "SELECT detail LIKE '%item 3 of 4' FROM outage.rejects WHERE reason = 'missing_field'"), "t");
+        cr_assert_str_eq(query(db, "SELECT detail LIKE '%item 4 of 4' FROM outage.rejects WHERE reason = 'bad_field_type'"), "t");
+        cr_assert_str_eq(query(db, "SELECT detail LIKE '%max_batch_items 4%' FROM outage.rejects WHERE reason = 'batch_too_large'"), "t");
+        cr_assert_str_eq(query(db, "SELECT detail LIKE '%max_payload 1KiB%' FROM outage.rejects WHERE reason = 'payload_too_large'"), "t");
+        cr_assert_str_eq(query(db, "SELECT count(*) FROM outage.rejects WHERE detail IS NULL OR detail = ''"), "0");
         cr_assert_str_eq(query(db, "SELECT payload FROM outage.rejects WHERE reason = 'bad_field_type'"),
                          "{\"outage_type\":\"panel_outage\",\"timestamp\":1.5}");
         cr_assert_str_eq(query(db, "SELECT payload FROM outage.rejects WHERE reason = 'malformed_json' AND payload LIKE '%\\xff%'"),
