@@ -6,10 +6,15 @@
 # that happens to lack it). Works without systemd as PID 1. The unit is checked as a copy whose ExecStart= points at an
 # existing binary, since the daemon is not installed where the unit expects it.
 #
-#   tests/check_unit.sh [UNIT_FILE]     default: systemd/outaged.service beside this script
+# verify also runs man(1) on each man: page of Documentation=: the pages given after the
+# unit are looked up there (MANPATH), so they must be the ones the unit names; without
+# pages the man: entries are not checked.
+#
+#   tests/check_unit.sh [UNIT_FILE [MAN_PAGE...]]   default: systemd/outaged.service
 set -eu
 
 unit=${1:-$(dirname "$0")/../systemd/outaged.service}
+[ $# -eq 0 ] || shift
 max_exposure=3.0
 name=$(basename "$unit")
 
@@ -28,13 +33,24 @@ if ! command -v systemd-analyze > /dev/null; then
         exit 77
 fi
 
+man_check=--man=no
+if [ $# -gt 0 ]; then
+        for page in "$@"; do
+                sect=${page##*.}
+                mkdir -p "$tmp/man/man$sect"
+                cp "$page" "$tmp/man/man$sect/"
+        done
+        man_check=--man=yes
+        export MANPATH="$tmp/man"
+fi
+
 status=0
-if ! systemd-analyze verify "$tmp/$name" > "$tmp/verify.out" 2>&1 || [ -s "$tmp/verify.out" ]; then
+if ! systemd-analyze verify "$man_check" "$tmp/$name" > "$tmp/verify.out" 2>&1 || [ -s "$tmp/verify.out" ]; then
         echo "check_unit: systemd-analyze verify reported problems:" >&2
         cat "$tmp/verify.out" >&2
         status=1
 else
-        echo "verify: OK"
+        echo "verify: OK$([ "$man_check" = --man=yes ] && echo ", man pages found" || echo ", man pages not checked")"
 fi
 
 # The program of each Exec*= line (after the special prefixes), with its key.
