@@ -39,7 +39,7 @@ install_into
         echo "$config"
         echo "$docdir/README.md"
         for f in "$src"/docs/*; do echo "$docdir/docs/$(basename "$f")"; done
-        for f in outaged.conf mosquitto.conf mosquitto.acl; do
+        for f in outaged.conf mosquitto.conf mosquitto.acl outaged-alerts.yml; do
                 echo "$docdir/examples/$f"
         done
         if [ "$man" = yes ]; then
