@@ -54,6 +54,9 @@ struct Ingest {
         _Atomic int journal_error;      /* 0, or the -errno of a failing append */
         _Atomic uint64_t n_journal_failures;
         _Atomic int n_inflight;         /* ingest_publish() messages not yet acknowledged */
+        _Atomic uint64_t n_publish_failed;
+        bool publish_only;              /* ingest_new_publisher(): no session, no subscription */
+        char *client_id;
 
         /* last error text, written by paho's thread, read by the main thread */
         pthread_mutex_t last_error_lock;
@@ -179,6 +182,8 @@ static void on_connected(void *context, char *cause) {
                 return;
         }
         set_state(i, INGEST_CONNECTED);
+        if (i->publish_only)
+                return;
         publish_status(i, i->online_payload, false);
 
         /* Subscribe again on every connect: cheap, and right even when the broker lost
@@ -258,7 +263,19 @@ static char *status_json(const Config *c, const char *state, const char *started
         return s;
 }
 
+static int ingest_create(const Config *c, const char *client_id, bool publish_only, Journal *journal,
+                         Queue *queue, int wake_fd, Ingest **ret);
+
 int ingest_new(const Config *c, Journal *journal, Queue *queue, int wake_fd, Ingest **ret) {
+        return ingest_create(c, c->mqtt_client_id, false, journal, queue, wake_fd, ret);
+}
+
+int ingest_new_publisher(const Config *c, const char *client_id, Ingest **ret) {
+        return ingest_create(c, client_id, true, NULL, NULL, -1, ret);
+}
+
+static int ingest_create(const Config *c, const char *client_id, bool publish_only, Journal *journal,
+                         Queue *queue, int wake_fd, Ingest **ret) {
         MQTTAsync_createOptions copts = MQTTAsync_createOptions_initializer5;
         char started[TIMESTAMP_FORMAT_MAX];
         Ingest *i;
@@ -270,6 +287,12 @@ int ingest_new(const Config *c, Journal *journal, Queue *queue, int wake_fd, Ing
         i->config = c;
         i->journal = journal;
         i->queue = queue;
+        i->publish_only = publish_only;
+        i->client_id = strdup(client_id);
+        if (!i->client_id) {
+                free(i);
+                return -ENOMEM;
+        }
         i->wake_fd = wake_fd;
         pthread_mutex_init(&i->last_error_lock, NULL);
         atomic_store(&i->state, INGEST_DISCONNECTED);
@@ -293,7 +316,7 @@ int ingest_new(const Config *c, Journal *journal, Queue *queue, int wake_fd, Ing
         /* No paho persistence: durability is the journal's job, and paho's file store
          * would hold only our own status publications. */
         copts.sendWhileDisconnected = 0;
-        r = MQTTAsync_createWithOptions(&i->client, c->mqtt_uri, c->mqtt_client_id,
+        r = MQTTAsync_createWithOptions(&i->client, c->mqtt_uri, i->client_id,
                                         MQTTCLIENT_PERSISTENCE_NONE, NULL, &copts);
         if (r != MQTTASYNC_SUCCESS) {
                 i->client = NULL;
@@ -332,6 +355,7 @@ Ingest *ingest_free(Ingest *i) {
                 }
                 MQTTAsync_destroy(&i->client);
         }
+        free(i->client_id);
         free(i->filter);
         free(i->status_topic);
         free(i->online_payload);
@@ -368,6 +392,12 @@ int ingest_start(Ingest *i) {
         will.retained = 1;
         will.qos = 1;
         o.will = &will;
+        if (i->publish_only) {
+                /* A session of its own that ends with the connection: nothing queues for it. */
+                o.cleanstart = 1;
+                o.will = NULL;
+                expiry_s = 0;
+        }
 
         if (text_uri_is_tls(c->mqtt_uri)) {
                 ssl.trustStore = c->mqtt_ca_file;
@@ -495,7 +525,14 @@ static void on_announce_done(void *context, MQTTAsync_successData5 *response) {
 static void on_announce_fail(void *context, MQTTAsync_failureData5 *response) {
         Ingest *i = context;
 
+        atomic_fetch_add(&i->n_publish_failed, 1);
         atomic_fetch_sub(&i->n_inflight, 1);
+}
+
+int ingest_publish_pending(const Ingest *i, uint64_t *ret_failed) {
+        if (ret_failed)
+                *ret_failed = atomic_load(&((Ingest *) i)->n_publish_failed);
+        return atomic_load(&((Ingest *) i)->n_inflight);
 }
 
 int ingest_publish(Ingest *i, const char *topic, const char *payload, bool retained) {

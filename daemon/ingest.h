@@ -61,6 +61,16 @@ bool ingest_paused(const Ingest *i);
 /* Counters, readable from any thread. */
 uint64_t ingest_messages_received(const Ingest *i);
 uint64_t ingest_connects(const Ingest *i);
+/* A client that only publishes (--republish-rejects): client_id (copied) of its own, a
+ * clean session that ends with the connection, no will, no status messages, no
+ * subscription; the broker address, credentials and TLS of c. ingest_start() connects it,
+ * ingest_state() says when (INGEST_CONNECTED), ingest_publish() sends. */
+int ingest_new_publisher(const Config *c, const char *client_id, Ingest **ret);
+
+/* Publications of ingest_publish() still waiting for the broker's answer; *ret_failed (may
+ * be NULL) gets how many the broker or the connection failed so far. Any thread. */
+int ingest_publish_pending(const Ingest *i, uint64_t *ret_failed);
+
 /* Publishes payload (a NUL-terminated text) to topic with QoS 1, without waiting: paho
  * sends it and retries it while the connection lasts. Main thread. Returns 0; -ENOTCONN
  * when the client is not connected (nothing is queued for later: the caller keeps what it

@@ -19,6 +19,7 @@ typedef enum Action {
         ACTION_CHECK_CONFIG,
         ACTION_MIGRATE,
         ACTION_DISCARD_JOURNAL,
+        ACTION_REPUBLISH_REJECTS,
         ACTION_VERSION,
         ACTION_HELP,
         _ACTION_MAX,
@@ -28,11 +29,13 @@ typedef enum Action {
 typedef struct Args {
         Action action;
         const char *config_path;        /* NULL: OUTAGED_DEFAULT_CONFIG, may be absent */
+        const char *republish;          /* --republish-rejects CONDITION */
 } Args;
 
 static void help(FILE *f) {
         fprintf(f,
-                "Usage: %s [-c FILE] [--check-config] [--migrate] [--discard-journal] [--version] [--help]\n"
+                "Usage: %s [-c FILE] [--check-config] [--migrate] [--discard-journal]\n"
+                "       [--republish-rejects CONDITION] [--version] [--help]\n"
                 "\n"
                 "Aggregates street-light outage reports from MQTT into PostgreSQL events.\n"
                 "\n"
@@ -44,6 +47,10 @@ static void help(FILE *f) {
                 "      --discard-journal\n"
                 "                      drop the journal records that belong to another\n"
                 "                      database than the configured one, and exit\n"
+                "      --republish-rejects CONDITION\n"
+                "                      publish again (QoS 1, on its topic) the payload of\n"
+                "                      every row of outage.rejects matching the SQL\n"
+                "                      CONDITION, e.g. \"reason = 'unknown_outage_type'\", and exit\n"
                 "  -V, --version       print the version and exit\n"
                 "  -h, --help          print this help and exit\n"
                 "\n"
@@ -54,12 +61,13 @@ static void help(FILE *f) {
 
 /* Returns 0 with *a filled, or -EINVAL after printing the problem to stderr. */
 static int parse_argv(int argc, char *argv[], Args *a) {
-        enum { ARG_CHECK_CONFIG = 0x100, ARG_MIGRATE, ARG_DISCARD_JOURNAL };
+        enum { ARG_CHECK_CONFIG = 0x100, ARG_MIGRATE, ARG_DISCARD_JOURNAL, ARG_REPUBLISH };
         static const struct option options[] = {
                 { "config",       required_argument, NULL, 'c' },
                 { "check-config", no_argument,       NULL, ARG_CHECK_CONFIG },
                 { "migrate",      no_argument,       NULL, ARG_MIGRATE },
                 { "discard-journal", no_argument,    NULL, ARG_DISCARD_JOURNAL },
+                { "republish-rejects", required_argument, NULL, ARG_REPUBLISH },
                 { "version",      no_argument,       NULL, 'V' },
                 { "help",         no_argument,       NULL, 'h' },
                 {}
@@ -87,6 +95,14 @@ static int parse_argv(int argc, char *argv[], Args *a) {
                 case ARG_DISCARD_JOURNAL:
                         discard = true;
                         break;
+                case ARG_REPUBLISH:
+                        if (!*optarg) {
+                                fprintf(stderr, "%s: --republish-rejects needs a condition\n",
+                                        program_invocation_short_name);
+                                return -EINVAL;
+                        }
+                        a->republish = optarg;
+                        break;
                 case 'V':
                         version = true;
                         break;
@@ -102,20 +118,21 @@ static int parse_argv(int argc, char *argv[], Args *a) {
                         argv[optind]);
                 return -EINVAL;
         }
-        if ((int) check + (int) migrate + (int) discard > 1) {
-                fprintf(stderr, "%s: --check-config, --migrate and --discard-journal exclude each other\n",
+        if ((int) check + (int) migrate + (int) discard + (a->republish != NULL) > 1) {
+                fprintf(stderr, "%s: --check-config, --migrate, --discard-journal and --republish-rejects exclude each other\n",
                         program_invocation_short_name);
                 return -EINVAL;
         }
-        /* Dropping records is never done on the default configuration by accident. */
-        if (discard && !a->config_path && !helpme && !version) {
-                fprintf(stderr, "%s: --discard-journal needs -c FILE\n", program_invocation_short_name);
+        /* Dropping or re-sending is never done on the default configuration by accident. */
+        if ((discard || a->republish) && !a->config_path && !helpme && !version) {
+                fprintf(stderr, "%s: %s needs -c FILE\n", program_invocation_short_name,
+                        discard ? "--discard-journal" : "--republish-rejects");
                 return -EINVAL;
         }
         /* --help and --version win over everything else, as in most tools. */
         a->action = helpme ? ACTION_HELP : version ? ACTION_VERSION :
                     check ? ACTION_CHECK_CONFIG : migrate ? ACTION_MIGRATE :
-                    discard ? ACTION_DISCARD_JOURNAL : ACTION_RUN;
+                    discard ? ACTION_DISCARD_JOURNAL : a->republish ? ACTION_REPUBLISH_REJECTS : ACTION_RUN;
         return 0;
 }
 
@@ -181,6 +198,9 @@ int main(int argc, char *argv[]) {
                 break;
         case ACTION_DISCARD_JOURNAL:
                 r = service_discard_journal(config);
+                break;
+        case ACTION_REPUBLISH_REJECTS:
+                r = service_republish_rejects(config, args.republish);
                 break;
         default:
                 r = service_run(config, path);

@@ -24,3 +24,9 @@ int service_migrate(const Config *c);
  * configured one (after saying how many) and records the configured database as the
  * journal's; a journal of this database is left alone. Returns an exit code (0, 69, 78, 1). */
 int service_discard_journal(const Config *c);
+
+/* --republish-rejects: publishes again, with QoS 1 on its topic, the payload of every row of
+ * outage.rejects matching condition (SQL over its columns, run read-only), except rows
+ * whose payload or topic is not stored whole (refused by id). Returns an exit code: 0 when
+ * every matching row went out, 1 when some were refused or failed, 69 or 78. */
+int service_republish_rejects(const Config *c, const char *condition);

@@ -23,6 +23,7 @@
 #include "report.h"
 #include "retention.h"
 #include "service.h"
+#include "store.h"
 
 #define STATUS_INTERVAL (1 * USEC_PER_SEC)
 
@@ -79,6 +80,8 @@ void service_flush_committed(Service *s);
 void service_reload(Service *s);
 
 /* startup.c: each returns 0 or an exit code, and logs. */
+/* Connects and migrates, retrying until limits.startup_timeout. */
+int service_open_database(const Config *c, Store **ret);
 void service_init_config(Service *s);
 int service_start_storage(Service *s);
 int service_replay(Service *s);

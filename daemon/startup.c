@@ -73,8 +73,7 @@ static int migrate_failed(int r, const char *err) {
         return 0;
 }
 
-/* Connects and migrates, retrying until the start-up deadline. Returns 0 or an exit code. */
-static int open_database(const Config *c, Store **ret) {
+int service_open_database(const Config *c, Store **ret) {
         usec_t deadline = now_monotonic() + c->startup_timeout, now, delay;
         Backoff b = BACKOFF_INIT(DB_BACKOFF_MIN, DB_BACKOFF_MAX);
         char err[512];
@@ -234,7 +233,7 @@ int service_start_storage(Service *s) {
         code = open_journal(c, &s->journal);
         if (code != 0)
                 return code;
-        code = open_database(c, &st);
+        code = service_open_database(c, &st);
         if (code != 0)
                 return code;
         code = check_journal_identity(s, st);
@@ -401,7 +400,7 @@ int service_discard_journal(const Config *c) {
 
         code = open_journal(c, &j);
         if (code == 0)
-                code = open_database(c, &st);
+                code = service_open_database(c, &st);
         if (code != 0)
                 goto out;
         r = journal_is_ours(j, st, c->mqtt_client_id, db, jr);
@@ -434,7 +433,7 @@ int service_migrate(const Config *c) {
         Store *st = NULL;
         int stored = 0, known = 0, code;
 
-        code = open_database(c, &st);
+        code = service_open_database(c, &st);
         if (code != 0 || !st)
                 return code ? code : EXIT_GENERIC;
         (void) store_schema_version(st, &stored, &known);

@@ -1120,3 +1120,47 @@ int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_
         }
         return k < 0 ? k : 0;
 }
+
+/* ---- rejects read back (--republish-rejects) ---- */
+
+int store_read_rejects(Store *s, const char *condition, store_reject_cb cb, void *userdata) {
+        _cleanup_free_ char *sql = NULL;
+        PGresult *r = NULL;
+        int k, n;
+
+        if (!s || !condition || !*condition || !cb)
+                return -EINVAL;
+        /* The condition is the operator's SQL: a read-only transaction keeps it from
+         * changing anything, whatever it says. */
+        if (asprintf(&sql, "SELECT reject_id, topic, payload FROM outage.rejects WHERE (%s) ORDER BY reject_id",
+                     condition) < 0)
+                return -ENOMEM;
+        k = store_exec(s, "reading rejects", "BEGIN READ ONLY", 0, NULL, NULL);
+        if (k == 0) {
+                /* The extended protocol runs one statement only: a condition cannot end the
+                 * read-only transaction and go on with another. */
+                r = PQexecParams(s->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+                if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+                        k = store_fail(s, r, "reading rejects");
+                        r = NULL;
+                }
+        }
+        if (k < 0) {
+                store_rollback(s);
+                return k == -EAGAIN ? -EIO : k;
+        }
+        n = PQntuples(r);
+        for (int i = 0; i < n && k >= 0; i++) {
+                int64_t id;
+
+                if (parse_i64(PQgetvalue(r, i, 0), &id) < 0) {
+                        store_set_error(s, "reading rejects: bad reject_id");
+                        k = -EIO;
+                        break;
+                }
+                k = cb(id, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), userdata);
+        }
+        PQclear(r);
+        store_rollback(s);
+        return k < 0 ? k : n;
+}

@@ -142,3 +142,12 @@ int store_flush(Store *s, const Fragment *f, size_t n, const RejectRow *r, size_
  * -ECONNRESET, -EIO (including a schema older than version 2). */
 int store_prune(Store *s, usec_t events_before, usec_t rejects_before, uint64_t *ret_events,
                 uint64_t *ret_rejects);
+
+/* --republish-rejects: calls cb for every row of outage.rejects matching condition (an SQL
+ * boolean expression over its columns, e.g. "reason = 'unknown_outage_type'"), in
+ * reject_id order. The condition is the operator's and runs as is, in a read-only
+ * transaction. Returns the number of rows, a negative errno from cb (which stops),
+ * -EINVAL (empty condition), -ECONNRESET, -EIO (the database refused the query: the
+ * message says why). */
+typedef int (*store_reject_cb)(int64_t reject_id, const char *topic, const char *payload, void *userdata);
+int store_read_rejects(Store *s, const char *condition, store_reject_cb cb, void *userdata);

@@ -285,3 +285,70 @@ Test(live_events, retention_prunes_old_closed_events_and_rejects) {
         cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 30000), 0);
         free(db);
 }
+
+static int republish(const Daemon *d, const char *condition, char **ret_err) {
+        char *argv[] = { (char *) harness_binary(), "-c", d->config_path, "--republish-rejects",
+                         (char *) condition, NULL };
+        char *out = NULL;
+        int code = proc_run(argv, NULL, &out, ret_err, 65536, 60000);
+
+        free(out);
+        return code;
+}
+
+/* Rejects that can be fixed and re-sent: after the configuration that refused them is
+ * fixed, --republish-rejects publishes the stored payloads again and they become events;
+ * rows not stored whole are refused by id; the condition cannot write. */
+Test(live_events, republish_rejects) {
+        char *db = new_database("l_republish"), *err = NULL, *v, big[1500];
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "l-repub",
+                            .topic = "lp/+", .outage_types = "panel_outage" };
+        double t = minutes_ago(30);
+
+        start(&d1, &o);
+        publish_report("lp/c1", "lamp_outage", t);
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        cr_assert_eq(mqtt_publish(&broker, "lp/c1", big, strlen(big)), 0);
+        for (int w = 0; w < 100; w++) {
+                v = query(db, "SELECT count(*) FROM outage.rejects");
+                bool done = strcmp(v, "2") == 0;
+                free(v);
+                if (done)
+                        break;
+                harness_sleep_ms(100);
+        }
+        cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 30000), 0);
+
+        /* The allowlist was the mistake: a daemon without it, then the rows re-sent. */
+        o.outage_types = NULL;
+        start(&d2, &o);
+        cr_assert_eq(republish(&d2, "reason = 'unknown_outage_type'", &err), 0, "%s", err);
+        cr_assert(strstr(err, "Republished 1 rejects"), "%s", err);
+        free(err);
+        for (int w = 0; w < 100; w++) {
+                v = query(db, "SELECT count(*) FROM outage.events WHERE outage_type = 'lamp_outage'");
+                bool done = strcmp(v, "1") == 0;
+                free(v);
+                if (done)
+                        break;
+                harness_sleep_ms(100);
+        }
+        v = query(db, "SELECT count(*) FROM outage.events WHERE outage_type = 'lamp_outage'");
+        cr_assert_str_eq(v, "1", "the re-sent report became an event");
+        free(v);
+
+        /* A payload cut at 1 KiB is refused, by id, with exit 1. */
+        cr_assert_eq(republish(&d2, "reason = 'malformed_json'", &err), 1, "%s", err);
+        cr_assert(strstr(err, "not republished") && strstr(err, "1 refused"), "%s", err);
+        free(err);
+
+        /* The condition runs read-only, one statement. */
+        cr_assert_eq(republish(&d2, "true); DELETE FROM outage.stored_rejects; SELECT (1", &err), 1, "%s", err);
+        free(err);
+        v = query(db, "SELECT count(*) FROM outage.rejects");
+        cr_assert_str_eq(v, "2", "nothing deleted");
+        free(v);
+        cr_assert_eq(daemon_signal_wait(&d2, SIGTERM, 30000), 0);
+        free(db);
+}

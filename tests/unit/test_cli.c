@@ -65,7 +65,8 @@ Test(cli, version) {
 
 Test(cli, help) {
         cr_assert_eq(run_args("--help", NULL, NULL, NULL), 0);
-        cr_assert(strstr(out, "Usage: outaged [-c FILE] [--check-config] [--migrate] [--discard-journal] [--version] [--help]"), "%s", out);
+        cr_assert(strstr(out, "Usage: outaged [-c FILE] [--check-config] [--migrate] [--discard-journal]\n"
+                              "       [--republish-rejects CONDITION] [--version] [--help]"), "%s", out);
         cr_assert(strstr(out, "--discard-journal"), "%s", out);
         cr_assert_str_eq(err, "");
         cr_assert_eq(run_args("-h", NULL, NULL, NULL), 0);
@@ -162,6 +163,9 @@ Test(cli, usage_errors) {
         cr_assert_eq(run_args("--discard-journal", NULL, NULL, NULL), 64);
         cr_assert(strstr(err, "--discard-journal needs -c FILE"), "%s", err);
         cr_assert_eq(run_args("-c", conf, "--discard-journal", "--migrate"), 64);
+        cr_assert_eq(run_args("--republish-rejects", "reason = 'x'", NULL, NULL), 64);
+        cr_assert(strstr(err, "--republish-rejects needs -c FILE"), "%s", err);
+        cr_assert_eq(run_args("-c", conf, "--republish-rejects", ""), 64);
         cr_assert_eq(run_args("-c", NULL, NULL, NULL), 64);
         cr_assert_eq(run_args("-c", "", NULL, NULL), 64);
         cr_assert_eq(run_args("--version=1", NULL, NULL, NULL), 64);
