@@ -41,7 +41,7 @@ static double minutes_ago(double back) {
 static char *retained(const char *prefix) {
         char port[16], filter[128], *out = NULL, *err = NULL;
         char *argv[] = { "/usr/bin/mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-t", filter, "-v",
-                         "--retained-only", "-W", "1", NULL };
+                         "--retained-only", "-W", "3", NULL };
 
         snprintf(port, sizeof(port), "%d", broker.port);
         snprintf(filter, sizeof(filter), "%s/#", prefix);
@@ -70,7 +70,7 @@ static char *expected_message(const char *db, const char *prefix, const char *co
 static void expect_retained(const char *db, const char *prefix, const char *controller, const char *type) {
         char *want = NULL, *got = NULL;
 
-        for (int waited = 0; waited < 15000; waited += 300) {
+        for (int waited = 0; waited < 30000; waited += 300) {
                 free(want);
                 free(got);
                 want = expected_message(db, prefix, controller, type);
