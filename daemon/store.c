@@ -1,5 +1,6 @@
-/* store.c — PostgreSQL: migrations, the batched set-based merge of fragments, rejects, the
- * journal checkpoint, warm start. The only module that uses libpq. Does not log, does not
+/* store.c — PostgreSQL: migrations, the batched set-based merge of fragments and its
+ * live-event output, rejects, the journal checkpoint and its resolution, warm start,
+ * retention, the database identity. The only module that uses libpq. Does not log, does not
  * retry connections (the caller reconnects); retries only transactions that lost a race.
  *
  * A flush is one transaction: COPY the fragments into a per-connection temp table

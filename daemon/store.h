@@ -1,6 +1,7 @@
-/* store.h — PostgreSQL: migrations, the batched set-based merge of fragments, rejects, the
- * journal checkpoint, warm start. The only module that uses libpq. Synchronous: the caller
- * runs it on a thread of its own. Does not log; errors are returned with a message. */
+/* store.h — PostgreSQL: migrations, the batched set-based merge of fragments and its
+ * live-event output, rejects, the journal checkpoint and its resolution, warm start,
+ * retention, the database identity. The only module that uses libpq. Synchronous: the
+ * caller runs it on a thread of its own. Does not log; errors are returned with a message. */
 #pragma once
 
 #include "agg.h"
