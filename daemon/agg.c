@@ -192,7 +192,7 @@ static uint32_t key_find_str(const Agg *a, const char *controller_id, const char
 }
 
 static int table_resize(Agg *a, uint32_t size) {
-        uint32_t *slots = calloc(size, sizeof(uint32_t)), mask = size - 1;
+        uint32_t *slots = core_calloc(size, sizeof(uint32_t)), mask = size - 1;
 
         if (!slots)
                 return -ENOMEM;
@@ -263,14 +263,14 @@ static int key_reserve(Agg *a) {
                         return -ENOSPC;
                 if (a->n_chunks == a->chunks_cap) {
                         uint32_t cap = a->chunks_cap ? a->chunks_cap * 2 : 16;
-                        Key **c = realloc(a->chunks, cap * sizeof(Key *));
+                        Key **c = core_realloc(a->chunks, cap * sizeof(Key *));
 
                         if (!c)
                                 return -ENOMEM;
                         a->chunks = c;
                         a->chunks_cap = cap;
                 }
-                chunk = malloc(KEY_CHUNK * sizeof(Key));
+                chunk = core_malloc(KEY_CHUNK * sizeof(Key));
                 if (!chunk)
                         return -ENOMEM;
                 a->chunks[a->n_chunks++] = chunk;
@@ -342,7 +342,7 @@ static uint32_t uvec_alloc(Agg *a) {
 
                         if (a->uvecs_cap >= UINT32_MAX / 4)
                                 return 0;
-                        u = realloc(a->uvecs, cap * sizeof(UVec));
+                        u = core_realloc(a->uvecs, cap * sizeof(UVec));
                         if (!u)
                                 return 0;
                         a->uvecs = u;
@@ -383,7 +383,7 @@ static int uvec_reserve(Agg *a, uint32_t i, uint64_t need) {
                 cap *= 2;
         if (cap > UINT32_MAX)
                 cap = need;
-        ts = realloc(u->ts, cap * sizeof(usec_t));
+        ts = core_realloc(u->ts, cap * sizeof(usec_t));
         if (!ts)
                 return -ENOMEM;
         a->bytes_unc += (cap - u->cap) * sizeof(usec_t);
@@ -417,7 +417,7 @@ static void uvec_trim(Agg *a, UVec *u) {
 
         if (held == 0 || u->cap <= 2 * held || u->cap <= 4)
                 return;
-        ts = realloc(u->ts, held * sizeof(usec_t));
+        ts = core_realloc(u->ts, held * sizeof(usec_t));
         if (!ts)
                 return;
         a->bytes_unc -= (u->cap - held) * sizeof(usec_t);
@@ -560,11 +560,11 @@ static int heap_reserve(Agg *a, size_t extra) {
         cap = a->heap_cap ? a->heap_cap : 256;
         while (cap < a->heap_n + extra)
                 cap *= 2;
-        e = realloc(a->hend, cap * sizeof(usec_t));
+        e = core_realloc(a->hend, cap * sizeof(usec_t));
         if (!e)
                 return -ENOMEM;
         a->hend = e;
-        k = realloc(a->hkey, cap * sizeof(uint32_t));
+        k = core_realloc(a->hkey, cap * sizeof(uint32_t));
         if (!k)
                 return -ENOMEM;
         a->hkey = k;
@@ -634,7 +634,7 @@ static void spans_remove(Agg *a, Key *k, size_t lo, size_t hi) {
         } else {
                 memmove(sp + lo, sp + hi + 1, (n - hi - 1) * sizeof(Span));
                 if (span_cap(rest) < span_cap(n)) {
-                        Span *m = realloc(sp, span_cap(rest) * sizeof(Span));
+                        Span *m = core_realloc(sp, span_cap(rest) * sizeof(Span));
 
                         /* On failure the block stays bigger than span_cap() says, which is
                          * harmless: growth reallocs to the size it needs. */
@@ -734,7 +734,7 @@ static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts
         if (!fits(a, 1, has_ts && !cert) || n >= MAX_SPANS_PER_KEY)
                 return -ENOSPC;
         if (has_ts && !cert) {
-                buf = malloc(sizeof(usec_t));
+                buf = core_malloc(sizeof(usec_t));
                 if (!buf)
                         return -ENOMEM;
                 x.unc = uvec_alloc(a);
@@ -744,9 +744,9 @@ static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts
                 }
         }
         if (n == 1)
-                m = malloc(span_cap(2) * sizeof(Span));
+                m = core_malloc(span_cap(2) * sizeof(Span));
         else if (grow)
-                m = realloc(k->s.many, span_cap(n + 1) * sizeof(Span));
+                m = core_realloc(k->s.many, span_cap(n + 1) * sizeof(Span));
         if (grow && !m) {
                 if (x.unc)
                         uvec_release(a, x.unc);
@@ -790,7 +790,7 @@ int agg_new(const AggConfig *cfg, usec_t horizon, Agg **ret) {
         assert(cfg && ret);
         if (cfg->gap <= 0)
                 return -EINVAL;
-        a = calloc(1, sizeof(Agg));
+        a = core_calloc(1, sizeof(Agg));
         if (!a)
                 return -ENOMEM;
         a->gap = cfg->gap;
@@ -798,7 +798,7 @@ int agg_new(const AggConfig *cfg, usec_t horizon, Agg **ret) {
         a->seed = mix64(cfg->hash_seed ^ UINT64_C(0x243f6a8885a308d3));
         a->horizon = horizon;
         a->free_key = a->dirty_head = a->dirty_tail = NONE;
-        a->slots = calloc(MIN_SLOTS, sizeof(uint32_t));
+        a->slots = core_calloc(MIN_SLOTS, sizeof(uint32_t));
         a->mask = MIN_SLOTS - 1;
         if (!a->slots || intern_new(cfg->hash_seed, &a->strings) < 0)
                 return agg_free(a), -ENOMEM;
@@ -999,20 +999,20 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
         r = heap_reserve(a, 2 * n);
         if (r < 0)
                 return r;
-        b = calloc(1, sizeof(FlushBatch));
+        b = core_calloc(1, sizeof(FlushBatch));
         if (!b)
                 return -ENOMEM;
-        b->priv = p = calloc(1, sizeof(BatchPriv));
+        b->priv = p = core_calloc(1, sizeof(BatchPriv));
         if (!p)
                 goto oom;
         if (n > 0) {
-                b->fragments = calloc(n, sizeof(Fragment));
-                p->keys = calloc(n, sizeof(uint32_t));
+                b->fragments = core_calloc(n, sizeof(Fragment));
+                p->keys = core_calloc(n, sizeof(uint32_t));
                 if (!b->fragments || !p->keys)
                         goto oom;
         }
         if (n_unc > 0) {
-                p->pool = malloc(n_unc * sizeof(usec_t));
+                p->pool = core_malloc(n_unc * sizeof(usec_t));
                 if (!p->pool)
                         goto oom;
         }
@@ -1400,4 +1400,129 @@ uint64_t agg_event_count(const Agg *a) {
 
 bool agg_flush_wanted(const Agg *a) {
         return a->n_unc_full > 0;
+}
+
+/* ---- invariants, for tests ---- */
+
+static const char *check_key(const Agg *a, uint32_t idx, uint64_t *spans, uint64_t *unc,
+                             uint64_t *n_uvecs, uint64_t *full, size_t *bytes_unc, size_t *bytes_many) {
+        Key *k = key_at(a, idx);
+        const Span *sp;
+        bool dirty = false;
+
+        if (key_find(a, k->controller, k->type) != idx)
+                return "a key is not found from its ids";
+        if (intern_find(a->strings, intern_str(a->strings, k->controller)) != k->controller ||
+            intern_find(a->strings, intern_str(a->strings, k->type)) != k->type)
+                return "a key's strings are not interned";
+        if (k->n_spans == 0)
+                return "a key without spans";
+        sp = key_spans(k);
+        *spans += k->n_spans;
+        if (k->n_spans >= 2)
+                *bytes_many += span_cap(k->n_spans) * sizeof(Span);
+        for (size_t j = 0; j < k->n_spans; j++) {
+                if (sp[j].start > sp[j].end)
+                        return "a span ends before it starts";
+                if (j > 0 && add_sat(sp[j - 1].end, a->gap) >= sp[j].start)
+                        return "two spans of a key within gap";
+                dirty |= span_dirty(a, &sp[j]);
+                if (sp[j].unc) {
+                        const UVec *u;
+
+                        if (sp[j].unc >= a->uvecs_used)
+                                return "a span's uncertain vector is out of range";
+                        u = &a->uvecs[sp[j].unc];
+                        if (!u->ts || (uint64_t) u->n + u->inflight > u->cap)
+                                return "an uncertain vector without the room it needs";
+                        if (u->n + u->inflight == 0)
+                                return "an empty uncertain vector is kept";
+                        if (u->inflight && !a->batch)
+                                return "uncertain timestamps in flight without a batch";
+                        for (uint32_t i = 0; i < u->n; i++)
+                                if (u->ts[i] < sp[j].start || u->ts[i] > sp[j].end)
+                                        return "an uncertain timestamp outside its span";
+                        *unc += (uint64_t) u->n + u->inflight;
+                        (*n_uvecs)++;
+                        *full += u->n >= AGG_UNCERTAIN_FLUSH_AT;
+                        *bytes_unc += (size_t) u->cap * sizeof(usec_t);
+                }
+        }
+        if (dirty && !k->dirty)
+                return "a key with something to flush is not in the dirty list";
+        if (!dirty && k->dirty)
+                return "a key in the dirty list has nothing to flush";
+        return NULL;
+}
+
+/* Every clean key needs a live heap entry, or it would never be evicted. */
+static const char *check_heap(const Agg *a) {
+        uint8_t *seen;
+        const char *err = NULL;
+
+        for (size_t i = 1; i < a->heap_n; i++)
+                if (a->hend[(i - 1) / 2] > a->hend[i])
+                        return "heap order broken";
+        if (a->heap_n + a->heap_spare > a->heap_cap)
+                return "heap without its spare room";
+        seen = calloc(a->keys_used + 1, 1);     /* not core_calloc: the check must not fail */
+        if (!seen)
+                return NULL;
+        for (size_t i = 0; i < a->heap_n; i++)
+                if (heap_entry_live((Agg *) a, i))
+                        seen[a->hkey[i]] = 1;
+        for (uint32_t i = 0; i < a->keys_used && !err; i++) {
+                const Key *k = key_at(a, i);
+
+                if (k->controller && !k->dirty && !seen[i])
+                        err = "a clean key without a live heap entry";
+        }
+        free(seen);
+        return err;
+}
+
+const char *agg_check(const Agg *a) {
+        uint64_t spans = 0, unc = 0, n_uvecs = 0, full = 0, n_keys = 0, n_free = 0, n_dirty = 0;
+        size_t bytes_unc = 0, bytes_many = 0;
+        const char *err;
+
+        assert(a);
+        for (uint32_t i = 0; i < a->keys_used; i++) {
+                if (!key_at(a, i)->controller)
+                        continue;
+                n_keys++;
+                err = check_key(a, i, &spans, &unc, &n_uvecs, &full, &bytes_unc, &bytes_many);
+                if (err)
+                        return err;
+        }
+        for (uint32_t i = a->free_key; i != NONE; i = key_at(a, i)->next)
+                if (++n_free > a->keys_used || key_at(a, i)->controller)
+                        return "the free list of key records is broken";
+        for (uint32_t i = a->dirty_head; i != NONE; i = key_at(a, i)->next) {
+                if (++n_dirty > n_keys || !key_at(a, i)->dirty)
+                        return "the dirty list is broken";
+                if (key_at(a, i)->next == NONE && a->dirty_tail != i)
+                        return "the dirty list's tail is wrong";
+        }
+        if (n_keys != a->n_keys || n_keys + n_free != a->keys_used)
+                return "key counts disagree";
+        for (uint32_t i = a->free_uvec; i; i = a->uvecs[i].n)
+                if (++n_uvecs >= a->uvecs_used || a->uvecs[i].ts)
+                        return "the free list of uncertain vectors is broken";
+        if (a->uvecs_used > 0 && n_uvecs + 1 != a->uvecs_used)
+                return "uncertain vectors leaked";
+        if (n_dirty != a->n_dirty_keys)
+                return "dirty key count wrong";
+        if (spans != a->n_spans)
+                return "span count wrong";
+        if (unc != a->n_unc || full != a->n_unc_full)
+                return "uncertain timestamp counts wrong";
+        if (bytes_unc != a->bytes_unc || bytes_many != a->bytes_many)
+                return "byte accounting wrong";
+        if ((uint64_t) a->n_keys * 4 > (uint64_t) (a->mask + 1) * 3)
+                return "key table over its load factor";
+        err = check_heap(a);
+        if (err)
+                return err;
+        return intern_check(a->strings);
 }

@@ -166,3 +166,8 @@ uint64_t agg_event_count(const Agg *a);
  * flush now (the main loop's batch trigger, besides agg_dirty_count()), before agg_add
  * reaches AGG_UNCERTAIN_MAX for that span and returns -ENOSPC. O(1). */
 bool agg_flush_wanted(const Agg *a);
+
+/* Checks the Agg's internal invariants (indexes, lists, heap, counts and byte accounting).
+ * Returns NULL, or the first one broken. O(keys + spans + uncertain timestamps); for tests
+ * and debugging. */
+const char *agg_check(const Agg *a);

@@ -27,6 +27,8 @@ struct Intern {
 
 #define MIN_SLOTS 16u
 
+bool (*core_alloc_fail)(void);
+
 static uint64_t rotl64(uint64_t x, int b) {
         return (x << b) | (x >> (64 - b));
 }
@@ -78,12 +80,12 @@ int intern_new(uint64_t seed, Intern **ret) {
         Intern *t;
 
         assert(ret);
-        t = calloc(1, sizeof(Intern));
+        t = core_calloc(1, sizeof(Intern));
         if (!t)
                 return -ENOMEM;
         t->k0 = seed ^ UINT64_C(0x9e3779b97f4a7c15);
         t->k1 = (seed << 1) ^ UINT64_C(0xd1b54a32d192ed03);
-        t->slots = calloc(MIN_SLOTS, sizeof(uint32_t));
+        t->slots = core_calloc(MIN_SLOTS, sizeof(uint32_t));
         if (!t->slots) {
                 free(t);
                 return -ENOMEM;
@@ -108,7 +110,7 @@ Intern *intern_free(Intern *t) {
 
 /* Rehashes into a table of new_size slots (a power of two). Leaves t unchanged on -ENOMEM. */
 static int table_resize(Intern *t, uint32_t new_size) {
-        uint32_t *slots = calloc(new_size, sizeof(uint32_t));
+        uint32_t *slots = core_calloc(new_size, sizeof(uint32_t));
         uint32_t mask = new_size - 1;
 
         if (!slots)
@@ -177,19 +179,19 @@ int intern_ref(Intern *t, const char *s, uint32_t *ret) {
 
                 if (t->ids_cap >= UINT32_MAX / 2)
                         return -E2BIG;
-                strs = realloc(t->strs, (size_t) cap * sizeof(Str *));
+                strs = core_realloc(t->strs, (size_t) cap * sizeof(Str *));
                 if (!strs)
                         return -ENOMEM;
                 t->strs = strs;
                 /* The free list can never hold more ids than exist: sized with the ids here,
                  * pushing to it in intern_unref() never allocates. */
-                free_ids = realloc(t->free_ids, (size_t) cap * sizeof(uint32_t));
+                free_ids = core_realloc(t->free_ids, (size_t) cap * sizeof(uint32_t));
                 if (!free_ids)
                         return -ENOMEM;
                 t->free_ids = free_ids;
                 t->ids_cap = cap;
         }
-        x = malloc(sizeof(Str) + len + 1);
+        x = core_malloc(sizeof(Str) + len + 1);
         if (!x)
                 return -ENOMEM;
         x->refs = 1;
@@ -269,4 +271,35 @@ size_t intern_bytes(const Intern *t) {
 
 size_t intern_string_bytes(const Intern *t) {
         return t->string_bytes;
+}
+
+const char *intern_check(const Intern *t) {
+        uint32_t live = 0, in_table = 0;
+        size_t bytes = 0;
+
+        for (uint32_t id = 1; id < t->n_ids; id++) {
+                const Str *x = t->strs[id];
+
+                if (!x)
+                        continue;
+                live++;
+                bytes += sizeof(Str) + strlen(x->s) + 1;
+                if (x->refs == 0)
+                        return "a live string without references";
+                if (x->hash != str_hash(t, x->s, strlen(x->s)))
+                        return "a string's hash is wrong";
+                if (t->slots[table_probe(t, x->s, x->hash)] != id)
+                        return "a string is not found from its characters";
+        }
+        for (uint32_t i = 0; i <= t->mask; i++)
+                in_table += t->slots[i] != 0;
+        if (live != t->n || in_table != t->n)
+                return "string counts disagree";
+        if (t->n_free + t->n + 1 != t->n_ids)
+                return "free ids and live ids do not add up";
+        if ((uint64_t) t->n * 4 > (uint64_t) (t->mask + 1) * 3)
+                return "table over its load factor";
+        if (bytes != t->string_bytes)
+                return "string bytes wrong";
+        return NULL;
 }
