@@ -9,7 +9,8 @@ typedef struct Agg Agg;
 
 /* Uncertain timestamps (see Fragment) count against AggConfig.max_events at this rate: 8 of
  * them (8 bytes each, twice that at most while their vector grows) weigh one event (a
- * single-span key costs 60-70 bytes, see agg_stats()); their total share is rounded down. */
+ * single-span key costs 60-75 bytes beyond its strings, see agg_stats()); their total share
+ * is rounded down. */
 #define AGG_UNCERTAIN_PER_EVENT 8
 /* A span holding this many uncertain timestamps to flush makes agg_flush_wanted() true. */
 #define AGG_UNCERTAIN_FLUSH_AT 4096
@@ -112,8 +113,8 @@ uint64_t agg_flush_refuse(Agg *a, FlushBatch *b);
 /* Drops clean spans closed by time (end + gap < now) and raises the knowledge horizon past
  * them. Returns how many were dropped, or -EBUSY while a batch is outstanding.
  * Only keys whose spans are all clean are considered: a key with something to flush keeps
- * all its spans until the flush commits. Cost: O((dropped + stale) log n), where stale
- * entries are at most one per key per flush (an ordered heap of clean keys by oldest end). */
+ * all its spans until the flush commits. Cost: O(dropped log n) (a heap of the clean keys by
+ * oldest end). */
 int agg_evict_closed(Agg *a, usec_t now);
 
 /* Under memory pressure: drops up to n clean spans with the oldest ends, open or not,
@@ -128,7 +129,9 @@ typedef struct AggStats {
         uint64_t uncertain;             /* uncertain timestamps held (to flush or in the batch) */
         uint64_t open_spans;            /* spans with end + gap >= now */
         uint64_t strings;               /* interned strings */
-        uint64_t bytes;                 /* memory the Agg holds, strings included */
+        uint64_t bytes;                 /* memory the Agg holds, strings included: what it
+                                         * asked malloc for (the bulk in blocks of 24 KiB or
+                                         * more, so malloc's own overhead is small) */
         uint64_t string_bytes;          /* part of bytes: interned strings and their table */
         usec_t horizon;
 } AggStats;

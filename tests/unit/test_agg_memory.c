@@ -62,6 +62,25 @@ static Agg *open_events(char **ids, size_t n) {
         return a;
 }
 
+/* The target: at most 100 bytes per open event beyond the ids' own characters. */
+Test(agg_memory, an_open_event_costs_at_most_100_bytes_beyond_its_id, .timeout = 120) {
+        const size_t n = 200000;
+        size_t chars;
+        char **ids = make_ids(n, &chars);
+        Agg *a = open_events(ids, n);
+        AggStats st;
+        double per_event;
+
+        agg_stats(a, T0 + 10 * USEC_PER_MINUTE, &st);
+        cr_assert_eq(st.open_spans, n);
+        per_event = (double) (st.bytes - chars) / (double) n;
+        cr_log_info("%.1f bytes per open event beyond the ids' characters\n", per_event);
+        cr_assert_leq(per_event, 100.0, "%.1f bytes per open event beyond the ids", per_event);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
+        agg_free(a);
+        free_ids(ids, n);
+}
+
 /* agg_stats() bytes against what malloc hands out for them (headers and rounding included):
  * within 5%. Not under AddressSanitizer, whose allocator keeps no such figures. */
 Test(agg_memory, agg_stats_bytes_match_what_malloc_holds, .timeout = 120) {
