@@ -66,7 +66,7 @@ Agg *agg_free(Agg *a);
  * in memory (a duplicate), -ENOSPC (state unchanged: flush, evict, and retry) if max_events
  * is reached and the report would need a new span or an uncertain timestamp, or if it is
  * uncertain and the span it joins already holds AGG_UNCERTAIN_MAX uncertain timestamps to
- * flush (only a flush helps then), -ENOMEM. */
+ * flush (only a flush helps then), -ENOMEM. On any failure the state is unchanged. */
 int agg_add(Agg *a, const char *controller_id, const char *outage_type, usec_t ts);
 
 /* Warm start: adds a stored event as a clean span (nothing to flush). Spans it touches in
@@ -86,7 +86,7 @@ void agg_skip_stored(Agg *a, usec_t end);
 /* Takes up to max fragments (0: no limit) from dirty spans: their counts and uncertain
  * timestamps move into the batch. Only one batch may be outstanding, until
  * agg_flush_end() or agg_flush_refuse() ends it. Returns 0 and the batch (possibly empty),
- * -EBUSY if a batch is outstanding, -ENOMEM. */
+ * -EBUSY if a batch is outstanding, -ENOMEM (state unchanged). */
 int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret);
 
 /* Ends the outstanding batch and frees it. committed: the store applied it, so its counts
@@ -172,5 +172,5 @@ bool agg_flush_wanted(const Agg *a);
 
 /* Checks the Agg's internal invariants (indexes, lists, heap, counts and byte accounting).
  * Returns NULL, or the first one broken. O(keys + spans + uncertain timestamps); for tests
- * and debugging. */
+ * and debugging, like core_alloc_fail (intern.h), which makes chosen allocations fail. */
 const char *agg_check(const Agg *a);
