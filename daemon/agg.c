@@ -3,7 +3,9 @@
  * fragments. Pure: no I/O, no clock, no logging, no threads. The store, not this file, is
  * the truth: memory only has to stay a subset of it and count each report at most once.
  *
- * Layout, chosen for memory (about 60-70 bytes per single-span key, see agg_stats()):
+ * Layout, chosen for memory: a single-span key costs 60-75 bytes beyond its strings (88 in
+ * all beyond the characters of its controller id at 200,000 keys, 81 at a million: see
+ * bench_agg memory, and agg_stats()):
  *  - Key records (40 bytes: two interned string ids, a list link, the span count, and the
  *    first span stored inline) live in fixed-size chunks addressed by a uint32 index, so
  *    they never move and a common key costs no malloc of its own.
@@ -15,12 +17,13 @@
  *    a flush copies them out; merging spans appends the smaller vectors to the largest, so
  *    a late backlog of n reports costs O(n log n), never a copy per report.
  *  - Dirty keys form a FIFO list threaded through the key records: flushing is O(dirty).
- *  - Clean keys are ordered by their oldest span end in a lazy binary min-heap of (end, key)
- *    entries. An entry is stale when its key went dirty, was freed, or its oldest end
- *    changed; stale entries are skipped when they surface and the heap is compacted when it
- *    holds more than twice as many entries as keys, so eviction costs
- *    O((dropped + stale) log n) with at most one stale entry per key per flush, and pushes
- *    of fresh (recent) ends are O(1) on average. */
+ *  - Clean keys are ordered by their oldest span end in a binary min-heap of (end, key)
+ *    entries, exactly one per clean key. A clean key's record holds its position in the
+ *    heap (in the link field, which only a dirty key needs), so a key that goes dirty leaves
+ *    the heap and one whose oldest span changes moves in it, in O(log n); eviction costs
+ *    O(dropped log n). Keys cleaned by a flush enter with the newest ends, at the bottom, and
+ *    leave with the next report from near the bottom, so the steady state costs O(1) on
+ *    average. */
 
 #include <assert.h>
 #include <limits.h>
@@ -42,10 +45,11 @@ typedef struct Span {
 
 typedef struct Key {
         uint32_t controller, type;      /* interned ids; controller 0: free record */
-        uint32_t next;                  /* dirty list or free list link */
+        uint32_t next;                  /* dirty: the dirty list link; heaped: the position in
+                                         * the heap; free record: the free list link */
         uint32_t n_spans:30;
         uint32_t dirty:1;               /* in the dirty list */
-        uint32_t mark:1;                /* scratch bit for heap compaction */
+        uint32_t heaped:1;              /* in the heap: every clean key, between calls */
         union {
                 Span one;               /* n_spans == 1 */
                 Span *many;             /* n_spans >= 2: capacity span_cap(n_spans) */
@@ -88,10 +92,9 @@ struct Agg {
         uint64_t n_dirty_keys;
         uint32_t dirty_head, dirty_tail;
 
-        usec_t *hend;                   /* heap: oldest span end when pushed */
+        usec_t *hend;                   /* heap: the key's oldest span end */
         uint32_t *hkey;                 /* heap: key index */
-        size_t heap_n, heap_cap;
-        size_t heap_spare;              /* room kept for agg_flush_refuse() while a batch is out */
+        size_t heap_n, hend_cap, hkey_cap;      /* capacity >= keys (key_reserve()) */
 
         UVec *uvecs;                    /* [0] unused */
         uint32_t uvecs_used, uvecs_cap, free_uvec;
@@ -168,6 +171,9 @@ static bool fits(const Agg *a, uint64_t more_spans, uint64_t more_unc) {
         return used < (a->max_events + 1) * AGG_UNCERTAIN_PER_EVENT;
 }
 
+static int heap_reserve(Agg *a, size_t n);
+static void heap_remove(Agg *a, uint32_t idx);
+
 /* ---- key table ---- */
 
 static uint32_t key_find(const Agg *a, uint32_t c, uint32_t t) {
@@ -192,7 +198,7 @@ static uint32_t key_find_str(const Agg *a, const char *controller_id, const char
 }
 
 static int table_resize(Agg *a, uint32_t size) {
-        uint32_t *slots = calloc(size, sizeof(uint32_t)), mask = size - 1;
+        uint32_t *slots = core_calloc(size, sizeof(uint32_t)), mask = size - 1;
 
         if (!slots)
                 return -ENOMEM;
@@ -263,19 +269,19 @@ static int key_reserve(Agg *a) {
                         return -ENOSPC;
                 if (a->n_chunks == a->chunks_cap) {
                         uint32_t cap = a->chunks_cap ? a->chunks_cap * 2 : 16;
-                        Key **c = realloc(a->chunks, cap * sizeof(Key *));
+                        Key **c = core_realloc(a->chunks, cap * sizeof(Key *));
 
                         if (!c)
                                 return -ENOMEM;
                         a->chunks = c;
                         a->chunks_cap = cap;
                 }
-                chunk = malloc(KEY_CHUNK * sizeof(Key));
+                chunk = core_malloc(KEY_CHUNK * sizeof(Key));
                 if (!chunk)
                         return -ENOMEM;
                 a->chunks[a->n_chunks++] = chunk;
         }
-        return 0;
+        return heap_reserve(a, (size_t) a->n_keys + 1);
 }
 
 /* Takes a record reserved by key_reserve() and indexes it. Takes the string references. */
@@ -301,7 +307,7 @@ static uint32_t key_create(Agg *a, uint32_t c, uint32_t t) {
 static void key_destroy(Agg *a, uint32_t idx) {
         Key *k = key_at(a, idx);
 
-        assert(k->n_spans == 0 && !k->dirty);
+        assert(k->n_spans == 0 && !k->dirty && !k->heaped);
         table_delete(a, idx);
         intern_unref(a->strings, k->controller);
         intern_unref(a->strings, k->type);
@@ -319,6 +325,8 @@ static void key_mark_dirty(Agg *a, uint32_t idx) {
 
         if (k->dirty)
                 return;
+        if (k->heaped)
+                heap_remove(a, idx);
         k->dirty = true;
         a->n_dirty_keys++;
         k->next = NONE;
@@ -342,7 +350,7 @@ static uint32_t uvec_alloc(Agg *a) {
 
                         if (a->uvecs_cap >= UINT32_MAX / 4)
                                 return 0;
-                        u = realloc(a->uvecs, cap * sizeof(UVec));
+                        u = core_realloc(a->uvecs, cap * sizeof(UVec));
                         if (!u)
                                 return 0;
                         a->uvecs = u;
@@ -383,7 +391,7 @@ static int uvec_reserve(Agg *a, uint32_t i, uint64_t need) {
                 cap *= 2;
         if (cap > UINT32_MAX)
                 cap = need;
-        ts = realloc(u->ts, cap * sizeof(usec_t));
+        ts = core_realloc(u->ts, cap * sizeof(usec_t));
         if (!ts)
                 return -ENOMEM;
         a->bytes_unc += (cap - u->cap) * sizeof(usec_t);
@@ -417,7 +425,7 @@ static void uvec_trim(Agg *a, UVec *u) {
 
         if (held == 0 || u->cap <= 2 * held || u->cap <= 4)
                 return;
-        ts = realloc(u->ts, held * sizeof(usec_t));
+        ts = core_realloc(u->ts, held * sizeof(usec_t));
         if (!ts)
                 return;
         a->bytes_unc -= (u->cap - held) * sizeof(usec_t);
@@ -476,120 +484,114 @@ static void sort_usec(usec_t *v, size_t n) {
 
 /* ---- heap of clean keys by oldest end ---- */
 
-static bool heap_entry_live(Agg *a, size_t i) {
-        Key *k;
-
-        if (a->hkey[i] >= a->keys_used)
-                return false;
-        k = key_at(a, a->hkey[i]);
-        return k->controller && !k->dirty && key_spans(k)[0].end == a->hend[i];
+static size_t heap_cap(const Agg *a) {
+        return a->hend_cap < a->hkey_cap ? a->hend_cap : a->hkey_cap;
 }
 
-static void heap_swap(Agg *a, size_t i, size_t j) {
-        usec_t e = a->hend[i];
-        uint32_t k = a->hkey[i];
-
-        a->hend[i] = a->hend[j];
-        a->hkey[i] = a->hkey[j];
-        a->hend[j] = e;
-        a->hkey[j] = k;
+/* Puts key idx, whose oldest end is end, at position i, and tells the key. */
+static void heap_place(Agg *a, size_t i, usec_t end, uint32_t idx) {
+        a->hend[i] = end;
+        a->hkey[i] = idx;
+        key_at(a, idx)->next = (uint32_t) i;
 }
 
 static void heap_up(Agg *a, size_t i) {
-        while (i > 0 && a->hend[(i - 1) / 2] > a->hend[i]) {
-                heap_swap(a, i, (i - 1) / 2);
-                i = (i - 1) / 2;
+        usec_t e = a->hend[i];
+        uint32_t idx = a->hkey[i];
+
+        while (i > 0 && a->hend[(i - 1) / 2] > e) {
+                size_t p = (i - 1) / 2;
+
+                heap_place(a, i, a->hend[p], a->hkey[p]);
+                i = p;
         }
+        heap_place(a, i, e, idx);
 }
 
 static void heap_down(Agg *a, size_t i) {
-        for (;;) {
-                size_t l = 2 * i + 1, m = i;
+        usec_t e = a->hend[i];
+        uint32_t idx = a->hkey[i];
 
-                if (l < a->heap_n && a->hend[l] < a->hend[m])
-                        m = l;
-                if (l + 1 < a->heap_n && a->hend[l + 1] < a->hend[m])
-                        m = l + 1;
-                if (m == i)
-                        return;
-                heap_swap(a, i, m);
+        for (;;) {
+                size_t l = 2 * i + 1, m;
+
+                if (l >= a->heap_n)
+                        break;
+                m = l + 1 < a->heap_n && a->hend[l + 1] < a->hend[l] ? l + 1 : l;
+                if (a->hend[m] >= e)
+                        break;
+                heap_place(a, i, a->hend[m], a->hkey[m]);
                 i = m;
         }
+        heap_place(a, i, e, idx);
 }
 
-/* Drops stale and duplicate entries and rebuilds the heap in O(entries). */
-static void heap_compact(Agg *a) {
-        size_t n = 0;
-
-        for (size_t i = 0; i < a->heap_n; i++) {
-                Key *k;
-
-                if (!heap_entry_live(a, i))
-                        continue;
-                k = key_at(a, a->hkey[i]);
-                if (k->mark)
-                        continue;
-                k->mark = true;
-                a->hend[n] = a->hend[i];
-                a->hkey[n] = a->hkey[i];
-                n++;
-        }
-        a->heap_n = n;
-        for (size_t i = 0; i < n; i++)
-                key_at(a, a->hkey[i])->mark = false;
-        for (size_t i = n / 2; i-- > 0;)
+/* Restores the order after the end at position i changed. */
+static void heap_fix(Agg *a, size_t i) {
+        if (i > 0 && a->hend[(i - 1) / 2] > a->hend[i])
+                heap_up(a, i);
+        else
                 heap_down(a, i);
 }
 
-/* Makes room for extra pushes beyond the spare room. Compacts first when stale entries
- * outnumber live keys, which bounds the heap to about twice the keys and makes compaction
- * O(1) amortised per push. */
-static int heap_reserve(Agg *a, size_t extra) {
-        size_t cap;
+/* Room for n entries: the heap holds every clean key, so its capacity follows the keys.
+ * -ENOMEM: nothing changed but capacity. */
+static int heap_reserve(Agg *a, size_t n) {
+        size_t cap = heap_cap(a) ? heap_cap(a) : 256;
         usec_t *e;
         uint32_t *k;
 
-        extra += a->heap_spare;
-        if (a->heap_n + extra <= a->heap_cap)
+        if (n <= heap_cap(a))
                 return 0;
-        if (a->heap_n > 2 * (size_t) a->n_keys + 1024) {
-                heap_compact(a);
-                if (a->heap_n + extra <= a->heap_cap)
-                        return 0;
-        }
-        cap = a->heap_cap ? a->heap_cap : 256;
-        while (cap < a->heap_n + extra)
+        while (cap < n)
                 cap *= 2;
-        e = realloc(a->hend, cap * sizeof(usec_t));
-        if (!e)
-                return -ENOMEM;
-        a->hend = e;
-        k = realloc(a->hkey, cap * sizeof(uint32_t));
+        if (a->hend_cap < cap) {
+                e = core_realloc(a->hend, cap * sizeof(usec_t));
+                if (!e)
+                        return -ENOMEM;
+                a->hend = e;
+                a->hend_cap = cap;
+        }
+        k = core_realloc(a->hkey, cap * sizeof(uint32_t));
         if (!k)
                 return -ENOMEM;
         a->hkey = k;
-        a->heap_cap = cap;
+        a->hkey_cap = cap;
         return 0;
 }
 
-/* Records a clean key's oldest end. Room must have been reserved. */
-static void heap_push(Agg *a, uint32_t idx) {
+/* A key that became clean enters. */
+static void heap_insert(Agg *a, uint32_t idx) {
         Key *k = key_at(a, idx);
 
-        assert(a->heap_n < a->heap_cap && !k->dirty);
-        a->hend[a->heap_n] = key_spans(k)[0].end;
-        a->hkey[a->heap_n] = idx;
+        assert(!k->dirty && !k->heaped && a->heap_n < heap_cap(a));
+        k->heaped = true;
+        heap_place(a, a->heap_n, key_spans(k)[0].end, idx);
         heap_up(a, a->heap_n++);
 }
 
-static void heap_pop(Agg *a) {
-        assert(a->heap_n > 0);
-        a->heap_n--;
-        if (a->heap_n > 0) {
-                a->hend[0] = a->hend[a->heap_n];
-                a->hkey[0] = a->hkey[a->heap_n];
-                heap_down(a, 0);
-        }
+/* A key that goes dirty, or away, leaves. */
+static void heap_remove(Agg *a, uint32_t idx) {
+        Key *k = key_at(a, idx);
+        size_t i = k->next, last;
+
+        assert(k->heaped && i < a->heap_n && a->hkey[i] == idx);
+        k->heaped = false;
+        k->next = NONE;
+        last = --a->heap_n;
+        if (i == last)
+                return;
+        heap_place(a, i, a->hend[last], a->hkey[last]);
+        heap_fix(a, i);
+}
+
+/* A clean key's oldest span changed. */
+static void heap_update(Agg *a, uint32_t idx) {
+        Key *k = key_at(a, idx);
+
+        assert(k->heaped && a->hkey[k->next] == idx);
+        a->hend[k->next] = key_spans(k)[0].end;
+        heap_fix(a, k->next);
 }
 
 /* ---- spans ---- */
@@ -634,7 +636,7 @@ static void spans_remove(Agg *a, Key *k, size_t lo, size_t hi) {
         } else {
                 memmove(sp + lo, sp + hi + 1, (n - hi - 1) * sizeof(Span));
                 if (span_cap(rest) < span_cap(n)) {
-                        Span *m = realloc(sp, span_cap(rest) * sizeof(Span));
+                        Span *m = core_realloc(sp, span_cap(rest) * sizeof(Span));
 
                         /* On failure the block stays bigger than span_cap() says, which is
                          * harmless: growth reallocs to the size it needs. */
@@ -734,7 +736,7 @@ static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts
         if (!fits(a, 1, has_ts && !cert) || n >= MAX_SPANS_PER_KEY)
                 return -ENOSPC;
         if (has_ts && !cert) {
-                buf = malloc(sizeof(usec_t));
+                buf = core_malloc(sizeof(usec_t));
                 if (!buf)
                         return -ENOMEM;
                 x.unc = uvec_alloc(a);
@@ -744,9 +746,9 @@ static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts
                 }
         }
         if (n == 1)
-                m = malloc(span_cap(2) * sizeof(Span));
+                m = core_malloc(span_cap(2) * sizeof(Span));
         else if (grow)
-                m = realloc(k->s.many, span_cap(n + 1) * sizeof(Span));
+                m = core_realloc(k->s.many, span_cap(n + 1) * sizeof(Span));
         if (grow && !m) {
                 if (x.unc)
                         uvec_release(a, x.unc);
@@ -790,7 +792,7 @@ int agg_new(const AggConfig *cfg, usec_t horizon, Agg **ret) {
         assert(cfg && ret);
         if (cfg->gap <= 0)
                 return -EINVAL;
-        a = calloc(1, sizeof(Agg));
+        a = core_calloc(1, sizeof(Agg));
         if (!a)
                 return -ENOMEM;
         a->gap = cfg->gap;
@@ -798,7 +800,7 @@ int agg_new(const AggConfig *cfg, usec_t horizon, Agg **ret) {
         a->seed = mix64(cfg->hash_seed ^ UINT64_C(0x243f6a8885a308d3));
         a->horizon = horizon;
         a->free_key = a->dirty_head = a->dirty_tail = NONE;
-        a->slots = calloc(MIN_SLOTS, sizeof(uint32_t));
+        a->slots = core_calloc(MIN_SLOTS, sizeof(uint32_t));
         a->mask = MIN_SLOTS - 1;
         if (!a->slots || intern_new(cfg->hash_seed, &a->strings) < 0)
                 return agg_free(a), -ENOMEM;
@@ -935,10 +937,6 @@ int agg_load(Agg *a, const char *controller_id, const char *outage_type, usec_t 
         assert(a && controller_id && outage_type);
         if (start > end)
                 return -EINVAL;
-        /* a clean key gets a new heap entry below: reserve first */
-        r = heap_reserve(a, 1);
-        if (r < 0)
-                return r;
         r = key_get(a, controller_id, outage_type, 0, &idx, &created);
         if (r < 0)
                 return r;
@@ -950,6 +948,8 @@ int agg_load(Agg *a, const char *controller_id, const char *outage_type, usec_t 
                         key_destroy(a, idx);
                         return r;
                 }
+                heap_insert(a, idx);
+                return 0;
         } else {
                 n_touch = spans_touching(a, k, start, end, &lo);
                 if (n_touch == 0)
@@ -962,7 +962,7 @@ int agg_load(Agg *a, const char *controller_id, const char *outage_type, usec_t 
                         return r;
         }
         if (!k->dirty)
-                heap_push(a, idx);
+                heap_update(a, idx);
         return 0;
 }
 
@@ -976,7 +976,6 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
         size_t n = 0, n_unc = 0, pool_at = 0;
         BatchPriv *p;
         FlushBatch *b;
-        int r;
 
         assert(a && ret);
         if (a->batch)
@@ -995,24 +994,20 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
                         }
         }
 
-        /* n for the keys this batch cleans, n more for agg_flush_refuse() */
-        r = heap_reserve(a, 2 * n);
-        if (r < 0)
-                return r;
-        b = calloc(1, sizeof(FlushBatch));
+        b = core_calloc(1, sizeof(FlushBatch));
         if (!b)
                 return -ENOMEM;
-        b->priv = p = calloc(1, sizeof(BatchPriv));
+        b->priv = p = core_calloc(1, sizeof(BatchPriv));
         if (!p)
                 goto oom;
         if (n > 0) {
-                b->fragments = calloc(n, sizeof(Fragment));
-                p->keys = calloc(n, sizeof(uint32_t));
+                b->fragments = core_calloc(n, sizeof(Fragment));
+                p->keys = core_calloc(n, sizeof(uint32_t));
                 if (!b->fragments || !p->keys)
                         goto oom;
         }
         if (n_unc > 0) {
-                p->pool = malloc(n_unc * sizeof(usec_t));
+                p->pool = core_malloc(n_unc * sizeof(usec_t));
                 if (!p->pool)
                         goto oom;
         }
@@ -1064,12 +1059,11 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
                 k->dirty = false;
                 a->n_dirty_keys--;
                 k->next = NONE;
-                heap_push(a, idx);
+                heap_insert(a, idx);
         }
         assert(b->n == n && pool_at == n_unc);
         b->complete = a->dirty_head == NONE;
         p->n_pool = n_unc;
-        a->heap_spare = n;
         a->batch = b;
         *ret = b;
         return 0;
@@ -1136,7 +1130,6 @@ void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {
                 }
         }
         a->batch = NULL;
-        a->heap_spare = 0;
         batch_free(b);
 }
 
@@ -1190,7 +1183,8 @@ static bool key_has_dirty(const Agg *a, Key *k) {
 }
 
 /* Drops span j of a key with everything it holds, raising the horizon past it; destroys the
- * key when it was the last. Returns the reports to flush it held (count and uncertain). */
+ * key when it was the last, and keeps the dirty list and the heap right otherwise. Returns
+ * the reports to flush it held (count and uncertain). */
 static uint64_t span_drop(Agg *a, uint32_t idx, size_t j) {
         Key *k = key_at(a, idx);
         Span *sp = key_spans(k);
@@ -1212,11 +1206,17 @@ static uint64_t span_drop(Agg *a, uint32_t idx, size_t j) {
                 a->n_spans--;
                 if (k->dirty)
                         dirty_unlink(a, idx);
+                else
+                        heap_remove(a, idx);
                 key_destroy(a, idx);
         } else {
                 spans_remove(a, k, j, j);
-                if (k->dirty && !key_has_dirty(a, k))
+                if (!k->dirty)
+                        heap_update(a, idx);
+                else if (!key_has_dirty(a, k)) {
                         dirty_unlink(a, idx);
+                        heap_insert(a, idx);
+                }
         }
         return n;
 }
@@ -1230,21 +1230,14 @@ uint64_t agg_flush_refuse(Agg *a, FlushBatch *b) {
         for (size_t i = 0; i < b->n; i++) {
                 uint32_t idx = p->keys[i];
                 Key *k = key_at(a, idx);
-                bool was_dirty = k->dirty;
                 size_t j;
 
                 /* gone with an earlier fragment of the batch (a merge made them one span) */
                 if (!k->controller || !span_find(k, b->fragments[i].start, &j))
                         continue;
                 dropped += span_drop(a, idx, j);
-                /* a clean key needs a heap entry for its (new) oldest end; room was kept */
-                if (k->controller && !k->dirty && (j == 0 || was_dirty)) {
-                        assert(a->heap_n < a->heap_cap);
-                        heap_push(a, idx);
-                }
         }
         a->batch = NULL;
-        a->heap_spare = 0;
         batch_free(b);
         return dropped;
 }
@@ -1260,9 +1253,12 @@ static void evict_first(Agg *a, uint32_t idx) {
         if (k->n_spans == 1) {
                 k->n_spans = 0;
                 a->n_spans--;
+                heap_remove(a, idx);
                 key_destroy(a, idx);
-        } else
+        } else {
                 spans_remove(a, k, 0, 0);
+                heap_update(a, idx);
+        }
 }
 
 int agg_evict_closed(Agg *a, usec_t now) {
@@ -1271,23 +1267,9 @@ int agg_evict_closed(Agg *a, usec_t now) {
         assert(a);
         if (a->batch)
                 return -EBUSY;
-        if (a->heap_n > 2 * (size_t) a->n_keys + 1024)
-                heap_compact(a);
         while (a->heap_n > 0 && add_sat(a->hend[0], a->gap) < now) {
-                uint32_t idx = a->hkey[0];
-                bool live = heap_entry_live(a, 0);
-                Key *k;
-
-                heap_pop(a);
-                if (!live)
-                        continue;
-                k = key_at(a, idx);
-                do {
-                        evict_first(a, idx);
-                        dropped++;
-                } while (k->controller && add_sat(key_spans(k)[0].end, a->gap) < now);
-                if (k->controller)
-                        heap_push(a, idx);      /* room: one entry was just popped */
+                evict_first(a, a->hkey[0]);
+                dropped++;
         }
         return dropped > INT_MAX ? INT_MAX : (int) dropped;
 }
@@ -1300,19 +1282,9 @@ int agg_evict_oldest(Agg *a, uint64_t n) {
                 return -EBUSY;
         if (n > INT_MAX)
                 n = INT_MAX;
-        if (a->heap_n > 2 * (size_t) a->n_keys + 1024)
-                heap_compact(a);
         while (dropped < n && a->heap_n > 0) {
-                uint32_t idx = a->hkey[0];
-                bool live = heap_entry_live(a, 0);
-
-                heap_pop(a);
-                if (!live)
-                        continue;
-                evict_first(a, idx);
+                evict_first(a, a->hkey[0]);
                 dropped++;
-                if (key_at(a, idx)->controller)
-                        heap_push(a, idx);
         }
         return (int) dropped;
 }
@@ -1342,7 +1314,7 @@ void agg_stats(const Agg *a, usec_t now, AggStats *ret) {
         }
         bytes = sizeof(Agg) + (size_t) a->n_chunks * KEY_CHUNK * sizeof(Key) +
                 (size_t) a->chunks_cap * sizeof(Key *) + (size_t) (a->mask + 1) * sizeof(uint32_t) +
-                a->heap_cap * (sizeof(usec_t) + sizeof(uint32_t)) +
+                a->hend_cap * sizeof(usec_t) + a->hkey_cap * sizeof(uint32_t) +
                 (size_t) a->uvecs_cap * sizeof(UVec) + a->bytes_many + a->bytes_unc +
                 intern_bytes(a->strings);
         if (a->batch) {
@@ -1400,4 +1372,136 @@ uint64_t agg_event_count(const Agg *a) {
 
 bool agg_flush_wanted(const Agg *a) {
         return a->n_unc_full > 0;
+}
+
+/* ---- invariants, for tests ---- */
+
+static const char *check_key(const Agg *a, uint32_t idx, uint64_t *spans, uint64_t *unc,
+                             uint64_t *n_uvecs, uint64_t *full, size_t *bytes_unc, size_t *bytes_many) {
+        Key *k = key_at(a, idx);
+        const Span *sp;
+        bool dirty = false;
+
+        if (key_find(a, k->controller, k->type) != idx)
+                return "a key is not found from its ids";
+        if (intern_find(a->strings, intern_str(a->strings, k->controller)) != k->controller ||
+            intern_find(a->strings, intern_str(a->strings, k->type)) != k->type)
+                return "a key's strings are not interned";
+        if (k->n_spans == 0)
+                return "a key without spans";
+        sp = key_spans(k);
+        *spans += k->n_spans;
+        if (k->n_spans >= 2)
+                *bytes_many += span_cap(k->n_spans) * sizeof(Span);
+        for (size_t j = 0; j < k->n_spans; j++) {
+                if (sp[j].start > sp[j].end)
+                        return "a span ends before it starts";
+                if (j > 0 && add_sat(sp[j - 1].end, a->gap) >= sp[j].start)
+                        return "two spans of a key within gap";
+                dirty |= span_dirty(a, &sp[j]);
+                if (sp[j].unc) {
+                        const UVec *u;
+
+                        if (sp[j].unc >= a->uvecs_used)
+                                return "a span's uncertain vector is out of range";
+                        u = &a->uvecs[sp[j].unc];
+                        if (!u->ts || (uint64_t) u->n + u->inflight > u->cap)
+                                return "an uncertain vector without the room it needs";
+                        if (u->n + u->inflight == 0)
+                                return "an empty uncertain vector is kept";
+                        if (u->inflight && !a->batch)
+                                return "uncertain timestamps in flight without a batch";
+                        for (uint32_t i = 0; i < u->n; i++)
+                                if (u->ts[i] < sp[j].start || u->ts[i] > sp[j].end)
+                                        return "an uncertain timestamp outside its span";
+                        *unc += (uint64_t) u->n + u->inflight;
+                        (*n_uvecs)++;
+                        *full += u->n >= AGG_UNCERTAIN_FLUSH_AT;
+                        *bytes_unc += (size_t) u->cap * sizeof(usec_t);
+                }
+        }
+        if (dirty && !k->dirty)
+                return "a key with something to flush is not in the dirty list";
+        if (!dirty && k->dirty)
+                return "a key in the dirty list has nothing to flush";
+        return NULL;
+}
+
+/* The heap holds exactly the clean keys, each where its record says, with its oldest end. */
+static const char *check_heap(const Agg *a) {
+        uint64_t clean = 0;
+
+        if (heap_cap(a) < a->n_keys)
+                return "heap without room for every key";
+        for (size_t i = 0; i < a->heap_n; i++) {
+                Key *k;
+
+                if (i > 0 && a->hend[(i - 1) / 2] > a->hend[i])
+                        return "heap order broken";
+                if (a->hkey[i] >= a->keys_used)
+                        return "a heap entry out of range";
+                k = key_at(a, a->hkey[i]);
+                if (!k->controller || !k->heaped || k->dirty || k->next != i)
+                        return "a heap entry of a key that is not clean there";
+                if (a->hend[i] != key_spans(k)[0].end)
+                        return "a heap entry with a wrong end";
+        }
+        for (uint32_t i = 0; i < a->keys_used; i++) {
+                const Key *k = key_at(a, i);
+
+                if (!k->controller)
+                        continue;
+                if (k->dirty == k->heaped)
+                        return "a key neither dirty nor in the heap, or both";
+                clean += k->heaped;
+        }
+        if (clean != a->heap_n)
+                return "heap size wrong";
+        return NULL;
+}
+
+const char *agg_check(const Agg *a) {
+        uint64_t spans = 0, unc = 0, n_uvecs = 0, full = 0, n_keys = 0, n_free = 0, n_dirty = 0;
+        size_t bytes_unc = 0, bytes_many = 0;
+        const char *err;
+
+        assert(a);
+        for (uint32_t i = 0; i < a->keys_used; i++) {
+                if (!key_at(a, i)->controller)
+                        continue;
+                n_keys++;
+                err = check_key(a, i, &spans, &unc, &n_uvecs, &full, &bytes_unc, &bytes_many);
+                if (err)
+                        return err;
+        }
+        for (uint32_t i = a->free_key; i != NONE; i = key_at(a, i)->next)
+                if (++n_free > a->keys_used || key_at(a, i)->controller)
+                        return "the free list of key records is broken";
+        for (uint32_t i = a->dirty_head; i != NONE; i = key_at(a, i)->next) {
+                if (++n_dirty > n_keys || !key_at(a, i)->dirty)
+                        return "the dirty list is broken";
+                if (key_at(a, i)->next == NONE && a->dirty_tail != i)
+                        return "the dirty list's tail is wrong";
+        }
+        if (n_keys != a->n_keys || n_keys + n_free != a->keys_used)
+                return "key counts disagree";
+        for (uint32_t i = a->free_uvec; i; i = a->uvecs[i].n)
+                if (++n_uvecs >= a->uvecs_used || a->uvecs[i].ts)
+                        return "the free list of uncertain vectors is broken";
+        if (a->uvecs_used > 0 && n_uvecs + 1 != a->uvecs_used)
+                return "uncertain vectors leaked";
+        if (n_dirty != a->n_dirty_keys)
+                return "dirty key count wrong";
+        if (spans != a->n_spans)
+                return "span count wrong";
+        if (unc != a->n_unc || full != a->n_unc_full)
+                return "uncertain timestamp counts wrong";
+        if (bytes_unc != a->bytes_unc || bytes_many != a->bytes_many)
+                return "byte accounting wrong";
+        if ((uint64_t) a->n_keys * 4 > (uint64_t) (a->mask + 1) * 3)
+                return "key table over its load factor";
+        err = check_heap(a);
+        if (err)
+                return err;
+        return intern_check(a->strings);
 }

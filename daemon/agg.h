@@ -9,7 +9,8 @@ typedef struct Agg Agg;
 
 /* Uncertain timestamps (see Fragment) count against AggConfig.max_events at this rate: 8 of
  * them (8 bytes each, twice that at most while their vector grows) weigh one event (a
- * single-span key costs 60-70 bytes, see agg_stats()); their total share is rounded down. */
+ * single-span key costs 60-75 bytes beyond its strings, see agg_stats()); their total share
+ * is rounded down. */
 #define AGG_UNCERTAIN_PER_EVENT 8
 /* A span holding this many uncertain timestamps to flush makes agg_flush_wanted() true. */
 #define AGG_UNCERTAIN_FLUSH_AT 4096
@@ -65,7 +66,7 @@ Agg *agg_free(Agg *a);
  * in memory (a duplicate), -ENOSPC (state unchanged: flush, evict, and retry) if max_events
  * is reached and the report would need a new span or an uncertain timestamp, or if it is
  * uncertain and the span it joins already holds AGG_UNCERTAIN_MAX uncertain timestamps to
- * flush (only a flush helps then), -ENOMEM. */
+ * flush (only a flush helps then), -ENOMEM. On any failure the state is unchanged. */
 int agg_add(Agg *a, const char *controller_id, const char *outage_type, usec_t ts);
 
 /* Warm start: adds a stored event as a clean span (nothing to flush). Spans it touches in
@@ -85,7 +86,7 @@ void agg_skip_stored(Agg *a, usec_t end);
 /* Takes up to max fragments (0: no limit) from dirty spans: their counts and uncertain
  * timestamps move into the batch. Only one batch may be outstanding, until
  * agg_flush_end() or agg_flush_refuse() ends it. Returns 0 and the batch (possibly empty),
- * -EBUSY if a batch is outstanding, -ENOMEM. */
+ * -EBUSY if a batch is outstanding, -ENOMEM (state unchanged). */
 int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret);
 
 /* Ends the outstanding batch and frees it. committed: the store applied it, so its counts
@@ -112,8 +113,8 @@ uint64_t agg_flush_refuse(Agg *a, FlushBatch *b);
 /* Drops clean spans closed by time (end + gap < now) and raises the knowledge horizon past
  * them. Returns how many were dropped, or -EBUSY while a batch is outstanding.
  * Only keys whose spans are all clean are considered: a key with something to flush keeps
- * all its spans until the flush commits. Cost: O((dropped + stale) log n), where stale
- * entries are at most one per key per flush (an ordered heap of clean keys by oldest end). */
+ * all its spans until the flush commits. Cost: O(dropped log n) (a heap of the clean keys by
+ * oldest end). */
 int agg_evict_closed(Agg *a, usec_t now);
 
 /* Under memory pressure: drops up to n clean spans with the oldest ends, open or not,
@@ -128,7 +129,9 @@ typedef struct AggStats {
         uint64_t uncertain;             /* uncertain timestamps held (to flush or in the batch) */
         uint64_t open_spans;            /* spans with end + gap >= now */
         uint64_t strings;               /* interned strings */
-        uint64_t bytes;                 /* memory the Agg holds, strings included */
+        uint64_t bytes;                 /* memory the Agg holds, strings included: what it
+                                         * asked malloc for (the bulk in blocks of 24 KiB or
+                                         * more, so malloc's own overhead is small) */
         uint64_t string_bytes;          /* part of bytes: interned strings and their table */
         usec_t horizon;
 } AggStats;
@@ -166,3 +169,8 @@ uint64_t agg_event_count(const Agg *a);
  * flush now (the main loop's batch trigger, besides agg_dirty_count()), before agg_add
  * reaches AGG_UNCERTAIN_MAX for that span and returns -ENOSPC. O(1). */
 bool agg_flush_wanted(const Agg *a);
+
+/* Checks the Agg's internal invariants (indexes, lists, heap, counts and byte accounting).
+ * Returns NULL, or the first one broken. O(keys + spans + uncertain timestamps); for tests
+ * and debugging, like core_alloc_fail (intern.h), which makes chosen allocations fail. */
+const char *agg_check(const Agg *a);

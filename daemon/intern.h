@@ -30,3 +30,30 @@ size_t intern_count(const Intern *t);
 size_t intern_bytes(const Intern *t);
 /* Bytes of the strings themselves (headers and characters), a part of intern_bytes(). */
 size_t intern_string_bytes(const Intern *t);
+
+/* Checks the table's invariants (every id findable from its string, counts and byte totals
+ * right). Returns NULL, or the first one broken. O(strings); for tests and debugging. */
+const char *intern_check(const Intern *t);
+
+/* Allocation failure injection for the aggregation core (intern.c, agg.c), for tests only:
+ * when set, it is asked before every allocation they make, and true makes that allocation
+ * fail as if memory were exhausted. NULL by default, where it costs one well-predicted
+ * branch per allocation (none is on the per-report steady-state path). Not thread-safe. */
+extern bool (*core_alloc_fail)(void);
+
+static inline bool core_alloc_failing(void) {
+        return _unlikely_(core_alloc_fail != NULL) && core_alloc_fail();
+}
+
+static inline void *core_malloc(size_t n) {
+        return core_alloc_failing() ? NULL : malloc(n);
+}
+
+static inline void *core_calloc(size_t n, size_t size) {
+        return core_alloc_failing() ? NULL : calloc(n, size);
+}
+
+/* Like realloc(): on failure p is left as it was. */
+static inline void *core_realloc(void *p, size_t n) {
+        return core_alloc_failing() ? NULL : realloc(p, n);
+}

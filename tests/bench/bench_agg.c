@@ -67,6 +67,23 @@ static void flush(Agg *a) {
         agg_flush_end(a, b, true);
 }
 
+/* Flushes everything in batches of at most BATCH_MAX fragments, as the daemon does
+ * (aggregation.batch_max, default 10,000). */
+#define BATCH_MAX 10000
+static void flush_batched(Agg *a) {
+        for (;;) {
+                FlushBatch *b = NULL;
+                bool complete;
+
+                if (agg_flush_begin(a, BATCH_MAX, &b) < 0)
+                        abort();
+                complete = b->complete;
+                agg_flush_end(a, b, true);
+                if (complete)
+                        return;
+        }
+}
+
 /* Key k reports at T0 + phase(k) + i * PERIOD, except in every 7th cycle (shifted per key),
  * so that its event ends, is evicted, and a new one starts 20 minutes later. */
 static void steady_state(size_t n, int minutes) {
@@ -138,27 +155,38 @@ static void steady_state(size_t n, int minutes) {
         free(ids);
 }
 
-/* Memory at n open keys: every key reports twice (one event each, extended once), with a
- * flush after each round, as in steady state. */
+/* Memory at n open events, each a new controller with one span: every key reports twice
+ * (one event each, extended once), with a flush after each round in batches of BATCH_MAX,
+ * as in steady state. RSS
+ * growth is measured from /proc/self/statm around it (the ids to report are made before);
+ * "beyond the ids" takes off the ids' own characters (strlen + 1 each), which any layout
+ * must hold. */
 static void memory(size_t n) {
         char **ids = make_ids(n);
-        long rss0 = rss_bytes();
-        Agg *a = new_agg(T0 - GAP);
+        size_t id_chars = 0;
+        long rss0, rss;
         AggStats st;
-        long rss;
+        Agg *a;
 
+        for (size_t k = 0; k < n; k++)
+                id_chars += strlen(ids[k]) + 1;
+        rss0 = rss_bytes();
+        a = new_agg(T0 - GAP);
         for (int round = 0; round < 2; round++) {
                 for (size_t k = 0; k < n; k++)
                         if (agg_add(a, ids[k], "panel_outage", T0 + round * PERIOD) < 0)
                                 abort();
-                flush(a);
+                flush_batched(a);
         }
         agg_stats(a, T0 + PERIOD, &st);
         rss = rss_bytes() - rss0;
-        printf("memory at %" PRIu64 " open keys: %.1f bytes/open event total, %.1f beyond interned strings "
-               "(agg_stats); RSS delta %.1f bytes/open event\n", st.open_spans,
-               (double) st.bytes / st.open_spans, (double) (st.bytes - st.string_bytes) / st.open_spans,
-               (double) rss / st.open_spans);
+        printf("memory at %" PRIu64 " open events (one new controller each, one span each):\n", st.open_spans);
+        printf("  RSS growth:   %.1f MiB, %.1f bytes/event, %.1f beyond the ids' characters (%.1f bytes/id)\n",
+               rss / 1048576.0, (double) rss / n, (double) (rss - (long) id_chars) / n, (double) id_chars / n);
+        printf("  agg_stats:    %.1f MiB, %.1f bytes/event, %.1f beyond the ids' characters; "
+               "strings and their table %.1f bytes/event\n",
+               st.bytes / 1048576.0, (double) st.bytes / n, (double) (st.bytes - id_chars) / n,
+               (double) st.string_bytes / n);
         agg_free(a);
         for (size_t i = 0; i < n; i++)
                 free(ids[i]);

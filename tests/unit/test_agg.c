@@ -675,6 +675,7 @@ Test(agg, late_reports_into_one_span_take_linear_time, .timeout = 10) {
         for (size_t i = 1; i < n; i++)
                 cr_assert_eq(got[i], got[i - 1] + USEC_PER_MINUTE);
         free(got);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -752,6 +753,7 @@ Test(agg, uncertain_timestamps_sorted_after_merges_and_give_backs) {
         cr_assert_eq(committed, n_accepted);
         cr_assert_gt(n_accepted, N / 4);
         cr_assert_eq(agg_key_spans(a, "ctrl_1", "panel_outage", NULL, 0), 1);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -807,6 +809,7 @@ Test(agg, flush_wanted_when_a_span_holds_many_uncertain) {
         cr_assert_not(agg_flush_wanted(a));
         agg_flush_end(a, b, true);
         cr_assert_not(agg_flush_wanted(a));
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -848,6 +851,7 @@ Test(agg, uncertain_per_span_cap_enospc_until_a_flush_takes_them) {
         cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
         agg_flush_end(a, b, true);
         cr_assert_eq(add(a, top), 1);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -862,6 +866,7 @@ Test(agg, certain_reports_still_join_a_span_at_the_uncertain_cap) {
         cr_assert_eq(spans(a, s), 1);
         cr_assert_eq(s[0].count, 1);
         cr_assert_eq(s[0].n_uncertain, AGG_UNCERTAIN_MAX);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -888,6 +893,7 @@ Test(agg, uncertain_timestamps_count_against_max_events) {
         cr_assert_eq(agg_event_count(a), 1);
         cr_assert_eq(agg_add(a, "ctrl_2", "panel_outage", DAY0 + 40 * USEC_PER_DAY), 1);
         cr_assert_eq(agg_event_count(a), 2);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -909,6 +915,7 @@ Test(agg, committed_uncertain_vectors_give_their_memory_back) {
         agg_stats(a, DAY0, &st);
         cr_assert_eq(st.uncertain, 1);
         cr_assert_leq(st.bytes, st0.bytes + 64, "%" PRIu64 " > %" PRIu64 " + 64", st.bytes, st0.bytes);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -939,6 +946,7 @@ Test(agg, refused_fragment_is_dropped_with_its_key) {
         cr_assert_eq(add(a, at(10, 30)), 1);
         agg_stats(a, at(10, 30), &st);
         cr_assert_eq(st.uncertain, 2);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -968,6 +976,7 @@ Test(agg, refused_span_takes_the_reports_added_meanwhile) {
         cr_assert_eq(agg_key_spans(a, "ctrl_2", "panel_outage", NULL, 0), 1);
         cr_assert_eq(flush_all(a, f, 4), 2);            /* the others flush as before */
         cr_assert_eq(flush_all(a, f, 4), 0);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -986,6 +995,7 @@ Test(agg, refused_fragments_merged_meanwhile_drop_once) {
         cr_assert_eq(st.keys, 0);
         cr_assert_eq(st.spans, 0);
         cr_assert_eq(st.horizon, at(10, 24) + 1);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -1007,6 +1017,7 @@ Test(agg, refused_span_merged_with_a_dirty_one_leaves_no_dirty_key) {
         cr_assert_eq(b->n, 0);
         cr_assert(b->complete);
         agg_flush_end(a, b, true);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -1046,6 +1057,7 @@ Test(agg, key_left_with_clean_spans_after_a_refusal_is_still_evicted) {
         cr_assert_eq(flush_all(a, f, 4), 1);
         cr_assert_eq(f[0].start, at(15, 0));
         cr_assert_eq(agg_evict_closed(a, at(16, 0)), 1);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -1066,6 +1078,7 @@ Test(agg, refused_uncertain_timestamps_leave_the_accounting) {
         cr_assert_eq(st.uncertain, 0);
         cr_assert_eq(st.spans, 0);
         cr_assert_eq(agg_event_count(a), 0);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -1097,6 +1110,7 @@ Test(agg, unloaded_stored_event_makes_its_duplicates_uncertain) {
         cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
         cr_assert_eq(b->fragments[0].count, 1);
         agg_flush_end(a, b, true);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
 
@@ -1120,5 +1134,6 @@ Test(agg, skip_stored_raises_the_horizon_and_never_lowers_it) {
         agg_skip_stored(a, INT64_MAX);                  /* saturates */
         agg_stats(a, 0, &st);
         cr_assert_eq(st.horizon, INT64_MAX);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
         agg_free(a);
 }
