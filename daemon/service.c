@@ -44,10 +44,10 @@ void service_evict(Service *s) {
                 log_debug("Evicted %d closed events from memory", r);
         if (s->memory_full) {
                 uint64_t target = s->config->max_events_in_memory / 10 * 9;
-                uint64_t spans = agg_span_count(s->agg);
+                uint64_t held = agg_event_count(s->agg);        /* what max_events bounds */
 
-                if (spans > target) {
-                        r = agg_evict_oldest(s->agg, spans - target);
+                if (held > target) {
+                        r = agg_evict_oldest(s->agg, held - target);
                         if (r > 0)
                                 log_info("Evicted the %d oldest events from memory early", r);
                 }
