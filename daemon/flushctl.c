@@ -257,7 +257,7 @@ static void failed(FlushCtl *f) {
                 if ((res == -EIO || res == -EINVAL) && n == 0 && f->job_rejects.n > 0) {
                         /* Only rejects and the checkpoint: rows escaped to valid text that
                          * the database still refuses cannot become acceptable by waiting. */
-                        f->stats.refused += f->job_rejects.n;
+                        f->stats.refused_rejects += f->job_rejects.n;
                         log_error("The database refused %zu reject rows for good; they are dropped (their messages stay in the journal until the next checkpoint): %s",
                                   f->job_rejects.n, f->job.error[0] ? f->job.error : "no message");
                         agg_flush_end(f->agg, f->job.batch, false);
@@ -278,11 +278,15 @@ static void failed(FlushCtl *f) {
         }
         delay = backoff_next(&f->backoff);
         f->retry_at = now_monotonic() + delay;
-        if (ratelimit_below(&f->fail_rl, now_monotonic(), &suppressed))
-                log_warning("Database flush failed (%s), retrying in %.1f s: %s",
-                            res == -EAGAIN ? "database unreachable; the outcome of the last commit is checked first" :
-                            res == -ECONNREFUSED || res == -ECONNRESET ? "database unreachable" : strerror(-res),
+        if (!ratelimit_below(&f->fail_rl, now_monotonic(), &suppressed))
+                return;
+        if (res == -EAGAIN || res == -ECONNREFUSED || res == -ECONNRESET)
+                log_warning("Database unreachable%s, retrying the flush in %.1f s: %s",
+                            res == -EAGAIN ? " (the outcome of the last commit is checked first)" : "",
                             (double) delay / USEC_PER_SEC, f->job.error[0] ? f->job.error : "no message");
+        else
+                log_warning_errno(res, "Database flush failed (%m), retrying in %.1f s: %s",
+                                  (double) delay / USEC_PER_SEC, f->job.error[0] ? f->job.error : "no message");
 }
 
 FlushOutcome flushctl_collect(FlushCtl *f, usec_t now) {

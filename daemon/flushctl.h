@@ -26,6 +26,7 @@ typedef struct FlushStats {
         uint64_t ok, failed;            /* jobs */
         uint64_t fragments, rejects;    /* committed */
         uint64_t refused;               /* fragments the database refused for good */
+        uint64_t refused_rejects;       /* reject rows it refused for good (dropped) */
         double last_seconds;            /* duration of the last job */
         usec_t last_ok_realtime;        /* when the last job committed, 0: never */
         unsigned failures;              /* consecutive failed jobs */

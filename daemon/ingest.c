@@ -120,8 +120,10 @@ static void hand_off(Ingest *i, const char *topic, size_t topic_len, const void 
         memcpy(topic_buf, topic, topic_len);
         topic_buf[topic_len] = '\0';
 
-        while ((r = journal_append(i->journal, received, topic_buf, payload, len, &seq)) < 0) {
-                atomic_fetch_add(&i->n_journal_failures, 1);
+        for (bool failed = false; (r = journal_append(i->journal, received, topic_buf, payload, len, &seq)) < 0;) {
+                if (!failed)
+                        atomic_fetch_add(&i->n_journal_failures, 1);    /* messages, not attempts */
+                failed = true;
                 if (atomic_exchange(&i->journal_error, r) != r)
                         wake(i);        /* the main loop reports it */
                 usleep(JOURNAL_RETRY_USEC);

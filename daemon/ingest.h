@@ -78,7 +78,7 @@ int ingest_publish_pending(const Ingest *i, uint64_t *ret_failed);
  * -EIO when paho refuses it. */
 int ingest_publish(Ingest *i, const char *topic, const char *payload, bool retained);
 
-/* Journal appends that failed (each retried until it succeeds). */
+/* Messages whose journal append failed at least once (each is retried until it succeeds). */
 uint64_t ingest_journal_failures(const Ingest *i);
 /* 0, or the negative errno of the journal append that is failing now (disk full). */
 int ingest_journal_error(const Ingest *i);

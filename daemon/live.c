@@ -138,7 +138,7 @@ static Entry *new_entry(const StoreEvent *ev, uint32_t h) {
         return e;
 }
 
-int live_committed(Live *l, const StoreEvent *ev, size_t n) {
+int live_committed(Live *l, const StoreEvent *ev, size_t n, usec_t now) {
         int ret = 0;
 
         for (size_t i = 0; i < n; i++) {
@@ -166,7 +166,7 @@ int live_committed(Live *l, const StoreEvent *ev, size_t n) {
                 e->start = ev[i].start;
                 e->end = ev[i].end;
                 e->report_count = ev[i].report_count;
-                e->closed = false;
+                e->closed = ev[i].end + l->gap < now;
                 if (enqueue(l, e) < 0)
                         ret = -ENOMEM;
         }

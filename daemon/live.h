@@ -15,16 +15,18 @@
 typedef struct Live Live;
 
 /* prefix: events.topic_prefix (copied); gap: aggregation.gap; max_keys: keys it tracks at
- * most (announced and not yet closed, or waiting to be sent), beyond which the oldest
- * announcements are forgotten (their close is not announced: memory stays bounded).
+ * most (announced and not yet closed, or waiting to be sent): beyond it a change of a key
+ * not tracked yet is not announced (live_committed() says so), so memory stays bounded.
  * Returns 0 or -ENOMEM. */
 int live_new(const char *prefix, usec_t gap, size_t max_keys, Live **ret);
 Live *live_free(Live *l);
 
 /* Takes note of the events a committed flush created or changed (borrowed): each that is
- * its key's latest is queued as open and remembered until it closes. Returns 0 or -ENOMEM
- * (some messages are not queued; the key's next change announces it). */
-int live_committed(Live *l, const StoreEvent *ev, size_t n);
+ * its key's latest is queued, as open and remembered until it closes, or as closed at once
+ * when end + gap < now already (a late report filling the past). Returns 0 or -ENOMEM
+ * (some messages are not queued, the key table being full or memory short; the key's next
+ * change announces it). */
+int live_committed(Live *l, const StoreEvent *ev, size_t n, usec_t now);
 
 /* Queues the close of every remembered event with end + gap < now. O(remembered keys). */
 void live_tick(Live *l, usec_t now);

@@ -60,7 +60,7 @@ void service_flush_committed(Service *s) {
 
         metrics_observe_flush(&s->m, flushctl_stats(s->flush)->last_seconds);
         if (ch && s->live) {
-                if (live_committed(s->live, ch->events, ch->n) < 0)
+                if (live_committed(s->live, ch->events, ch->n, now_realtime()) < 0)
                         log_warning("Live events: out of memory, some changes are announced only with the next one");
                 (void) live_send(s->live, s->ingest);
         }
@@ -341,7 +341,8 @@ static int on_startup_timeout(sd_event_source *src, uint64_t usec, void *userdat
 static void maybe_finish_stop(Service *s) {
         if (!s->stopping)
                 return;
-        if (!apply_idle(s->apply) || flushctl_needed(s->flush) || flushctl_busy(s->flush)) {
+        s->drained = apply_idle(s->apply) && !flushctl_needed(s->flush) && !flushctl_busy(s->flush);
+        if (!s->drained) {
                 if (now_monotonic() < s->stop_deadline)
                         return;
                 log_warning("Stop timeout: %" PRIu64 " journal records are not yet in the database; they will be replayed at the next start",
@@ -584,7 +585,7 @@ int service_run(Config *c, const char *config_path) {
                         log_error_errno(code, "Event loop failed: %m");
                         code = EXIT_GENERIC;
                 }
-                if (code == EXIT_OK)
+                if (code == EXIT_OK && s.drained)
                         log_notice("Stopped: all received reports are in the database");
         } else if (code < 0)
                 code = EXIT_GENERIC;

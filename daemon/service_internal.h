@@ -63,6 +63,7 @@ typedef struct Service {
         bool ready;
         bool stopping;
         usec_t stop_deadline;
+        bool drained;                   /* the stop ended with everything in the database */
         Backoff reconnect;
         IngestState last_ingest_state;
         int journal_error;

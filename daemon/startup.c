@@ -281,7 +281,8 @@ typedef struct Replay {
         int code;                       /* the exit code that stopped the replay */
 } Replay;
 
-/* During replay the loop is not running yet: tell systemd the start-up progresses. */
+/* During replay the loop is not running yet: tell systemd the start-up progresses, and
+ * see whether it asked for a stop (checked once a second: a replay is fast). */
 static void replay_ping(Replay *x, usec_t now) {
         if (now < x->next_ping)
                 return;
@@ -289,6 +290,8 @@ static void replay_ping(Replay *x, usec_t now) {
         notify_extend_timeout(REPLAY_EXTEND);
         notify_watchdog();
         notify_status("starting; replaying the journal: %" PRIu64 " records", x->n);
+        if (stop_requested_early())
+                x->s->stopping = true;
 }
 
 /* Collects a completed flush, if any, and waits up to timeout for it. Returns 0, or an
@@ -373,7 +376,7 @@ static int replay_record(uint64_t seq, usec_t received, const char *topic, const
         if (x->code != 0)
                 return -ECANCELED;
         replay_ping(x, now);
-        return 0;
+        return s->stopping ? -ECANCELED : 0;
 }
 
 int service_replay(Service *s) {

@@ -62,7 +62,7 @@ Test(live, format_is_the_spec_message) {
 Test(live, only_the_latest_event_of_a_key_is_announced) {
         StoreEvent e[2] = { ev(1, "c1", T0, T0, 1, false), ev(2, "c1", T0 + USEC_PER_HOUR, T0 + USEC_PER_HOUR, 1, true) };
 
-        cr_assert_eq(live_committed(l, e, 2), 0);
+        cr_assert_eq(live_committed(l, e, 2, T0), 0);
         cr_assert_eq(live_pending(l), 1);
         cr_assert_eq(live_send(l, fake), 1);
         cr_assert_str_eq(sent_topic[0], "outaged/events/c1/panel_outage");
@@ -75,9 +75,9 @@ Test(live, newest_state_replaces_one_waiting_and_older_states_are_ignored) {
         StoreEvent a = ev(1, "c1", T0, T0 + 10 * USEC_PER_MINUTE, 2, true);
         StoreEvent b = ev(1, "c1", T0, T0 + 20 * USEC_PER_MINUTE, 3, true);
 
-        cr_assert_eq(live_committed(l, &a, 1), 0);
-        cr_assert_eq(live_committed(l, &b, 1), 0);
-        cr_assert_eq(live_committed(l, &a, 1), 0);       /* late, from another flush result */
+        cr_assert_eq(live_committed(l, &a, 1, T0), 0);
+        cr_assert_eq(live_committed(l, &b, 1, T0), 0);
+        cr_assert_eq(live_committed(l, &a, 1, T0), 0);       /* late, from another flush result */
         cr_assert_eq(live_pending(l), 1);
         cr_assert_eq(live_send(l, fake), 1);
         cr_assert(strstr(sent_msg[0], "\"report_count\":3,"), "%s", sent_msg[0]);
@@ -86,8 +86,8 @@ Test(live, newest_state_replaces_one_waiting_and_older_states_are_ignored) {
 Test(live, the_broker_away_keeps_the_messages) {
         StoreEvent a = ev(1, "c1", T0, T0, 1, true), b = ev(2, "c2", T0, T0, 1, true);
 
-        cr_assert_eq(live_committed(l, &a, 1), 0);
-        cr_assert_eq(live_committed(l, &b, 1), 0);
+        cr_assert_eq(live_committed(l, &a, 1, T0), 0);
+        cr_assert_eq(live_committed(l, &b, 1, T0), 0);
         publish_result = -ENOTCONN;
         cr_assert_eq(live_send(l, fake), 0);
         cr_assert_eq(live_pending(l), 2);
@@ -100,7 +100,7 @@ Test(live, the_broker_away_keeps_the_messages) {
 Test(live, a_close_is_announced_once_the_gap_has_passed) {
         StoreEvent a = ev(1, "c1", T0, T0 + 10 * USEC_PER_MINUTE, 2, true);
 
-        cr_assert_eq(live_committed(l, &a, 1), 0);
+        cr_assert_eq(live_committed(l, &a, 1, T0), 0);
         cr_assert_eq(live_send(l, fake), 1);
         live_tick(l, T0 + 10 * USEC_PER_MINUTE + GAP);  /* end + gap == now: still open */
         cr_assert_eq(live_pending(l), 0);
@@ -114,13 +114,22 @@ Test(live, a_close_is_announced_once_the_gap_has_passed) {
         cr_assert_eq(live_pending(l), 0, "announced once");
 }
 
+Test(live, a_change_already_closed_is_announced_closed) {
+        StoreEvent a = ev(1, "c1", T0 - USEC_PER_DAY, T0 - USEC_PER_DAY, 1, true);
+
+        cr_assert_eq(live_committed(l, &a, 1, T0), 0);
+        cr_assert_eq(live_send(l, fake), 1);
+        cr_assert(strstr(sent_msg[0], "\"status\":\"closed\""), "%s", sent_msg[0]);
+        cr_assert_eq(live_tracked(l), 0);
+}
+
 Test(live, bounded_keys) {
         Live *small = NULL;
         StoreEvent a = ev(1, "c1", T0, T0, 1, true), b = ev(2, "c2", T0, T0, 1, true);
 
         cr_assert_eq(live_new("p", GAP, 1, &small), 0);
-        cr_assert_eq(live_committed(small, &a, 1), 0);
-        cr_assert_eq(live_committed(small, &b, 1), -ENOMEM);
+        cr_assert_eq(live_committed(small, &a, 1, T0), 0);
+        cr_assert_eq(live_committed(small, &b, 1, T0), -ENOMEM);
         cr_assert_eq(live_tracked(small), 1);
         live_free(small);
 }
@@ -135,7 +144,7 @@ Test(live, many_keys_grow_the_table) {
 
                 snprintf(id, sizeof(id), "c%d", k);
                 e = ev(k, id, T0, T0, 1, true);
-                cr_assert_eq(live_committed(big, &e, 1), 0);
+                cr_assert_eq(live_committed(big, &e, 1, T0), 0);
         }
         cr_assert_eq(live_tracked(big), 5000);
         cr_assert_eq(live_pending(big), 5000);
