@@ -219,74 +219,94 @@ static void refuse_fragment(FlushCtl *f) {
                           lost, fr->controller_id, fr->outage_type);
 }
 
+/* Ends the outstanding job as not committed: its counts and rejects go back. */
+static void give_back(FlushCtl *f) {
+        agg_flush_end(f->agg, f->job.batch, false);
+        apply_return_rejects(f->apply, &f->job_rejects);
+        f->outstanding = false;
+}
+
+static const char *job_error(const FlushCtl *f) {
+        return f->job.error[0] ? f->job.error : "no message";
+}
+
+/* The database refused the transaction itself, not the connection: one event it cannot
+ * take must not hold up the others. Halving batches isolates it (the limit grows back
+ * with every success); alone, it is recorded and dropped. Returns true when the next job
+ * may go at once. */
+static bool refused(FlushCtl *f) {
+        size_t n = f->job.batch->n;
+
+        if (n == 1) {
+                refuse_fragment(f);
+                apply_return_rejects(f->apply, &f->job_rejects);
+                f->outstanding = false;
+                return true;
+        }
+        if (n == 0 && f->job_rejects.n > 0) {
+                /* Only rejects and the checkpoint: rows escaped to valid text that the
+                 * database still refuses cannot become acceptable by waiting. */
+                f->stats.refused_rejects += f->job_rejects.n;
+                log_error("The database refused %zu reject rows for good; they are dropped (their messages stay in the journal until the next checkpoint): %s",
+                          f->job_rejects.n, job_error(f));
+                agg_flush_end(f->agg, f->job.batch, false);
+                reject_batch_clear(&f->job_rejects);
+                f->outstanding = false;
+                return true;
+        }
+        if (n > 1) {
+                f->limit = n / 2;
+                if (ratelimit_below(&f->refused_rl, now_monotonic(), NULL))
+                        log_error("The database refused a flush of %zu events; retrying in batches of %" PRIu64 ": %s",
+                                  n, f->limit, job_error(f));
+        }
+        give_back(f);
+        return false;
+}
+
+/* A LISTEN session that never reads fills PostgreSQL's notification queue, and then every
+ * transaction that notifies fails at COMMIT. The events matter more than the
+ * notifications: the same batch goes again at once without them, and so do the next
+ * ones for a while. */
+static void notify_queue_full(FlushCtl *f) {
+        f->notify_paused_until = now_monotonic() + NOTIFY_PAUSE;
+        if (ratelimit_below(&f->fail_rl, now_monotonic(), NULL))
+                log_warning("PostgreSQL's notification queue is full (a session LISTENs on \"%s\" and does not read): "
+                            "flushing without NOTIFY for %.0f s",
+                            f->cfg->notify_channel, (double) NOTIFY_PAUSE / USEC_PER_SEC);
+        give_back(f);
+}
+
 static void failed(FlushCtl *f) {
         int res = f->job.result;
-        size_t n = f->job.batch->n;
-        unsigned suppressed = 0;
         usec_t delay;
 
         f->stats.failed++;
         if (res == -ENOBUFS && f->job.notify_channel) {
-                /* A LISTEN session that never reads fills PostgreSQL's notification queue,
-                 * and then every transaction that notifies fails at COMMIT. The events
-                 * matter more than the notifications: the same job goes again at once,
-                 * without them, and so do the next ones for a while. */
-                f->notify_paused_until = now_monotonic() + NOTIFY_PAUSE;
-                if (ratelimit_below(&f->fail_rl, now_monotonic(), NULL))
-                        log_warning("PostgreSQL's notification queue is full (a session LISTENs on \"%s\" and does not read): "
-                                    "flushing without NOTIFY for %.0f s",
-                                    f->cfg->notify_channel, (double) NOTIFY_PAUSE / USEC_PER_SEC);
-                agg_flush_end(f->agg, f->job.batch, false);
-                apply_return_rejects(f->apply, &f->job_rejects);
-                f->outstanding = false;
+                notify_queue_full(f);
                 f->retry_at = 0;
                 return;
         }
         f->stats.failures++;
-        if (res != -EAGAIN) {
-                /* The database refused the transaction itself, not the connection: one
-                 * event it cannot take must not hold up the others. Halving batches
-                 * isolates it; the limit grows back with every success. */
-                if ((res == -EIO || res == -EINVAL) && n == 1) {
-                        refuse_fragment(f);
-                        apply_return_rejects(f->apply, &f->job_rejects);
-                        f->outstanding = false;
+        if (res == -EIO || res == -EINVAL) {
+                if (refused(f)) {
                         f->retry_at = 0;        /* nothing wrong with the others: go on */
                         return;
                 }
-                if ((res == -EIO || res == -EINVAL) && n == 0 && f->job_rejects.n > 0) {
-                        /* Only rejects and the checkpoint: rows escaped to valid text that
-                         * the database still refuses cannot become acceptable by waiting. */
-                        f->stats.refused_rejects += f->job_rejects.n;
-                        log_error("The database refused %zu reject rows for good; they are dropped (their messages stay in the journal until the next checkpoint): %s",
-                                  f->job_rejects.n, f->job.error[0] ? f->job.error : "no message");
-                        agg_flush_end(f->agg, f->job.batch, false);
-                        reject_batch_clear(&f->job_rejects);
-                        f->outstanding = false;
-                        f->retry_at = 0;
-                        return;
-                }
-                if ((res == -EIO || res == -EINVAL) && n > 1) {
-                        f->limit = n / 2;
-                        if (ratelimit_below(&f->refused_rl, now_monotonic(), NULL))
-                                log_error("The database refused a flush of %zu events; retrying in batches of %" PRIu64 ": %s",
-                                          n, f->limit, f->job.error[0] ? f->job.error : "no message");
-                }
-                agg_flush_end(f->agg, f->job.batch, false);
-                apply_return_rejects(f->apply, &f->job_rejects);
-                f->outstanding = false;
-        }
+        } else if (res != -EAGAIN)
+                give_back(f);
+        /* -EAGAIN: the COMMIT's outcome is unknown; the same job is resubmitted as it is. */
         delay = backoff_next(&f->backoff);
         f->retry_at = now_monotonic() + delay;
-        if (!ratelimit_below(&f->fail_rl, now_monotonic(), &suppressed))
+        if (!ratelimit_below(&f->fail_rl, now_monotonic(), NULL))
                 return;
         if (res == -EAGAIN || res == -ECONNREFUSED || res == -ECONNRESET)
                 log_warning("Database unreachable%s, retrying the flush in %.1f s: %s",
                             res == -EAGAIN ? " (the outcome of the last commit is checked first)" : "",
-                            (double) delay / USEC_PER_SEC, f->job.error[0] ? f->job.error : "no message");
+                            (double) delay / USEC_PER_SEC, job_error(f));
         else
                 log_warning_errno(res, "Database flush failed (%m), retrying in %.1f s: %s",
-                                  (double) delay / USEC_PER_SEC, f->job.error[0] ? f->job.error : "no message");
+                                  (double) delay / USEC_PER_SEC, job_error(f));
 }
 
 FlushOutcome flushctl_collect(FlushCtl *f, usec_t now) {

@@ -246,96 +246,6 @@ static int on_retention_done(sd_event_source *src, int fd, uint32_t revents, voi
         return 0;
 }
 
-/* ---- broker connection ---- */
-
-static int on_reconnect_timer(sd_event_source *src, uint64_t usec, void *userdata) {
-        Service *s = userdata;
-
-        if (s->ingest && !s->stopping && !ingest_paused(s->ingest) &&
-            ingest_state(s->ingest) == INGEST_DISCONNECTED)
-                (void) ingest_start(s->ingest);
-        return 0;
-}
-
-static void became_ready(Service *s) {
-        if (s->ready)
-                return;
-        s->ready = true;
-        (void) sd_event_source_set_enabled(s->startup_timer, SD_EVENT_OFF);
-        notify_ready();
-        log_notice("outaged ready");
-}
-
-static void journal_state_changed(Service *s) {
-        int e = ingest_journal_error(s->ingest);
-
-        if (e == s->journal_error)
-                return;
-        if (e < 0)
-                log_error_errno(e, "Cannot write the journal (%m): holding new messages unacknowledged until it can");
-        else
-                log_notice("Journal writes resumed");
-        s->journal_error = e;
-}
-
-static int on_ingest_state(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
-        Service *s = userdata;
-        IngestState st;
-        char err[256];
-        uint64_t v;
-        usec_t delay;
-
-        (void) !read(fd, &v, sizeof(v));
-        if (!s->ingest)
-                return 0;
-        journal_state_changed(s);
-        st = ingest_state(s->ingest);
-        /* An attempt can start and fail between two runs of this handler, so CONNECTING
-         * goes unseen: a disconnected client with no retry armed always needs one. */
-        if (st == s->last_ingest_state &&
-            (st != INGEST_DISCONNECTED || sd_event_source_get_enabled(s->reconnect_timer, NULL) > 0))
-                return 0;
-        ingest_last_error(s->ingest, err, sizeof(err));
-        if (st == INGEST_SUBSCRIBED) {
-                if (s->config->mqtt_share_group)
-                        log_info("Subscribed to %s in shared group %s on %s", s->config->mqtt_topic,
-                                 s->config->mqtt_share_group, s->config->mqtt_uri);
-                else
-                        log_info("Subscribed to %s on %s", s->config->mqtt_topic, s->config->mqtt_uri);
-                backoff_reset(&s->reconnect);
-                became_ready(s);
-                if (s->live)
-                        (void) live_send(s->live, s->ingest);   /* what waited for the broker */
-        } else if (st == INGEST_DISCONNECTED && !s->stopping && !ingest_paused(s->ingest)) {
-                /* The only reconnect there is (ingest.h). */
-                delay = backoff_next(&s->reconnect);
-                if (s->last_ingest_state >= INGEST_CONNECTED)
-                        log_warning("MQTT connection lost (%s); reconnecting", err);
-                else
-                        log_warning("MQTT broker %s unreachable, retrying in %.1f s: %s", s->config->mqtt_uri,
-                                    (double) delay / USEC_PER_SEC, err);
-                service_arm(s->reconnect_timer, delay);
-        } else if (st == INGEST_CONNECTED && err[0]) {
-                if (s->last_ingest_state == INGEST_SUBSCRIBED)
-                        log_error("MQTT subscription lost: %s", err);
-                else if (strstr(err, "subscribe"))
-                        log_error("MQTT %s", err);
-        }
-        s->last_ingest_state = st;
-        return 0;
-}
-
-static int on_startup_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
-        Service *s = userdata;
-        char err[256];
-
-        ingest_last_error(s->ingest, err, sizeof(err));
-        log_error("MQTT broker %s not reachable (or subscription refused) within %.0f s: %s",
-                  s->config->mqtt_uri, (double) s->config->startup_timeout / USEC_PER_SEC,
-                  err[0] ? err : "no answer");
-        return sd_event_exit(sd_event_source_get_event(src), EXIT_UNAVAILABLE);
-}
-
 /* ---- stop and reload ---- */
 
 static void maybe_finish_stop(Service *s) {
@@ -438,22 +348,50 @@ void service_reload(Service *s) {
 
 /* ---- start-up and the loop ---- */
 
-static int add_timer(Service *s, sd_event_source **ret, usec_t after, sd_event_time_handler_t cb) {
-        return sd_event_add_time_relative(s->event, ret, CLOCK_MONOTONIC, after, 0, cb, s);
+/* The loop's timers: armed (or off, to be armed when needed) at setup. */
+static int add_timers(Service *s) {
+        const Config *c = s->config;
+        const struct {
+                sd_event_source **src;
+                usec_t after;                   /* 0: created off */
+                sd_event_time_handler_t cb;
+                bool wanted;
+        } timers[] = {
+                { &s->watchdog_timer, s->watchdog_usec / 2, on_watchdog_timer, s->watchdog_usec > 0 },
+                { &s->flush_timer, c->flush_interval, on_flush_timer, true },
+                { &s->status_timer, 1, on_status_timer, true },
+                { &s->evict_timer, EVICT_INTERVAL, on_evict_timer, true },
+                { &s->sync_timer, c->journal_sync > 0 ? c->journal_sync : USEC_PER_SEC, on_sync_timer, true },
+                { &s->startup_timer, c->startup_timeout, service_on_startup_timeout, true },
+                { &s->retention_timer, RETENTION_FIRST, on_retention_timer, s->retention != NULL },
+                { &s->reconnect_timer, 0, service_on_reconnect_timer, true },
+                { &s->stop_timer, 0, on_stop_timer, true },
+                { &s->retry_timer, 0, on_retry_timer, true },
+        };
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(timers); i++) {
+                if (!timers[i].wanted)
+                        continue;
+                r = sd_event_add_time_relative(s->event, timers[i].src, CLOCK_MONOTONIC,
+                                               timers[i].after ? timers[i].after : USEC_PER_SEC, 0,
+                                               timers[i].cb, s);
+                if (r < 0)
+                        return r;
+                if (timers[i].after == 0)
+                        (void) sd_event_source_set_enabled(*timers[i].src, SD_EVENT_OFF);
+        }
+        return 0;
 }
 
 static int setup_loop(Service *s) {
-        const Config *c = s->config;
         int r;
 
         r = sd_event_default(&s->event);
         if (r < 0)
                 return r;
         s->watchdog_usec = notify_watchdog_usec();
-        if (r >= 0 && s->watchdog_usec > 0)
-                r = add_timer(s, &s->watchdog_timer, s->watchdog_usec / 2, on_watchdog_timer);
-        if (r >= 0)
-                r = sd_event_add_signal(s->event, NULL, SIGTERM, on_stop_signal, s);
+        r = sd_event_add_signal(s->event, NULL, SIGTERM, on_stop_signal, s);
         if (r >= 0)
                 r = sd_event_add_signal(s->event, NULL, SIGINT, on_stop_signal, s);
         if (r >= 0)
@@ -463,39 +401,17 @@ static int setup_loop(Service *s) {
         if (r >= 0)
                 r = sd_event_add_io(s->event, NULL, flusher_fd(s->flusher), EPOLLIN, on_flush_done, s);
         if (r >= 0)
-                r = sd_event_add_io(s->event, NULL, s->ingest_wake_fd, EPOLLIN, on_ingest_state, s);
+                r = sd_event_add_io(s->event, NULL, s->ingest_wake_fd, EPOLLIN, service_on_ingest_state, s);
+        if (r >= 0 && s->retention)
+                r = sd_event_add_io(s->event, NULL, retention_fd(s->retention), EPOLLIN, on_retention_done, s);
         /* Applying a backlog yields after each budget; timers and I/O come first. */
         if (r >= 0)
                 r = sd_event_add_defer(s->event, &s->work_source, on_work, s);
         if (r >= 0)
                 r = sd_event_source_set_priority(s->work_source, SD_EVENT_PRIORITY_IDLE);
         if (r >= 0)
-                r = add_timer(s, &s->flush_timer, c->flush_interval, on_flush_timer);
-        if (r >= 0)
-                r = add_timer(s, &s->status_timer, 1, on_status_timer);
-        if (r >= 0)
-                r = add_timer(s, &s->evict_timer, EVICT_INTERVAL, on_evict_timer);
-        if (r >= 0)
-                r = add_timer(s, &s->sync_timer, c->journal_sync > 0 ? c->journal_sync : USEC_PER_SEC, on_sync_timer);
-        if (r >= 0)
-                r = add_timer(s, &s->startup_timer, c->startup_timeout, on_startup_timeout);
-        if (r >= 0)
-                r = add_timer(s, &s->reconnect_timer, USEC_PER_SEC, on_reconnect_timer);
-        if (r >= 0)
-                r = add_timer(s, &s->stop_timer, USEC_PER_SEC, on_stop_timer);
-        if (r >= 0)
-                r = add_timer(s, &s->retry_timer, RETRY_INTERVAL, on_retry_timer);
-        if (r >= 0 && s->retention)
-                r = add_timer(s, &s->retention_timer, RETENTION_FIRST, on_retention_timer);
-        if (r >= 0 && s->retention)
-                r = sd_event_add_io(s->event, NULL, retention_fd(s->retention), EPOLLIN, on_retention_done, s);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_enabled(s->work_source, SD_EVENT_OFF);
-        (void) sd_event_source_set_enabled(s->reconnect_timer, SD_EVENT_OFF);
-        (void) sd_event_source_set_enabled(s->stop_timer, SD_EVENT_OFF);
-        (void) sd_event_source_set_enabled(s->retry_timer, SD_EVENT_OFF);
-        return 0;
+                r = sd_event_source_set_enabled(s->work_source, SD_EVENT_OFF);
+        return r < 0 ? r : add_timers(s);
 }
 
 static void service_done(Service *s) {

@@ -80,6 +80,11 @@ void service_evict(Service *s);
 void service_flush_committed(Service *s);
 void service_reload(Service *s);
 
+/* broker.c: sd-event handlers of the MQTT connection. */
+int service_on_ingest_state(sd_event_source *src, int fd, uint32_t revents, void *userdata);
+int service_on_reconnect_timer(sd_event_source *src, uint64_t usec, void *userdata);
+int service_on_startup_timeout(sd_event_source *src, uint64_t usec, void *userdata);
+
 /* startup.c: each returns 0 or an exit code, and logs. */
 /* Connects and migrates, retrying until limits.startup_timeout. */
 int service_open_database(const Config *c, Store **ret);

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "harness.h"
 
 static const char *or(const char *v, const char *def) {
@@ -64,13 +65,27 @@ int daemon_prepare(Daemon *d, const DaemonOptions *o) {
         return 0;
 }
 
+/* $OUTAGED_TEST_WRAPPER, if set, is a command line (words split at spaces, the first an
+ * absolute path) the daemon runs under, e.g. valgrind with --error-exitcode: a memory
+ * error then fails the tests that check the daemon's exit code. */
 int daemon_start(Daemon *d) {
-        char env_notify[700];
-        char *argv[] = { (char *) harness_binary(), "-c", d->config_path, NULL };
+        char env_notify[700], *argv[40], *words = NULL;
         char *env[] = { env_notify, (char *) d->extra_env, NULL };
+        const char *wrapper = getenv("OUTAGED_TEST_WRAPPER");
+        size_t n = 0;
 
+        if (wrapper && *wrapper) {
+                words = strdup(wrapper);
+                for (char *w = strtok(words, " "); w && n < ELEMENTSOF(argv) - 4; w = strtok(NULL, " "))
+                        argv[n++] = w;
+        }
+        argv[n++] = (char *) harness_binary();
+        argv[n++] = "-c";
+        argv[n++] = d->config_path;
+        argv[n] = NULL;
         snprintf(env_notify, sizeof(env_notify), "NOTIFY_SOCKET=%s", d->notify_path);
         d->pid = proc_spawn(argv, env, d->log_path);
+        free(words);
         return d->pid > 0 ? 0 : -1;
 }
 
