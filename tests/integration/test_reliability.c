@@ -322,3 +322,95 @@ Test(reliability, journal_of_another_database_is_refused_then_discarded) {
         free(a);
         free(b);
 }
+
+/* Counts the lines of the daemon's log that contain needle before the first line that
+ * contains stop (all of them when stop is NULL or absent). */
+static int count_log_lines(const Daemon *d, const char *needle, const char *stop) {
+        FILE *f = fopen(d->log_path, "r");
+        char line[4096];
+        int n = 0;
+
+        cr_assert_not_null(f);
+        while (fgets(line, sizeof(line), f)) {
+                if (stop && strstr(line, stop))
+                        break;
+                n += strstr(line, needle) != NULL;
+        }
+        fclose(f);
+        return n;
+}
+
+/* Journal records left uncommitted (the database was down, then SIGKILL) are replayed at
+ * the next start in bounded flush rounds that move the checkpoint, with
+ * EXTEND_TIMEOUT_USEC= sent while the replay makes progress. Before, the replay flushed
+ * only at its end and never extended the start timeout. */
+Test(reliability, replay_flushes_in_rounds_and_extends_the_start_timeout) {
+        char *db = new_database("r_replay"), journal[512], *dir = harness_mkdtemp("outaged-replay"), *v;
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "r-replay",
+                            .topic = "replay/+", .max_events = "1000" };
+        RefReport *ref = calloc(3000, sizeof(*ref));
+        const char **topics = calloc(3000, sizeof(char *));
+        char **payloads = calloc(3000, sizeof(char *));
+        Daemon d2 = {};
+        size_t n = 0;
+        char *want;
+
+        snprintf(journal, sizeof(journal), "%s/journal", dir);
+        o.journal_dir = journal;
+        start(&d1, &o);
+        cr_assert_eq(pg_server_pause(&pg), 0);
+        for (int i = 0; i < 2; i++)
+                for (int k = 0; k < 1500; k++) {
+                        char *t;
+
+                        cr_assert(asprintf(&t, "replay/k%04d", k) > 0);
+                        topics[n] = t;
+                        payloads[n] = report_json("panel_outage", 600 + i * 10);
+                        snprintf(ref[n].key, sizeof(ref[n].key), "k%04d/panel_outage", k);
+                        ref[n++].t = (int64_t) (600 + i * 10) * 60000000;
+                }
+        for (size_t off = 0; off < n; off += 500)
+                cr_assert_eq(mqtt_publish_many(&broker, topics + off, (const char *const *) payloads + off, 500), 0);
+        /* Every message acknowledged is in the journal: wait until the daemon has them. */
+        for (int w = 0; w < 200; w++) {
+                char path[600], line[256];
+                bool all = false;
+                FILE *m;
+
+                snprintf(path, sizeof(path), "%s/metrics.prom", d1.dir);
+                if ((m = fopen(path, "r"))) {
+                        while (fgets(line, sizeof(line), m))
+                                all |= strncmp(line, "outaged_messages_received_total 3000", 36) == 0;
+                        fclose(m);
+                }
+                if (all)
+                        break;
+                harness_sleep_ms(100);
+        }
+        cr_assert_eq(daemon_signal_wait(&d1, SIGKILL, 10000), 128 + SIGKILL);
+        cr_assert_eq(pg_server_resume(&pg), 0);
+
+        cr_assert_eq(daemon_prepare(&d2, &o), 0);
+        cr_assert_eq(daemon_start(&d2), 0);
+        cr_assert_eq(daemon_wait_notify(&d2, "EXTEND_TIMEOUT_USEC=", 30000), 0, "the start timeout is extended");
+        cr_assert_eq(daemon_wait_ready(&d2, 60000), 0);
+        want = reference_text(ref, n, 12 * 60000000LL);
+        v = wait_events(db, want, 60000);
+        cr_assert_str_eq(v, want);
+        free(v);
+        free(want);
+        cr_assert_geq(count_log_lines(&d2, "Flushed ", "Replayed "), 3,
+                      "the replay flushes in rounds (here: memory holds 1,000 of 1,500 keys)");
+        cr_assert_eq(daemon_signal_wait(&d2, SIGTERM, 30000), 0);
+        daemon_cleanup(&d2);
+        harness_rm_rf(dir);
+        for (size_t i = 0; i < n; i++) {
+                free((char *) topics[i]);
+                free(payloads[i]);
+        }
+        free(topics);
+        free(payloads);
+        free(dir);
+        free(ref);
+        free(db);
+}
