@@ -2,7 +2,9 @@
  * binary: every SQL block of docs/ANALYSTS.md runs on a known data set (recipes as
  * outage_reader, with their parameters bound) and must print the output the guide shows;
  * every query of docs/grafana-dashboard.json is a recipe of the guide and runs with Grafana's
- * macros replaced; the open-now recipe uses an index on 200k events. */
+ * macros replaced; the open-now recipe uses an index on 200k events; and
+ * sql/examples/partition_by_controller.sql keeps the events, the analyst objects and the
+ * exclusion constraint, with the gap-change procedure of docs/partitioning.md after it. */
 #include <criterion/criterion.h>
 #include <ctype.h>
 #include <errno.h>
@@ -158,6 +160,17 @@ static void expect_value(const char *ci, const char *sql, const char *want) {
         free(v);
 }
 
+/* Runs sql on its own connection; returns its SQLSTATE ("00000" on success) in state. */
+static void exec_state(const char *ci, const char *sql, char state[6]) {
+        PGconn *c = connect_as(ci, NULL);
+        PGresult *r = PQexec(c, sql);
+        const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+        (void) snprintf(state, 6, "%s", s ? s : "00000");
+        PQclear(r);
+        PQfinish(c);
+}
+
 /* ---- files of the source tree ---- */
 
 static char *slurp(const char *relpath) {
@@ -179,6 +192,23 @@ static char *slurp(const char *relpath) {
         fclose(f);
         free(path);
         return buf;
+}
+
+/* psql: from pg_config --bindir, else the one on the usual path. */
+static const char *psql_path(void) {
+        static char path[1100];
+        char dir[1024] = "";
+        FILE *f = popen("pg_config --bindir 2>/dev/null", "r");
+
+        if (f) {
+                if (fgets(dir, sizeof(dir), f))
+                        dir[strcspn(dir, "\n")] = '\0';
+                (void) pclose(f);
+        }
+        (void) snprintf(path, sizeof(path), "%s/psql", dir);
+        if (!dir[0] || access(path, X_OK) != 0)
+                (void) snprintf(path, sizeof(path), "/usr/bin/psql");
+        return path;
 }
 
 /* ---- the SQL blocks of a guide ----
@@ -745,5 +775,154 @@ Test(integration, open_now_recipe_uses_an_index_on_200k_events) {
         cr_assert(strstr(plan, "Index") && strstr(plan, "stored_events"), "no index scan:\n%s", plan);
         free(plan);
         guide_free(&g);
+        free(ci);
+}
+
+/* ---- partitioning ---- */
+
+#define SNAPSHOT_EVENTS "SELECT string_agg(e::text, E'\\n' ORDER BY event_id) FROM outage.events e"
+#define SNAPSHOT_DOWNTIME \
+        "SELECT string_agg(d::text, E'\\n' ORDER BY controller_id, outage_type) FROM outage.downtime(NULL, NULL) d"
+#define INSERT_EVENT(c, t, s, e) \
+        "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)" \
+        " SELECT c.id, t.id, '" s "', '" e "', 1 FROM outage.controllers c, outage.outage_types t" \
+        " WHERE c.name = '" c "' AND t.name = '" t "'"
+
+/* Runs the partitioning script with psql; returns its exit code, stderr in ret_err. */
+static int run_partition_script(const char *ci, const char *partitions, char **ret_err) {
+        char *script = NULL, *var = NULL, *out = NULL;
+        char *argv[] = { (char *) psql_path(), "-X", "-q", "-v", NULL, "-f", NULL, (char *) ci, NULL };
+        int code;
+
+        cr_assert(asprintf(&script, "%s/sql/examples/partition_by_controller.sql", harness_source_root()) > 0);
+        cr_assert(asprintf(&var, "partitions=%s", partitions) > 0);
+        argv[4] = var;
+        argv[6] = script;
+        code = proc_run(argv, NULL, &out, ret_err, 65536, 120000);
+        free(out);
+        free(var);
+        free(script);
+        return code;
+}
+
+static void partition_ok(const char *ci, const char *partitions) {
+        char *err = NULL;
+        int code = run_partition_script(ci, partitions, &err);
+
+        cr_assert_eq(code, 0, "partition_by_controller.sql exited %d: %s", code, err ? err : "");
+        free(err);
+}
+
+static void expect_state(const char *ci, const char *sql, const char *want) {
+        char state[6];
+
+        exec_state(ci, sql, state);
+        cr_assert_str_eq(state, want, "%s", sql);
+}
+
+/* The exclusion constraint of every partition holds for the whole table. */
+static void expect_constraint_holds(const char *ci) {
+        /* overlapping ctrl_1's 10:00-14:20, and 10 min after its end (within the gap) */
+        expect_state(ci, INSERT_EVENT("ctrl_1", "panel_outage", "2026-03-02 13:00+00", "2026-03-02 15:00+00"), "23P01");
+        expect_state(ci, INSERT_EVENT("ctrl_1", "panel_outage", "2026-03-02 14:30+00", "2026-03-02 14:30+00"), "23P01");
+        /* other controllers, other partitions */
+        expect_state(ci, INSERT_EVENT("ctrl_2", "lamp_outage", "2026-03-03 06:05+00", "2026-03-03 06:05+00"), "23P01");
+        expect_state(ci, INSERT_EVENT("ctrl_3", "panel_outage", "2026-03-31 19:50+00", "2026-03-31 19:50+00"), "23P01");
+        /* another type of the same controller is another key */
+        expect_state(ci, INSERT_EVENT("ctrl_1", "lamp_outage", "2026-03-02 13:00+00", "2026-03-02 13:00+00"), "00000");
+}
+
+/* What the daemon does on a partitioned table: migrate (nothing to do), merge a flush into
+ * an existing event, prune. */
+static void expect_daemon_works(const char *ci) {
+        Store *s = migrated_with(ci, GAP);
+        Fragment f = { .controller_id = "ctrl_1", .outage_type = "panel_outage",
+                       .start = (usec_t) 1772461800 * USEC_PER_SEC, /* 2026-03-02 14:30Z */
+                       .count = 1 };
+        uint64_t events = 0, rejects = 0;
+        int r;
+
+        f.end = f.start;
+        r = store_flush(s, &f, 1, NULL, 0, NULL, 0, 0);
+        cr_assert_eq(r, 0, "store_flush: %d %s", r, store_error(s));
+        expect_value(ci, "SELECT start_time || ' ' || end_time || ' ' || report_count FROM outage.events WHERE event_id = 2",
+                     "2026-03-02 10:00:00+00 2026-03-02 14:30:00+00 28");
+        /* closed events that ended before March 5th: the three first, and ctrl_1's lamp outage
+         * of expect_constraint_holds */
+        r = store_prune(s, (usec_t) 1772668800 * USEC_PER_SEC, 0, &events, &rejects);
+        cr_assert_eq(r, 0, "store_prune: %d %s", r, store_error(s));
+        cr_assert_eq(events, 4);
+        expect_value(ci, "SELECT count(*) FROM outage.events WHERE end_time < '2026-03-05'", "0");
+        store_free(s);
+}
+
+Test(integration, partition_script_keeps_events_views_and_constraint) {
+        char *ci = example_db(), *before, *downtime, *err = NULL;
+
+        before = value(ci, SNAPSHOT_EVENTS);
+        downtime = value(ci, SNAPSHOT_DOWNTIME);
+        partition_ok(ci, "4");
+        expect_value(ci, "SELECT relkind FROM pg_class WHERE oid = 'outage.stored_events'::regclass", "p");
+        expect_value(ci, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'outage.stored_events'::regclass", "4");
+        expect_value(ci, "SELECT count(*) FROM pg_constraint c JOIN pg_inherits i ON i.inhrelid = c.conrelid"
+                     " WHERE i.inhparent = 'outage.stored_events'::regclass AND c.contype = 'x'", "4");
+        expect_value(ci, "SELECT to_regclass('outage.stored_events_old') IS NULL", "t");
+        expect_value(ci, SNAPSHOT_EVENTS, before);
+        expect_value(ci, SNAPSHOT_DOWNTIME, downtime);
+        expect_value(ci, "SELECT has_table_privilege('outage_writer', 'outage.stored_events', 'SELECT, INSERT, UPDATE, DELETE')"
+                     " AND NOT has_table_privilege('outage_reader', 'outage.stored_events', 'SELECT')", "t");
+        expect_value(ci, "SELECT obj_description('outage.stored_events'::regclass, 'pg_class') IS NOT NULL", "t");
+        check_all_recipes(ci);
+        expect_constraint_holds(ci);
+        /* the identity goes on after the moved rows: 9 events, 4 now-relative ones rolled back
+         * by each recipe, the refused inserts above */
+        expect_value(ci, "SELECT min(event_id) > 9 FROM outage.stored_events WHERE start_time = '2026-03-02 13:00+00'", "t");
+        expect_daemon_works(ci);
+        /* a second run refuses, and changes nothing */
+        free(before);
+        before = value(ci, SNAPSHOT_EVENTS);
+        cr_assert_neq(run_partition_script(ci, "8", &err), 0);
+        cr_assert(err && strstr(err, "partitioned already"), "%s", err ? err : "");
+        expect_value(ci, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'outage.stored_events'::regclass", "4");
+        expect_value(ci, SNAPSHOT_EVENTS, before);
+        free(err);
+        free(before);
+        free(downtime);
+        free(ci);
+}
+
+/* docs/partitioning.md's gap change: the gap recorded, the events it joins merged, the
+ * function installed as install_gap installs it, the constraint on every partition. */
+Test(integration, partitioned_gap_change_procedure) {
+        char *ci = example_db(), *ref = fresh_db(), *want;
+        PGconn *c = connect_as(ci, NULL);
+        Store *s;
+        Guide g;
+
+        partition_ok(ci, "3");
+        /* 14 min after ctrl_2's single report of 12:00: apart at 12 min, one event at 15 */
+        exec_ok(c, INSERT_EVENT("ctrl_2", "panel_outage", "2026-03-20 12:14+00", "2026-03-20 12:30+00"));
+        guide_load(&g, "docs/partitioning.md");
+        exec_ok(c, guide_find(&g, "partitioned-gap-change")->sql);
+        expect_value(ci, "SELECT gap FROM outage.settings", "00:15:00");
+        expect_value(ci, "SELECT string_agg(start_time || ' ' || end_time || ' ' || report_count, ', ')"
+                     " FROM outage.events WHERE controller_id = 'ctrl_2' AND outage_type = 'panel_outage'",
+                     "2026-03-20 12:00:00+00 2026-03-20 12:30:00+00 2");
+        store_free(migrated_with(ref, 15 * USEC_PER_MINUTE));
+        want = value(ref, "SELECT prosrc FROM pg_proc WHERE proname = 'padded_span'");
+        expect_value(ci, "SELECT prosrc FROM pg_proc WHERE proname = 'padded_span'", want);
+        expect_value(ci, "SELECT relkind FROM pg_class WHERE oid = 'outage.stored_events'::regclass", "p");
+        expect_value(ci, "SELECT count(*) FROM pg_constraint c JOIN pg_inherits i ON i.inhrelid = c.conrelid"
+                     " WHERE i.inhparent = 'outage.stored_events'::regclass AND c.contype = 'x'", "3");
+        /* 14 min after ctrl_1's 14:20: within the new gap */
+        expect_state(ci, INSERT_EVENT("ctrl_1", "panel_outage", "2026-03-02 14:34+00", "2026-03-02 14:34+00"), "23P01");
+        expect_state(ci, INSERT_EVENT("ctrl_1", "panel_outage", "2026-03-02 14:36+00", "2026-03-02 14:36+00"), "00000");
+        s = migrated_with(ci, 15 * USEC_PER_MINUTE);
+        cr_assert_eq(store_migrate(s, GAP), -ESTALE);
+        store_free(s);
+        guide_free(&g);
+        PQfinish(c);
+        free(want);
+        free(ref);
         free(ci);
 }
