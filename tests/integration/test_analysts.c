@@ -156,7 +156,7 @@ static char *value(const char *ci, const char *sql) {
 static void expect_value(const char *ci, const char *sql, const char *want) {
         char *v = value(ci, sql);
 
-        cr_assert_str_eq(v, want, "%.300s", sql);
+        cr_assert_str_eq(v, want, "%.300s\ngot:  %s\nwant: %s", sql, v, want);
         free(v);
 }
 
@@ -832,26 +832,57 @@ static void expect_constraint_holds(const char *ci) {
         expect_state(ci, INSERT_EVENT("ctrl_1", "lamp_outage", "2026-03-02 13:00+00", "2026-03-02 13:00+00"), "00000");
 }
 
-/* What the daemon does on a partitioned table: migrate (nothing to do), merge a flush into
- * an existing event, prune. */
+/* The daemon's merge, as store.c runs it (sql/flush_tables.sql, then sql/flush_merge.sql in
+ * the flush transaction), of two fragments: a report that extends ctrl_1's event of March
+ * 2nd, and the first report of a new controller. */
+static void merge_as_the_daemon(const char *ci) {
+        char *tables = slurp("sql/flush_tables.sql"), *merge = slurp("sql/flush_merge.sql");
+        PGconn *c = connect_as(ci, NULL);
+        PGresult *r;
+
+        exec_ok(c, "BEGIN");
+        exec_ok(c, tables);
+        exec_ok(c, "INSERT INTO pg_temp.outaged_frag VALUES"
+                " (0, 'ctrl_1', 'panel_outage', '2026-03-02 14:30Z', '2026-03-02 14:30Z', 1, NULL),"
+                " (1, 'ctrl_9', 'panel_outage', '2026-03-02 14:30Z', '2026-03-02 14:30Z', 1, NULL)");
+        r = PQexec(c, merge);
+        cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "flush_merge.sql: %s", PQresultErrorMessage(r));
+        cr_assert_str_eq(PQgetvalue(r, 0, 0), "t", "the merge is not complete");
+        PQclear(r);
+        exec_ok(c, "COMMIT");
+        PQfinish(c);
+        free(merge);
+        free(tables);
+        expect_value(ci, "SELECT string_agg(event_id || ' ' || start_time || ' ' || end_time || ' ' || report_count, ', ')"
+                     " FROM outage.events WHERE controller_id = 'ctrl_1' AND start_time <= '2026-03-02 14:30Z'"
+                     " AND end_time >= '2026-03-02 14:30Z'",
+                     "2 2026-03-02 10:00:00+00 2026-03-02 14:30:00+00 28");
+        expect_value(ci, "SELECT event_id > 9 FROM outage.events WHERE controller_id = 'ctrl_9'", "t");
+}
+
+static int count_event(const char *controller_id, const char *outage_type, usec_t start, usec_t end,
+                       void *userdata) {
+        ++*(int *) userdata;
+        return 0;
+}
+
+/* What else the daemon does on a partitioned table: migrate (nothing to do), load the
+ * recent events at start, prune. */
 static void expect_daemon_works(const char *ci) {
         Store *s = migrated_with(ci, GAP);
-        Fragment f = { .controller_id = "ctrl_1", .outage_type = "panel_outage",
-                       .start = (usec_t) 1772461800 * USEC_PER_SEC, /* 2026-03-02 14:30Z */
-                       .count = 1 };
         uint64_t events = 0, rejects = 0;
-        int r;
+        int n = 0, r;
 
-        f.end = f.start;
-        r = store_flush(s, &f, 1, NULL, 0, NULL, 0, 0);
-        cr_assert_eq(r, 0, "store_flush: %d %s", r, store_error(s));
-        expect_value(ci, "SELECT start_time || ' ' || end_time || ' ' || report_count FROM outage.events WHERE event_id = 2",
-                     "2026-03-02 10:00:00+00 2026-03-02 14:30:00+00 28");
-        /* closed events that ended before March 5th: the three first, and ctrl_1's lamp outage
-         * of expect_constraint_holds */
+        merge_as_the_daemon(ci);
+        /* ended on or after 2026-03-21: ctrl_2's lamp outage, ctrl_3's of the 31st, ctrl_1's of April */
+        r = store_load_events(s, (usec_t) 1774051200 * USEC_PER_SEC, count_event, &n);
+        cr_assert_eq(r, 0, "store_load_events: %d %s", r, store_error(s));
+        cr_assert_eq(n, 3);
+        /* closed events that ended before March 5th: the three first, ctrl_9's, and ctrl_1's
+         * lamp outage of expect_constraint_holds */
         r = store_prune(s, (usec_t) 1772668800 * USEC_PER_SEC, 0, &events, &rejects);
         cr_assert_eq(r, 0, "store_prune: %d %s", r, store_error(s));
-        cr_assert_eq(events, 4);
+        cr_assert_eq(events, 5);
         expect_value(ci, "SELECT count(*) FROM outage.events WHERE end_time < '2026-03-05'", "0");
         store_free(s);
 }
