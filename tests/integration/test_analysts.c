@@ -261,8 +261,12 @@ static char *fence_body(char **p, const char *path, int *lineno) {
                 ++*lineno;
                 if (strcmp(l, "```") == 0)
                         return out;
-                while (len + strlen(l) + 2 > cap)
-                        cr_assert((out = realloc(out, cap *= 2)));
+                while (len + strlen(l) + 2 > cap) {
+                        char *bigger = realloc(out, cap *= 2);
+
+                        cr_assert(bigger);
+                        out = bigger;
+                }
                 len += (size_t) sprintf(out + len, "%s%s", len ? "\n" : "", l);
         }
         cr_assert_fail("%s: unterminated code block", path);
