@@ -1073,22 +1073,8 @@ oom:
         return -ENOMEM;
 }
 
-/* The span of k that contains t; there is exactly one while a batch is outstanding. */
-static Span *span_containing(Key *k, usec_t t) {
-        Span *sp = key_spans(k);
-        size_t l = 0, r = k->n_spans;
+static bool span_find(Key *k, usec_t t, size_t *ret);
 
-        while (l < r) {
-                size_t m = l + (r - l) / 2;
-
-                if (sp[m].end < t)
-                        l = m + 1;
-                else
-                        r = m;
-        }
-        assert(l < k->n_spans && sp[l].start <= t);
-        return &sp[l];
-}
 
 /* Puts m timestamps of the batch back into u, in the room kept for them. */
 static void uvec_give_back(Agg *a, UVec *u, const usec_t *ts, uint32_t m) {
@@ -1105,7 +1091,13 @@ void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {
         for (size_t i = 0; i < b->n; i++) {
                 const Fragment *f = &b->fragments[i];
                 Key *k = key_at(a, p->keys[i]);
-                Span *s = span_containing(k, f->start);
+                size_t at = 0;
+                bool found = span_find(k, f->start, &at);
+                Span *s = &key_spans(k)[at];
+
+                /* There is exactly one while a batch is outstanding. */
+                assert(found);
+                (void) found;
 
                 if (f->n_uncertain > 0) {
                         UVec *u;

@@ -156,3 +156,32 @@ char *reference_text(RefReport *r, size_t n, int64_t gap_us) {
         free(ev);
         return out;
 }
+
+char *wait_query(const char *conninfo, const char *sql, const char *want, int timeout_ms) {
+        for (int waited = 0;; waited += 200) {
+                char *v = query(conninfo, sql);
+
+                if (strcmp(v, want) == 0 || waited >= timeout_ms)
+                        return v;
+                free(v);
+                harness_sleep_ms(200);
+        }
+}
+
+void expect_query(const char *conninfo, const char *sql, const char *want, int timeout_ms) {
+        char *v = wait_query(conninfo, sql, want, timeout_ms);
+
+        cr_assert_str_eq(v, want, "%s", sql);
+        free(v);
+}
+
+void start_ready(Daemon *d, const DaemonOptions *o) {
+        int r;
+
+        cr_assert_eq(daemon_prepare(d, o), 0);
+        cr_assert_eq(daemon_start(d), 0);
+        r = daemon_wait_ready(d, 30000);
+        if (r != 0)
+                daemon_dump_log(d);
+        cr_assert_eq(r, 0, "daemon not ready (%d)", r);
+}

@@ -55,6 +55,15 @@ char *wait_events(const char *conninfo, const char *want, int timeout_ms);
 /* The first value of sql's first row, "<null>" when none (caller frees). */
 char *query(const char *conninfo, const char *sql);
 
+/* Polls sql until its value is want, or timeout; returns the last value (caller frees). */
+char *wait_query(const char *conninfo, const char *sql, const char *want, int timeout_ms);
+/* wait_query, asserting the value is want in the end. */
+void expect_query(const char *conninfo, const char *sql, const char *want, int timeout_ms);
+
+/* daemon_prepare + daemon_start + daemon_wait_ready, asserting each (the log is printed
+ * when the daemon does not become ready). */
+void start_ready(Daemon *d, const DaemonOptions *o);
+
 /* What events_text must show for the reports r (key "ctrl/type", t in microseconds after
  * base) with gap_us, counts as for reports in time order. Sorts r. Caller frees. */
 char *reference_text(RefReport *r, size_t n, int64_t gap_us);

@@ -9,12 +9,7 @@
 static Daemon d;
 
 static void start_daemon(const DaemonOptions *o) {
-        cr_assert_eq(daemon_prepare(&d, o), 0);
-        cr_assert_eq(daemon_start(&d), 0);
-        int r = daemon_wait_ready(&d, 30000);
-        if (r != 0)
-                daemon_dump_log(&d);
-        cr_assert_eq(r, 0, "daemon not ready (%d)", r);
+        start_ready(&d, o);
 }
 
 static void restart_daemon(void) {

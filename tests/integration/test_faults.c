@@ -19,15 +19,6 @@ static void teardown(void) {
 
 TestSuite(faults, .init = servers_start, .fini = teardown, .timeout = 300);
 
-static void start(Daemon *d, const DaemonOptions *o) {
-        cr_assert_eq(daemon_prepare(d, o), 0);
-        cr_assert_eq(daemon_start(d), 0);
-        int r = daemon_wait_ready(d, 30000);
-        if (r != 0)
-                daemon_dump_log(d);
-        cr_assert_eq(r, 0, "daemon not ready (%d)", r);
-}
-
 typedef struct Workload {
         size_t n;
         const char **topics, **payloads;
@@ -81,7 +72,7 @@ Test(faults, database_down_and_back) {
         Workload w;
 
         make_workload(&w, "pgdown", 20, 40, 7);
-        start(&d1, &o);
+        start_ready(&d1, &o);
         publish_slice(&w, 0, w.n / 3);
         harness_sleep_ms(500);
         cr_assert_eq(pg_server_pause(&pg), 0);
@@ -101,7 +92,7 @@ Test(faults, broker_restart) {
         Workload w;
 
         make_workload(&w, "brk", 20, 30, 8);
-        start(&d1, &o);
+        start_ready(&d1, &o);
         publish_slice(&w, 0, w.n / 2);
         harness_sleep_ms(1500);         /* let the broker save the session */
         cr_assert_eq(mqtt_broker_pause(&broker), 0);
@@ -123,8 +114,8 @@ Test(faults, two_instances_share_the_subscription) {
 
         o2.client_id = "f-shared-2";
         make_workload(&w, "shared", 30, 40, 9);
-        start(&d1, &o1);
-        start(&d2, &o2);
+        start_ready(&d1, &o1);
+        start_ready(&d2, &o2);
         publish_slice(&w, 0, w.n);
         /* spans exact; with two instances a count may differ only by duplicates reaching
          * both, and here there are none: counts exact too */
@@ -141,7 +132,7 @@ Test(faults, memory_limit_with_database_down) {
         Workload w;
 
         make_workload(&w, "mem", 1500, 2, 10);
-        start(&d1, &o);
+        start_ready(&d1, &o);
         cr_assert_eq(pg_server_pause(&pg), 0);
         publish_slice(&w, 0, w.n);
         cr_assert_eq(daemon_wait_notify(&d1, "memory full", 30000), 0, "last status: %s", d1.last_status);
@@ -192,7 +183,7 @@ Test(faults, memory_full_of_warm_events) {
                 topics[k] = tp;
                 payloads[k] = report_json("panel_outage", t);
         }
-        start(&d1, &o);
+        start_ready(&d1, &o);
         cr_assert_eq(mqtt_publish_many(&broker, topics, payloads, KEYS), 0);
         for (int i = 0; i < 300; i++) {
                 free(got);

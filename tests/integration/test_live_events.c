@@ -21,17 +21,6 @@ static void teardown(void) {
 
 TestSuite(live_events, .init = servers_start, .fini = teardown, .timeout = 300);
 
-static void start(Daemon *d, const DaemonOptions *o) {
-        int r;
-
-        cr_assert_eq(daemon_prepare(d, o), 0);
-        cr_assert_eq(daemon_start(d), 0);
-        r = daemon_wait_ready(d, 30000);
-        if (r != 0)
-                daemon_dump_log(d);
-        cr_assert_eq(r, 0, "daemon not ready (%d)", r);
-}
-
 /* Minutes after base_seconds() of "now" less back minutes. */
 static double minutes_ago(double back) {
         return (double) (time(NULL) - base_seconds()) / 60.0 - back;
@@ -93,21 +82,14 @@ Test(live_events, retained_message_follows_the_latest_event) {
         double t0 = minutes_ago(46);    /* 10:00 of the example; 10:45 is a minute ago */
         const double steps[] = { 20, 0, 10, 45, 32, 33, 10 };   /* minutes after 10:00 */
 
-        start(&d1, &o);
+        start_ready(&d1, &o);
         for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
                 char want_count[32];
                 int n_events[] = { 1, 2, 2, 2, 2, 1, 1 };
 
                 publish_report("lf/ctrl_1", "panel_outage", t0 + steps[i]);
                 snprintf(want_count, sizeof(want_count), "%d", n_events[i]);
-                for (int w = 0; w < 100; w++) {
-                        v = query(db, "SELECT count(*) FROM outage.events");
-                        bool done = strcmp(v, want_count) == 0;
-                        free(v);
-                        if (done)
-                                break;
-                        harness_sleep_ms(100);
-                }
+                free(wait_query(db, "SELECT count(*) FROM outage.events", want_count, 10000));
                 expect_retained(db, "lfev", "ctrl_1", "panel_outage");
         }
         v = query(db, "SELECT report_count FROM outage.events");
@@ -123,7 +105,7 @@ Test(live_events, close_is_announced) {
         DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "l-close", .gap = "3s",
                             .topic = "lc/+", .extra_sections = "[events]\ntopic_prefix = lcev\n" };
 
-        start(&d1, &o);
+        start_ready(&d1, &o);
         publish_report("lc/c1", "lamp_outage", minutes_ago(0));
         expect_retained(db, "lcev", "c1", "lamp_outage");
         v = retained("lcev");
@@ -155,24 +137,17 @@ Test(live_events, two_instances_announce_what_the_database_holds) {
         DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "l-two-a", .share_group = "g",
                             .topic = "l2/+", .extra_sections = "[events]\ntopic_prefix = l2ev\n" };
         double t0 = minutes_ago(60);
-        char topic[32], *v;
+        char topic[32];
 
-        start(&d1, &o);
+        start_ready(&d1, &o);
         o.client_id = "l-two-b";
-        start(&d2, &o);
+        start_ready(&d2, &o);
         for (int k = 0; k < 4; k++)
                 for (int i = 0; i < 12; i++) {
                         snprintf(topic, sizeof(topic), "l2/k%d", k);
                         publish_report(topic, "panel_outage", t0 + i * 5 + (i % 3 == 0 ? 1 : 0) * k);
                 }
-        for (int w = 0; w < 100; w++) {
-                v = query(db, "SELECT count(*) FROM outage.events");
-                bool done = strcmp(v, "4") == 0;
-                free(v);
-                if (done)
-                        break;
-                harness_sleep_ms(100);
-        }
+        free(wait_query(db, "SELECT count(*) FROM outage.events", "4", 10000));
         for (int k = 0; k < 4; k++) {
                 char id[8];
 
@@ -211,7 +186,7 @@ Test(live_events, notify_for_created_and_merged_events) {
         PGconn *conn;
         PGresult *res;
 
-        start(&d1, &o);
+        start_ready(&d1, &o);
         conn = PQconnectdb(db);
         cr_assert_eq(PQstatus(conn), CONNECTION_OK);
         res = PQexec(conn, "LISTEN outages_live");
@@ -249,36 +224,20 @@ Test(live_events, retention_prunes_old_closed_events_and_rejects) {
         DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "l-ret", .max_age = "0",
                             .topic = "lr/+", .extra_sections = "[retention]\nevents = 30d\nrejects = 10d\n" };
 
-        start(&d1, &o);
+        start_ready(&d1, &o);
         publish_report("lr/old", "panel_outage", minutes_ago(60.0 * 24 * 40));
         publish_report("lr/recent", "panel_outage", minutes_ago(60.0 * 24 * 5));
         publish_report("lr/open", "panel_outage", minutes_ago(1));
         cr_assert_eq(mqtt_publish(&broker, "lr/x", "junk", 4), 0);
-        for (int w = 0; w < 100; w++) {
-                v = query(db, "SELECT count(*) FROM outage.events");
-                bool done = strcmp(v, "3") == 0;
-                free(v);
-                if (done)
-                        break;
-                harness_sleep_ms(100);
-        }
+        free(wait_query(db, "SELECT count(*) FROM outage.events", "3", 10000));
         cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 30000), 0);
         cr_assert_eq(pg_exec(db, "UPDATE outage.rejects SET received_at = now() - interval '11 days'"), 0);
 
         /* The next start prunes within seconds. */
         daemon_cleanup(&d1);
-        start(&d1, &o);
-        for (int w = 0; w < 100; w++) {
-                v = query(db, "SELECT string_agg(controller_id, ',' ORDER BY controller_id) FROM outage.events");
-                bool done = strcmp(v, "open,recent") == 0;
-                free(v);
-                if (done)
-                        break;
-                harness_sleep_ms(300);
-        }
-        v = query(db, "SELECT string_agg(controller_id, ',' ORDER BY controller_id) FROM outage.events");
-        cr_assert_str_eq(v, "open,recent");
-        free(v);
+        start_ready(&d1, &o);
+        expect_query(db, "SELECT string_agg(controller_id, ',' ORDER BY controller_id) FROM outage.events",
+                     "open,recent", 30000);
         v = query(db, "SELECT count(*) FROM outage.rejects");
         cr_assert_str_eq(v, "0");
         free(v);
@@ -305,35 +264,21 @@ Test(live_events, republish_rejects) {
                             .topic = "lp/+", .outage_types = "panel_outage" };
         double t = minutes_ago(30);
 
-        start(&d1, &o);
+        start_ready(&d1, &o);
         publish_report("lp/c1", "lamp_outage", t);
         memset(big, 'x', sizeof(big) - 1);
         big[sizeof(big) - 1] = '\0';
         cr_assert_eq(mqtt_publish(&broker, "lp/c1", big, strlen(big)), 0);
-        for (int w = 0; w < 100; w++) {
-                v = query(db, "SELECT count(*) FROM outage.rejects");
-                bool done = strcmp(v, "2") == 0;
-                free(v);
-                if (done)
-                        break;
-                harness_sleep_ms(100);
-        }
+        free(wait_query(db, "SELECT count(*) FROM outage.rejects", "2", 10000));
         cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 30000), 0);
 
         /* The allowlist was the mistake: a daemon without it, then the rows re-sent. */
         o.outage_types = NULL;
-        start(&d2, &o);
+        start_ready(&d2, &o);
         cr_assert_eq(republish(&d2, "reason = 'unknown_outage_type'", &err), 0, "%s", err);
         cr_assert(strstr(err, "Republished 1 rejects"), "%s", err);
         free(err);
-        for (int w = 0; w < 100; w++) {
-                v = query(db, "SELECT count(*) FROM outage.events WHERE outage_type = 'lamp_outage'");
-                bool done = strcmp(v, "1") == 0;
-                free(v);
-                if (done)
-                        break;
-                harness_sleep_ms(100);
-        }
+        free(wait_query(db, "SELECT count(*) FROM outage.events WHERE outage_type = 'lamp_outage'", "1", 10000));
         v = query(db, "SELECT count(*) FROM outage.events WHERE outage_type = 'lamp_outage'");
         cr_assert_str_eq(v, "1", "the re-sent report became an event");
         free(v);

@@ -28,36 +28,6 @@ static void teardown(void) {
 
 TestSuite(reliability, .init = servers_start, .fini = teardown, .timeout = 300);
 
-static void start(Daemon *d, const DaemonOptions *o) {
-        int r;
-
-        cr_assert_eq(daemon_prepare(d, o), 0);
-        cr_assert_eq(daemon_start(d), 0);
-        r = daemon_wait_ready(d, 30000);
-        if (r != 0)
-                daemon_dump_log(d);
-        cr_assert_eq(r, 0, "daemon not ready (%d)", r);
-}
-
-/* Polls sql until it returns want, or timeout; returns the last value (caller frees). */
-static char *wait_value(const char *db, const char *sql, const char *want, int timeout_ms) {
-        for (int waited = 0;; waited += 200) {
-                char *v = query(db, sql);
-
-                if (strcmp(v, want) == 0 || waited >= timeout_ms)
-                        return v;
-                free(v);
-                harness_sleep_ms(200);
-        }
-}
-
-static void expect_value(const char *db, const char *sql, const char *want, int timeout_ms) {
-        char *v = wait_value(db, sql, want, timeout_ms);
-
-        cr_assert_str_eq(v, want, "%s", sql);
-        free(v);
-}
-
 /* A trigger a DBA might add refuses one controller for good. The other events, the
  * rejects and the journal checkpoint keep moving; the refused fragment becomes a
  * store_refused reject. Before the fix the refused key went to the back of the queue
@@ -68,7 +38,7 @@ Test(reliability, one_refused_event_does_not_freeze_the_rest) {
                             .topic = "refused/+" };
         char *v;
 
-        start(&d1, &o);
+        start_ready(&d1, &o);
         cr_assert_eq(pg_exec(db,
                 "CREATE FUNCTION public.no_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
                 "IF NEW.name = 'poison' THEN RAISE EXCEPTION 'controller poison is banned'; END IF; "
@@ -85,12 +55,12 @@ Test(reliability, one_refused_event_does_not_freeze_the_rest) {
         v = wait_events(db, "good1/panel_outage 600 610 2;good2/lamp_outage 610 610 1", 30000);
         cr_assert_str_eq(v, "good1/panel_outage 600 610 2;good2/lamp_outage 610 610 1");
         free(v);
-        expect_value(db, "SELECT count(*) FROM outage.rejects WHERE reason = 'malformed_json'", "1", 30000);
-        expect_value(db, "SELECT count(*) FROM outage.rejects WHERE reason = 'store_refused' "
+        expect_query(db, "SELECT count(*) FROM outage.rejects WHERE reason = 'malformed_json'", "1", 30000);
+        expect_query(db, "SELECT count(*) FROM outage.rejects WHERE reason = 'store_refused' "
                          "AND controller_id = 'poison' AND payload LIKE '%\"controller_id\":\"poison\"%' "
                          "AND topic = 'refused/poison'", "1", 30000);
         /* Five messages, all covered by the checkpoint: the journal can be trimmed. */
-        expect_value(db, "SELECT seq >= 5 FROM outage.checkpoints WHERE instance = 'r-refused'", "t", 30000);
+        expect_query(db, "SELECT seq >= 5 FROM outage.checkpoints WHERE instance = 'r-refused'", "t", 30000);
 
         /* The daemon keeps working for the poisoned key's neighbours and stops cleanly. */
         publish_report("refused/good2", "lamp_outage", 615);
@@ -127,7 +97,7 @@ Test(reliability, journal_disk_full_holds_and_resumes) {
         snprintf(journal, sizeof(journal), "%s/journal", mnt);
         snprintf(filler, sizeof(filler), "%s/filler", mnt);
         o.journal_dir = journal;
-        start(&d1, &o);
+        start_ready(&d1, &o);
 
         fill(filler);
         for (int k = 0; k < 20; k++) {
@@ -143,7 +113,7 @@ Test(reliability, journal_disk_full_holds_and_resumes) {
         free(v);
 
         cr_assert_eq(unlink(filler), 0);
-        expect_value(db, "SELECT count(*) FROM outage.events", "20", 30000);
+        expect_query(db, "SELECT count(*) FROM outage.events", "20", 30000);
         cr_assert_eq(daemon_wait_notify(&d1, "mqtt subscribed", 20000), 0, "last: %s", d1.last_status);
         cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 30000), 0);
         free(db);
@@ -206,11 +176,11 @@ Test(reliability, late_flood_from_one_controller_keeps_the_loop_alive, .timeout 
 
         /* Pings every 2.5 s; a loop that stalls for 5 s would be killed by systemd. */
         d1.extra_env = "WATCHDOG_USEC=5000000";
-        start(&d1, &o);
+        start_ready(&d1, &o);
         /* The span exists and is flushed first, so the flood is behind the horizon. */
         publish_report("flood/f1", "panel_outage", -3000);
         publish_report("flood/f1", "panel_outage", -2990);
-        v = wait_value(db, "SELECT count(*) FROM outage.events", "1", 30000);
+        v = wait_query(db, "SELECT count(*) FROM outage.events", "1", 30000);
         free(v);
         harness_sleep_ms(6000);         /* past the eviction timer: the span is closed */
         /* ... and evicted: the daemon must decide the flood's reports as uncertain. Each
@@ -265,7 +235,7 @@ Test(reliability, journal_of_another_database_is_refused_then_discarded) {
 
         snprintf(journal, sizeof(journal), "%s/journal", dir);
         o.journal_dir = journal;
-        start(&d1, &o);
+        start_ready(&d1, &o);
         publish_report("ident/c1", "panel_outage", 600);
         publish_report("ident/c1", "panel_outage", 610);
         v = wait_events(a, "c1/panel_outage 600 610 2", 30000);
@@ -357,7 +327,7 @@ Test(reliability, replay_flushes_in_rounds_and_extends_the_start_timeout) {
 
         snprintf(journal, sizeof(journal), "%s/journal", dir);
         o.journal_dir = journal;
-        start(&d1, &o);
+        start_ready(&d1, &o);
         cr_assert_eq(pg_server_pause(&pg), 0);
         for (int i = 0; i < 2; i++)
                 for (int k = 0; k < 1500; k++) {
