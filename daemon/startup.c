@@ -224,6 +224,32 @@ static int check_journal_identity(Service *s, Store *st) {
         return 0;
 }
 
+static int announce_latest(const StoreEvent *ev, void *userdata) {
+        Service *s = userdata;
+
+        (void) live_committed(s->live, ev, 1, now_realtime());
+        return 0;
+}
+
+/* Live events: the daemon holds the events still open from the warm start, so it
+ * announces them again (their retained state may predate a crash or the last drain) and
+ * announces their close in time. */
+static int live_start(Service *s, Store *st) {
+        const Config *c = s->config;
+        int r;
+
+        /* Each remembered key costs about 100 bytes: at most 1M of them. */
+        r = live_new(c->events_topic_prefix, c->gap,
+                     c->max_events_in_memory < 1000000 ? c->max_events_in_memory : 1000000, &s->live);
+        if (r < 0)
+                return log_error_errno(r, "Cannot start: %m"), EXIT_GENERIC;
+        r = store_load_latest(st, now_realtime() - c->gap, announce_latest, s);
+        if (r < 0)
+                log_warning("Live events: cannot load the open events (their close is announced with their next change): %s",
+                            store_error(st));
+        return 0;
+}
+
 int service_start_storage(Service *s) {
         const Config *c = s->config;
         uint64_t committed = 0;
@@ -239,6 +265,8 @@ int service_start_storage(Service *s) {
         code = check_journal_identity(s, st);
         if (code == 0)
                 code = warm_start(s, st, &committed);
+        if (code == 0 && c->events_topic_prefix)
+                code = live_start(s, st);
         if (code != 0) {
                 store_free(st);
                 return code;
@@ -258,13 +286,6 @@ int service_start_storage(Service *s) {
         apply_set_processed_seq(s->apply, committed);
         if (c->retention_events > 0 || c->retention_rejects > 0) {
                 r = retention_new(c->pg_conninfo, c->pg_password, &s->retention);
-                if (r < 0)
-                        return log_error_errno(r, "Cannot start: %m"), EXIT_GENERIC;
-        }
-        if (c->events_topic_prefix) {
-                /* Each remembered key costs about 100 bytes: at most 1M of them. */
-                r = live_new(c->events_topic_prefix, c->gap,
-                             c->max_events_in_memory < 1000000 ? c->max_events_in_memory : 1000000, &s->live);
                 if (r < 0)
                         return log_error_errno(r, "Cannot start: %m"), EXIT_GENERIC;
         }

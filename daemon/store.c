@@ -1165,3 +1165,54 @@ int store_read_rejects(Store *s, const char *condition, store_reject_cb cb, void
         store_rollback(s);
         return k < 0 ? k : n;
 }
+
+/* ---- the latest event of each key still open (live events at start-up) ---- */
+
+int store_load_latest(Store *s, usec_t since, store_latest_cb cb, void *userdata) {
+        char ts[TS_MAX];
+        const char *params[1] = { ts };
+        PGresult *r = NULL;
+        int k, n;
+
+        if (!s || !cb || format_ts(ts, since) < 0)
+                return -EINVAL;
+        /* A key's latest event ends at or after since exactly when it has one there: the
+         * overlap with [since, inf) reaches the GiST index, DISTINCT ON keeps the latest. */
+        k = store_exec(s, "loading the latest events",
+                       "SELECT DISTINCT ON (e.controller, e.otype) e.event_id, c.name, t.name,"
+                       " (extract(epoch FROM e.start_time) * 1000000)::bigint,"
+                       " (extract(epoch FROM e.end_time) * 1000000)::bigint, e.report_count"
+                       " FROM outage.stored_events e"
+                       " JOIN outage.controllers c ON c.id = e.controller"
+                       " JOIN outage.outage_types t ON t.id = e.otype"
+                       " WHERE tstzrange(e.start_time, e.end_time, '[]') && tstzrange($1::timestamptz, NULL, '[]')"
+                       " ORDER BY e.controller, e.otype, e.end_time DESC",
+                       1, params, &r);
+        if (k < 0)
+                return k == -EAGAIN ? -EIO : k;
+        n = PQntuples(r);
+        for (int i = 0; i < n && k >= 0; i++) {
+                int64_t id, a, b, cnt;
+                StoreEvent ev;
+
+                if (parse_i64(PQgetvalue(r, i, 0), &id) < 0 || parse_i64(PQgetvalue(r, i, 3), &a) < 0 ||
+                    parse_i64(PQgetvalue(r, i, 4), &b) < 0 || parse_i64(PQgetvalue(r, i, 5), &cnt) < 0) {
+                        store_set_error(s, "loading the latest events: bad value");
+                        k = -EIO;
+                        break;
+                }
+                ev = (StoreEvent) {
+                        .event_id = id,
+                        .controller_id = PQgetvalue(r, i, 1),
+                        .outage_type = PQgetvalue(r, i, 2),
+                        .start = a,
+                        .end = b,
+                        .report_count = (uint64_t) cnt,
+                        .latest = true,
+                        .change = STORE_CHANGE_EXTENDED,
+                };
+                k = cb(&ev, userdata);
+        }
+        PQclear(r);
+        return k < 0 ? k : n;
+}

@@ -152,3 +152,9 @@ int store_prune(Store *s, usec_t events_before, usec_t rejects_before, uint64_t 
  * message says why). */
 typedef int (*store_reject_cb)(int64_t reject_id, const char *topic, const char *payload, void *userdata);
 int store_read_rejects(Store *s, const char *condition, store_reject_cb cb, void *userdata);
+
+/* Live events at start-up: calls cb with the latest event of every key that ends at or
+ * after since (its strings valid during the call), as StoreEvents with latest set.
+ * Returns the number of events, a negative errno from cb (which stops), -ECONNRESET, -EIO. */
+typedef int (*store_latest_cb)(const StoreEvent *ev, void *userdata);
+int store_load_latest(Store *s, usec_t since, store_latest_cb cb, void *userdata);

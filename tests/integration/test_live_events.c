@@ -297,3 +297,34 @@ Test(live_events, republish_rejects) {
         cr_assert_eq(daemon_signal_wait(&d2, SIGTERM, 30000), 0);
         free(db);
 }
+
+/* The daemon holds the events still open from its warm start: after a restart it
+ * announces their close too (before, a retained "open" from before the restart stayed). */
+Test(live_events, close_is_announced_after_a_restart) {
+        char *db = new_database("l_restart"), *v;
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "l-restart", .gap = "20s",
+                            .topic = "lx/+", .extra_sections = "[events]\ntopic_prefix = lxev\n" };
+        bool closed = false;
+
+        start_ready(&d1, &o);
+        publish_report("lx/c1", "lamp_outage", minutes_ago(0));
+        expect_retained(db, "lxev", "c1", "lamp_outage");
+        cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 30000), 0);
+        v = retained("lxev");
+        cr_assert(strstr(v, "\"status\":\"open\""), "%s", v);
+        free(v);
+
+        daemon_cleanup(&d1);
+        start_ready(&d1, &o);
+        for (int w = 0; w < 120 && !closed; w++) {
+                v = retained("lxev");
+                closed = strstr(v, "\"status\":\"closed\"") != NULL;
+                free(v);
+                if (!closed)
+                        harness_sleep_ms(500);
+        }
+        cr_assert(closed, "the close of an event held since the warm start is announced");
+        expect_retained(db, "lxev", "c1", "lamp_outage");
+        cr_assert_eq(daemon_signal_wait(&d1, SIGTERM, 30000), 0);
+        free(db);
+}
