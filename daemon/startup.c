@@ -340,13 +340,13 @@ static int replay_collect(Replay *x, int timeout_ms) {
         return 0;
 }
 
-/* Memory is full in the middle of the replay: flush and evict until apply can go on. */
-static int replay_make_room(Replay *x) {
+/* Applies what was pushed; when memory is full, evicts, flushes and waits until apply can
+ * go on. */
+static int replay_apply(Replay *x) {
         Service *s = x->s;
+        bool evicted = false;
         int r, code;
 
-        s->memory_full = true;
-        service_evict(s);
         for (;;) {
                 r = apply_run(s->apply, 0);
                 if (r == 0) {
@@ -355,14 +355,23 @@ static int replay_make_room(Replay *x) {
                 }
                 if (r != -ENOSPC && r != -ENOMEM)
                         return log_error_errno(r, "Journal replay failed: %m"), EXIT_GENERIC;
+                s->memory_full = true;
+                if (!evicted) {
+                        /* Clean spans may make room without a flush (a warm start that
+                         * filled memory): try that first. */
+                        service_evict(s);
+                        evicted = true;
+                        continue;
+                }
                 if (stop_requested_early()) {
                         s->stopping = true;
                         return EXIT_OK;
                 }
                 (void) flushctl_start(s->flush, now_monotonic());
-                code = replay_collect(x, 100);
+                code = replay_collect(x, 100);  /* a commit evicts */
                 if (code != 0)
                         return code;
+                evicted = false;
                 replay_ping(x, now_monotonic());
         }
 }
@@ -379,7 +388,7 @@ static int replay_record(uint64_t seq, usec_t received, const char *topic, const
                 return -ENOMEM;
         x->n++;
         apply_push(s->apply, item);
-        code = replay_make_room(x);
+        code = replay_apply(x);
         if (code != 0 || s->stopping) {
                 x->code = code;
                 return -ECANCELED;
