@@ -90,7 +90,7 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static double median(const double *v, int n) {
-        double s[MAX_RUNS];
+        double s[4 * MAX_RUNS];
 
         if (n <= 0)
                 return 0;
@@ -1205,12 +1205,12 @@ static void print_daemon_run(const char *what, int round, const DaemonResult *r,
         printf("  %s round %d: consumed %.2f s, committed %.2f s (%.0f msg/s); %d flushes, %lld fragments "
                "(%.2f per report), %.2f s flushing (max %.2f s, %lld fragments); CPU s: PostgreSQL %.2f "
                "(%.1f us/report, %.1f us/fragment), broker %.2f, daemon %.2f (main %.2f, busiest other "
-               "thread %.2f, rest %.2f); RSS %ld KiB (peak %ld)\n",
+               "thread %.2f, rest %.2f); RSS %ld KiB (idle %ld, peak %ld)\n",
                what, round, r->consumed_s, r->in_db_s, (double) n / r->in_db_s, r->fs.flushes, r->fs.fragments,
                (double) r->fs.fragments / (double) n, r->fs.seconds, r->fs.max_seconds, r->fs.max_fragments,
                r->pg_cpu, r->pg_cpu * 1e6 / (double) n,
                r->fs.fragments ? r->pg_cpu * 1e6 / (double) r->fs.fragments : 0, r->broker_cpu, r->cpu.total,
-               r->cpu.main, r->cpu.top, r->cpu.rest, r->rss_kib, r->hwm_kib);
+               r->cpu.main, r->cpu.top, r->cpu.rest, r->rss_kib, r->rss_idle_kib, r->hwm_kib);
 }
 
 /* Alternating rounds on identical backlogs: mosquitto_sub, paho, one daemon, two. */
