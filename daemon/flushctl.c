@@ -329,7 +329,7 @@ usec_t flushctl_defer(FlushCtl *f, usec_t now, usec_t interval) {
         uint64_t applied = apply_processed_seq(f->apply) - f->seq_at_job;
         usec_t limit = interval > DEFER_MAX_MIN ? interval : DEFER_MAX_MIN;
 
-        if (f->more || f->outstanding || dirty == 0 || !flushctl_input_busy(f, now) ||
+        if (f->outstanding || dirty == 0 || !flushctl_input_busy(f, now) ||
             applied < BACKLOG_RATIO * dirty) {
                 f->defer_since = 0;
                 return 0;

@@ -69,15 +69,18 @@ void service_flush_committed(Service *s) {
 }
 
 /* Starts a flush now when waiting for the timer would be wrong: memory is full, a span
- * holds many uncertain timestamps, the last batch was cut short, a tick fell during the
- * last flush, the daemon is stopping, or a batch is ready and the input is idle (while it
- * streams in, the tick decides: flushctl_defer). */
+ * holds many uncertain timestamps, the daemon is stopping, a batch is ready and the input
+ * is idle; or the last batch was cut short or a tick fell during the last flush, unless a
+ * backlog streams in (flushctl_defer: then the ticks decide). */
 static void flush_if_urgent(Service *s) {
         usec_t now = now_monotonic();
 
-        if (s->memory_full || s->stopping || flushctl_more(s->flush) || flushctl_due(s->flush) ||
-            agg_flush_wanted(s->agg) ||
+        if (s->memory_full || s->stopping || agg_flush_wanted(s->agg) ||
             (agg_dirty_count(s->agg) >= s->config->batch_max && !flushctl_input_busy(s->flush, now)))
+                (void) flushctl_start(s->flush, now);
+        else if ((flushctl_more(s->flush) || flushctl_due(s->flush)) &&
+                 flushctl_defer(s->flush, now, s->config->flush_interval) == 0)
+                /* while a backlog streams in, the next tick decides */
                 (void) flushctl_start(s->flush, now);
 }
 
