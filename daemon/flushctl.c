@@ -19,6 +19,9 @@
 #define FLUSH_BACKOFF_MIN (500 * USEC_PER_MSEC)
 #define FLUSH_BACKOFF_MAX (30 * USEC_PER_SEC)
 #define NOTIFY_PAUSE (60 * USEC_PER_SEC)        /* without NOTIFY after the queue was full */
+#define DEFER_CHECK (50 * USEC_PER_MSEC)        /* how often a deferred tick looks again */
+#define DEFER_MAX_MIN (10 * USEC_PER_SEC)       /* deferral in a row: max(this, interval) */
+#define BACKLOG_RATIO 2                         /* messages per dirty key that mean a backlog */
 
 struct FlushCtl {
         Agg *agg;
@@ -38,6 +41,10 @@ struct FlushCtl {
         uint64_t committed_seq;
         StoreFlushResult *changes;      /* of the last committed job, until taken */
         usec_t notify_paused_until;     /* monotonic */
+        usec_t last_input;              /* monotonic: the last message */
+        usec_t defer_since;             /* monotonic: ticks deferred since, 0: none */
+        uint64_t seq_at_job;            /* apply_processed_seq() when the last job was taken */
+        bool due;                       /* a start was asked for while one was submitted */
 
         Backoff backoff;
         usec_t retry_at;
@@ -59,6 +66,7 @@ int flushctl_new(Agg *agg, Apply *apply, Flusher *flusher, Journal *journal,
                 .cfg = cfg,
                 .limit = cfg->batch_max,
                 .committed_seq = committed_seq,
+                .seq_at_job = committed_seq,
                 .backoff = BACKOFF_INIT(FLUSH_BACKOFF_MIN, FLUSH_BACKOFF_MAX),
                 .fail_rl = RATELIMIT_INIT(60 * USEC_PER_SEC, 5),
                 .refused_rl = RATELIMIT_INIT(60 * USEC_PER_SEC, 5),
@@ -127,14 +135,21 @@ static int prepare(FlushCtl *f) {
         }
         f->job.flush_id = new_flush_id(f);
         f->outstanding = true;
+        f->seq_at_job = apply_processed_seq(f->apply);
+        f->defer_since = 0;
         return 0;
 }
 
 int flushctl_start(FlushCtl *f, usec_t now) {
         int r;
 
-        if (f->submitted || now < f->retry_at)
+        if (f->submitted) {
+                f->due = true;
                 return 0;
+        }
+        if (now < f->retry_at)
+                return 0;
+        f->due = false;
         if (!f->outstanding) {
                 if (!flushctl_needed(f))
                         return 0;
@@ -323,6 +338,39 @@ FlushOutcome flushctl_collect(FlushCtl *f, usec_t now) {
         }
         failed(f);
         return FLUSH_FAILED;
+}
+
+void flushctl_note_input(FlushCtl *f, usec_t now) {
+        f->last_input = now;
+}
+
+bool flushctl_input_busy(const FlushCtl *f, usec_t now) {
+        return f->last_input > 0 && now < f->last_input + FLUSHCTL_INPUT_IDLE;
+}
+
+usec_t flushctl_defer(FlushCtl *f, usec_t now, usec_t interval) {
+        uint64_t dirty = agg_dirty_count(f->agg);
+        uint64_t applied = apply_processed_seq(f->apply) - f->seq_at_job;
+        usec_t limit = interval > DEFER_MAX_MIN ? interval : DEFER_MAX_MIN;
+
+        if (f->outstanding || dirty == 0 || !flushctl_input_busy(f, now) ||
+            applied < BACKLOG_RATIO * dirty) {
+                f->defer_since = 0;
+                return 0;
+        }
+        if (f->defer_since == 0) {
+                f->defer_since = now;
+                log_debug("A backlog streams in (%" PRIu64 " messages for %" PRIu64 " dirty events): "
+                          "flushing once it is consumed", applied, dirty);
+        } else if (now >= f->defer_since + limit) {
+                f->defer_since = 0;
+                return 0;
+        }
+        return DEFER_CHECK;
+}
+
+bool flushctl_due(const FlushCtl *f) {
+        return f->due;
 }
 
 StoreFlushResult *flushctl_take_changes(FlushCtl *f) {

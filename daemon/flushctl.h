@@ -68,6 +68,31 @@ void flushctl_retry_now(FlushCtl *f);
 /* The last committed job was cut at the batch limit: more is waiting, flush again. */
 bool flushctl_more(const FlushCtl *f);
 
+/* ---- the flush policy while input streams in ----
+ *
+ * A backlog (the broker delivering what it queued for our session) brings several reports
+ * per key between two flush ticks. Flushing then writes one fragment per key and tick,
+ * and the database's merge competes with consumption for the CPU; waiting until the
+ * backlog is consumed writes one per key. So a tick defers while the input is busy (a
+ * message within the last FLUSHCTL_INPUT_IDLE) and the messages applied since the last job
+ * number at least twice the dirty keys, for at most max(10 s, interval) in a row; the
+ * deferral ends, and the flush starts, as soon as the input goes idle. The rest of a cut
+ * batch, and a tick that fell during a job, wait the same way (else a backlog keeps one
+ * flush after the other going, each re-flushing every key). Memory limits and stopping
+ * are urgent regardless (service.c). */
+#define FLUSHCTL_INPUT_IDLE (100 * USEC_PER_MSEC)
+
+/* A message arrived at now (monotonic). */
+void flushctl_note_input(FlushCtl *f, usec_t now);
+/* The input is busy: a message within FLUSHCTL_INPUT_IDLE of now. */
+bool flushctl_input_busy(const FlushCtl *f, usec_t now);
+/* For a flush due at now (the tick, the rest of a cut batch; interval: the tick's period):
+ * 0 to flush now, or how long to wait before asking again (a backlog streams in). */
+usec_t flushctl_defer(FlushCtl *f, usec_t now, usec_t interval);
+/* A start was asked for while a job was with the flusher (a tick fell in a long flush):
+ * start again as soon as it commits, not a whole interval later. */
+bool flushctl_due(const FlushCtl *f);
+
 /* The events the last committed job created or changed (with want_changes), or NULL;
  * the caller frees it with store_flush_result_free(). */
 StoreFlushResult *flushctl_take_changes(FlushCtl *f);

@@ -68,13 +68,20 @@ void service_flush_committed(Service *s) {
         service_evict(s);
 }
 
-/* Starts a flush now when waiting for the timer would be wrong: memory is full, a batch
- * is ready, a span holds many uncertain timestamps, the last batch was cut short, or the
- * daemon is stopping. */
+/* Starts a flush now when waiting for the timer would be wrong: memory is full, a span
+ * holds many uncertain timestamps, the daemon is stopping, a batch is ready and the input
+ * is idle; or the last batch was cut short or a tick fell during the last flush, unless a
+ * backlog streams in (flushctl_defer: then the ticks decide). */
 static void flush_if_urgent(Service *s) {
-        if (s->memory_full || s->stopping || flushctl_more(s->flush) || agg_flush_wanted(s->agg) ||
-            agg_dirty_count(s->agg) >= s->config->batch_max)
-                (void) flushctl_start(s->flush, now_monotonic());
+        usec_t now = now_monotonic();
+
+        if (s->memory_full || s->stopping || agg_flush_wanted(s->agg) ||
+            (agg_dirty_count(s->agg) >= s->config->batch_max && !flushctl_input_busy(s->flush, now)))
+                (void) flushctl_start(s->flush, now);
+        else if ((flushctl_more(s->flush) || flushctl_due(s->flush)) &&
+                 flushctl_defer(s->flush, now, s->config->flush_interval) == 0)
+                /* while a backlog streams in, the next tick decides */
+                (void) flushctl_start(s->flush, now);
 }
 
 /* Consumption pauses (the broker queues for our persistent session) while too many
@@ -138,6 +145,7 @@ static int on_retry_timer(sd_event_source *src, uint64_t usec, void *userdata) {
 static int on_queue(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
         Service *s = userdata;
 
+        flushctl_note_input(s->flush, now_monotonic());
         apply_push(s->apply, queue_pop_all(s->queue));
         work(s);
         return 0;
@@ -162,8 +170,15 @@ static int on_flush_done(sd_event_source *src, int fd, uint32_t revents, void *u
 
 static int on_flush_timer(sd_event_source *src, uint64_t usec, void *userdata) {
         Service *s = userdata;
+        usec_t now = now_monotonic();
+        usec_t wait = s->stopping || s->memory_full ? 0 : flushctl_defer(s->flush, now, s->config->flush_interval);
 
-        (void) flushctl_start(s->flush, now_monotonic());
+        if (wait > 0) {
+                /* a backlog streams in: look again shortly, flush once it is consumed */
+                service_arm(src, wait);
+                return 0;
+        }
+        (void) flushctl_start(s->flush, now);
         service_arm(src, s->config->flush_interval);
         return 0;
 }

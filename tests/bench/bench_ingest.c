@@ -2,36 +2,42 @@
  * a throwaway PostgreSQL (the test harness), QoS 1 reports from MQTT to outage.events.
  * Not a test: prints figures, asserts no timing.
  *
- *   bench_ingest [-n N] [-k K] [-m M] [-r RUNS] [-s SCENARIOS] [-p PERFDIR] [BINARY]
+ *   bench_ingest [-n N] [-k K] [-N BIGN] [-K BIGK] [-r ROUNDS] [-R BIGROUNDS]
+ *                [-m M1,M2] [-l RATE] [-L SECONDS] [-s SCENARIOS] [-p PERFDIR] [BINARY]
  *
- *   -n N        reports per backlog and for the live run (default 200000)
- *   -k K        keys (controllers, one outage type) for those reports (default 10000);
- *               each key reports every 10 minutes within the last day, in time order
- *   -m M        keys of the memory scenario, one report each at now - 1 min (default 100000)
- *   -r RUNS     runs per timed scenario, the median is printed (default 3)
- *   -s LIST     scenarios to run, a subset of "1234" (default all)
- *   -p PERFDIR  also run scenario 1 once more under `perf record -a -g` (system wide: the
- *               daemon, the broker and PostgreSQL; not timed), writing
- *               PERFDIR/daemon-drain.perf.data
- *   BINARY      the daemon (default $OUTAGED_BINARY, else ./outaged)
+ *   -n N, -k K        the backlog of the drain rounds: N reports over K keys (controllers,
+ *                     one outage type), round-robin, each key every 10 minutes within the
+ *                     last day, in time order per key (default 200000 over 20000)
+ *   -N BIGN, -K BIGK  the large backlog (default 1000000 over 100000)
+ *   -r ROUNDS         rounds on the backlog (default 3), -R on the large one (default 1)
+ *   -m M1,M2          open-event counts of the memory scenario (default 200000,1000000)
+ *   -l RATE, -L S     the latency scenario: RATE reports/s for S seconds (10000, 10)
+ *   -s LIST           scenarios, a subset of "dbml" (default all):
+ *                       d  drain rounds on the backlog: in each round, alternating on
+ *                          identical backlogs (each a fresh broker and database),
+ *                          mosquitto_sub -c -q 1, a bare paho MQTTAsync consumer, one daemon,
+ *                          two daemons sharing the subscription;
+ *                       b  the same on the large backlog;
+ *                       m  memory: M open events (one report per key at now - 1 min) drained
+ *                          from a backlog, the daemon's VmRSS growth over its idle RSS;
+ *                       l  latency: the daemon running, RATE reports/s paced for S seconds,
+ *                          each of a new controller, then each extending an open event of
+ *                          RATE keys; publish-to-visible per report (p50, p99, max)
+ *   -p PERFDIR        also one daemon drain of the backlog under `perf record -a -g`
+ *                     (system wide; not timed), written to PERFDIR/daemon-drain.perf.data
+ *   BINARY            the daemon (default $OUTAGED_BINARY, else ./outaged)
  *
- * Scenarios, each with a fresh database and a fresh broker:
- *   1  backlog drain: the daemon creates its persistent session and stops (SIGTERM); N
- *      reports are published; the daemon is started again and timed until its metrics
- *      file counts N messages received (consumed) and until sum(report_count) in
- *      outage.events is N (in the database);
- *   2  the same backlog drained by `mosquitto_sub -q 1 -c -C N` and by a bare paho
- *      MQTTAsync consumer (persistent session, QoS 1, counts messages, returns 1);
- *   3  live: the daemon running, N reports published as fast as the broker takes them
- *      (and the same with the bare paho consumer in place of the daemon);
- *   4  memory: M keys with one open event each, drained from a backlog; VmRSS of the
- *      daemon against its RSS when idle, and the metrics file's memory figures.
- *
- * The metrics file is rewritten once a second, so the "consumed" time is interpolated
- * between its last two writes (at the rate of the interval before); "in the database" is
- * polled with a query every 100 ms or more. */
+ * A drain's clock starts when the consumer starts (its persistent session and subscription
+ * exist, the backlog is queued) and stops for the daemon when sum(report_count) over
+ * outage.events equals the reports published (polled every 100 ms or twice the query's
+ * time), for mosquitto_sub when it exits after N messages, for the paho consumer when its
+ * callback has counted N. CPU seconds are read from /proc for every PostgreSQL process
+ * (the postmaster's children: backends that ended before the sample are missed), the
+ * broker and each daemon thread. */
+
 #include <arpa/inet.h>
 #include <errno.h>
+#include <dirent.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -54,12 +60,17 @@
 
 #define MAX_RUNS 9
 #define CLIENT_ID "bench-outaged"
+#define SHARE_GROUP "bench"
 #define TOPIC_FILTER "outages/+"
-#define DRAIN_TIMEOUT_S 600.0
+#define DRAIN_TIMEOUT_S 900.0
+#define MAX_INSTANCES 2
 
-static size_t opt_n = 200000, opt_k = 10000, opt_m = 100000;
-static int opt_runs = 3;
-static const char *opt_scenarios = "1234";
+static size_t opt_n = 200000, opt_k = 20000, opt_bn = 1000000, opt_bk = 100000;
+static size_t opt_mem[2] = { 200000, 1000000 };
+static int opt_n_mem = 2;
+static double opt_rate = 10000, opt_lat_s = 10;
+static int opt_runs = 3, opt_big_runs = 1;
+static const char *opt_scenarios = "dbml";
 static const char *opt_perf_dir;
 
 static PgServer pg;
@@ -79,7 +90,7 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static double median(const double *v, int n) {
-        double s[MAX_RUNS];
+        double s[4 * MAX_RUNS];
 
         if (n <= 0)
                 return 0;
@@ -413,19 +424,137 @@ static FlushStats flush_stats(const Daemon *d) {
         return st;
 }
 
-/* ---- timing a drain: metrics file and database ---- */
+
+/* ---- CPU time from /proc ---- */
+
+/* utime + stime of /proc/<path>/stat in seconds, its parent in *ppid and its name in comm
+ * (may be NULL), or -1. */
+static double stat_cpu(const char *path, pid_t *ppid, char *comm, size_t comm_len) {
+        char buf[1024], *p, *q;
+        unsigned long ut = 0, st = 0;
+        int pp = 0;
+        FILE *f = fopen(path, "r");
+        size_t n;
+
+        if (!f)
+                return -1;
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        p = strchr(buf, '(');
+        q = strrchr(buf, ')');
+        if (!p || !q)
+                return -1;
+        if (comm) {
+                size_t l = (size_t) (q - p - 1) < comm_len - 1 ? (size_t) (q - p - 1) : comm_len - 1;
+
+                memcpy(comm, p + 1, l);
+                comm[l] = 0;
+        }
+        /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+        if (sscanf(q + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &pp, &ut, &st) != 3)
+                return -1;
+        if (ppid)
+                *ppid = pp;
+        return (double) (ut + st) / (double) sysconf(_SC_CLK_TCK);
+}
+
+static double pid_cpu(pid_t pid) {
+        char path[64];
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        return stat_cpu(path, NULL, NULL, 0);
+}
+
+/* The postmaster and every process it started (backends, autovacuum, checkpointer...). */
+static double pg_cpu(void) {
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        double sum = pid_cpu(pg.pid);
+
+        if (!d)
+                return -1;
+        while ((e = readdir(d))) {
+                char path[300];
+                pid_t pp = 0;
+                double c;
+
+                if (e->d_name[0] < '0' || e->d_name[0] > '9')
+                        continue;
+                snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+                c = stat_cpu(path, &pp, NULL, 0);
+                if (c > 0 && pp == pg.pid)
+                        sum += c;
+        }
+        closedir(d);
+        return sum;
+}
+
+/* A daemon's CPU: the main thread (parse, aggregate), its busiest other thread (paho's
+ * receive thread during a drain) and the rest (the flusher: libpq, COPY; paho's send
+ * thread; the journal). The threads have no names of their own. */
+typedef struct DaemonCpu {
+        double total, main, top, rest;
+} DaemonCpu;
+
+static void daemon_cpu(pid_t pid, DaemonCpu *c) {
+        char dir[64];
+        DIR *d;
+        struct dirent *e;
+        double top = 0;
+
+        snprintf(dir, sizeof(dir), "/proc/%d/task", (int) pid);
+        d = opendir(dir);
+        if (!d)
+                return;
+        while ((e = readdir(d))) {
+                char path[400];
+                double t;
+
+                if (e->d_name[0] == '.')
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s/stat", dir, e->d_name);
+                t = stat_cpu(path, NULL, NULL, 0);
+                if (t < 0)
+                        continue;
+                c->total += t;
+                if (atoi(e->d_name) == (int) pid)
+                        c->main += t;
+                else if (t > top)
+                        top = t;
+        }
+        closedir(d);
+        c->top += top;
+        c->rest = c->total - c->main - c->top;
+}
+
+/* ---- timing a drain: metrics files and database ---- */
 
 typedef struct Drain {
         double consumed;        /* seconds from t0 until every message was received */
         double in_db;           /* seconds from t0 until sum(report_count) reached the target */
 } Drain;
 
-/* Polls until the daemon has received `messages` (metrics file, every 10 ms) and the
+/* The sum of a metric over the daemons, -1 while one has none. */
+static double metric_sum(Daemon *const *d, int n, const char *name) {
+        double sum = 0;
+
+        for (int i = 0; i < n; i++) {
+                double v = metric(d[i], name);
+
+                if (v < 0)
+                        return -1;
+                sum += v;
+        }
+        return sum;
+}
+
+/* Polls until the daemons have received `messages` (metrics files, every 10 ms) and the
  * database holds `reports` (every 100 ms or twice the query's time). The metrics file is
  * written once a second: the moment the count was reached is interpolated between the
  * last write below it and the first at or above it, at the rate of the writes before. */
-static int wait_drain(const Daemon *d, const char *conninfo, double t0, size_t messages, size_t reports,
-                      Drain *out) {
+static int wait_drain(Daemon *const *d, int nd, const char *conninfo, double t0, size_t messages,
+                      size_t reports, Drain *out) {
         PGconn *c = PQconnectdb(conninfo);
         double prev_t = -1, prev_v = -1, last_t = -1, last_v = -1, next_db = 0, db_interval = 0.1;
         bool consumed = false, in_db = false;
@@ -445,7 +574,7 @@ static int wait_drain(const Daemon *d, const char *conninfo, double t0, size_t m
                         return -1;
                 }
                 if (!consumed) {
-                        double v = metric(d, "outaged_messages_received_total");
+                        double v = metric_sum(d, nd, "outaged_messages_received_total");
 
                         if (v >= 0 && v != last_v) {
                                 if (v >= (double) messages) {
@@ -487,12 +616,6 @@ static int wait_drain(const Daemon *d, const char *conninfo, double t0, size_t m
         return 0;
 }
 
-/* ---- the daemon ---- */
-
-/* The daemon sends STATUS= every second to its NOTIFY_SOCKET, a datagram socket that the
- * harness reads only while it waits for a notification. A unix datagram socket holds few
- * unread datagrams (net.unix.max_dgram_qlen, 10 by default), and sd_notify then blocks the
- * daemon's main loop: while the daemon runs, a thread keeps reading them. */
 typedef struct NotifyDrain {
         pthread_t thread;
         int fd;
@@ -526,9 +649,14 @@ static void notify_drain_stop(NotifyDrain *n) {
         n->running = false;
 }
 
-static int daemon_up(Daemon *d, const MqttBroker *broker, const char *conninfo) {
-        DaemonOptions o = { .mqtt_uri = broker->uri, .conninfo = conninfo, .client_id = CLIENT_ID,
-                            .topic = TOPIC_FILTER, .flush_interval = "1s", .startup_timeout = "30s" };
+
+/* ---- the daemon ---- */
+
+static int daemon_up(Daemon *d, const MqttBroker *broker, const char *conninfo, const char *client_id,
+                     const char *share_group) {
+        DaemonOptions o = { .mqtt_uri = broker->uri, .conninfo = conninfo, .client_id = client_id,
+                            .topic = TOPIC_FILTER, .share_group = share_group, .flush_interval = "1s",
+                            .startup_timeout = "30s" };
 
         if (daemon_prepare(d, &o) < 0 || daemon_start(d) < 0)
                 return -1;
@@ -555,36 +683,49 @@ static pid_t perf_start(void) {
 
 typedef struct DaemonResult {
         double publish_s, consumed_s, in_db_s;
-        FlushStats fs;
+        FlushStats fs;                  /* summed over the instances */
+        double pg_cpu, broker_cpu;      /* seconds during the drain */
+        DaemonCpu cpu;                  /* summed over the instances */
         long rss_idle_kib, rss_kib, hwm_kib;
-        double memory_bytes, events_in_memory, events_open, last_flush_s;
+        double memory_bytes, events_in_memory, events_open;
 } DaemonResult;
 
-/* Scenario 1 (day = true) and 4 (day = false): a backlog drained by the daemon. */
-static int daemon_backlog(const Backlog *b, size_t expect, bool perf, DaemonResult *res) {
+/* A backlog of b drained by `instances` daemons (two: sharing the subscription), until
+ * `expect` reports are in the database. */
+static int daemon_drain(const Backlog *b, size_t expect, int instances, bool perf, DaemonResult *res) {
         MqttBroker broker = { 0 };
-        Daemon d = { 0 };
-        NotifyDrain nd = { 0 };
+        Daemon d[MAX_INSTANCES] = { 0 }, *dp[MAX_INSTANCES];
+        NotifyDrain nd[MAX_INSTANCES] = { 0 };
         char *db = new_db(perf ? "perf" : "drain");
         pid_t perf_pid = -1;
         Drain dr;
         int ret = -1;
-        double t0;
+        double t0, pg0, br0;
 
-        d.pid = -1;
-        d.notify_fd = -1;
         memset(res, 0, sizeof(*res));
+        for (int i = 0; i < instances; i++) {
+                d[i].pid = -1;
+                d[i].notify_fd = -1;
+                dp[i] = &d[i];
+        }
         if (!db || mqtt_broker_start(&broker) < 0)
                 goto out;
-        /* The session and its subscription; the schema. */
-        if (daemon_up(&d, &broker, db) < 0)
-                goto out;
-        notify_drain_start(&nd, &d);    /* through the stop and the next start */
+        /* The sessions and their subscriptions; the schema. */
+        for (int i = 0; i < instances; i++) {
+                char id[64];
+
+                snprintf(id, sizeof(id), "%s-%d", CLIENT_ID, i);
+                if (daemon_up(&d[i], &broker, db, id, instances > 1 ? SHARE_GROUP : NULL) < 0)
+                        goto out;
+                notify_drain_start(&nd[i], &d[i]);      /* through the stop and the next start */
+        }
         harness_sleep_ms(1200);         /* settle; metrics written */
-        res->rss_idle_kib = proc_kib(d.pid, "VmRSS");
-        if (daemon_signal_wait(&d, SIGTERM, 60000) != 0) {
-                fprintf(stderr, "daemon did not stop cleanly\n");
-                goto out;
+        for (int i = 0; i < instances; i++) {
+                res->rss_idle_kib += proc_kib(d[i].pid, "VmRSS");
+                if (daemon_signal_wait(&d[i], SIGTERM, 60000) != 0) {
+                        fprintf(stderr, "daemon did not stop cleanly\n");
+                        goto out;
+                }
         }
         res->publish_s = publish(&broker, b);
         if (res->publish_s < 0)
@@ -593,74 +734,52 @@ static int daemon_backlog(const Backlog *b, size_t expect, bool perf, DaemonResu
 
         if (perf)
                 perf_pid = perf_start();
+        pg0 = pg_cpu();
+        br0 = pid_cpu(broker.pid);
         t0 = now_s();
-        if (daemon_start(&d) < 0)
-                goto out;
-        if (wait_drain(&d, db, t0, b->n, expect, &dr) < 0) {
-                daemon_dump_log(&d);
+        for (int i = 0; i < instances; i++)
+                if (daemon_start(&d[i]) < 0)
+                        goto out;
+        if (wait_drain(dp, instances, db, t0, b->n, expect, &dr) < 0) {
+                for (int i = 0; i < instances; i++)
+                        daemon_dump_log(&d[i]);
                 goto out;
         }
+        res->pg_cpu = pg_cpu() - pg0;
+        res->broker_cpu = pid_cpu(broker.pid) - br0;
         if (perf_pid > 0) {
                 kill(perf_pid, SIGINT);
                 (void) proc_wait(perf_pid, 60000);
         }
         res->consumed_s = dr.consumed;
         res->in_db_s = dr.in_db;
-        res->rss_kib = proc_kib(d.pid, "VmRSS");
-        res->hwm_kib = proc_kib(d.pid, "VmHWM");
-        harness_sleep_ms(1200);         /* one more metrics write after the last flush */
-        res->memory_bytes = metric(&d, "outaged_memory_bytes");
-        res->events_in_memory = metric(&d, "outaged_events_in_memory");
-        res->events_open = metric(&d, "outaged_events_open");
-        res->last_flush_s = metric(&d, "outaged_last_flush_seconds");
-        res->fs = flush_stats(&d);
-        ret = 0;
-out:
-        if (d.pid > 0)
-                (void) daemon_signal_wait(&d, SIGTERM, 60000);
-        notify_drain_stop(&nd);
-        daemon_cleanup(&d);
-        mqtt_broker_stop(&broker);
-        drop_db(db);
-        return ret;
-}
-
-/* Scenario 3: the daemon running; the publisher as fast as the broker takes it. */
-static int daemon_live(const Backlog *b, DaemonResult *res) {
-        MqttBroker broker = { 0 };
-        Daemon d = { 0 };
-        NotifyDrain nd = { 0 };
-        char *db = new_db("live");
-        Drain dr;
-        int ret = -1;
-        double t0;
-
-        d.pid = -1;
-        d.notify_fd = -1;
-        memset(res, 0, sizeof(*res));
-        if (!db || mqtt_broker_start(&broker) < 0)
-                goto out;
-        if (daemon_up(&d, &broker, db) < 0)
-                goto out;
-        notify_drain_start(&nd, &d);
-        harness_sleep_ms(1200);
-        t0 = now_s();
-        res->publish_s = publish(&broker, b);
-        if (res->publish_s < 0)
-                goto out;
-        if (wait_drain(&d, db, t0, b->n, b->n, &dr) < 0) {
-                daemon_dump_log(&d);
-                goto out;
+        for (int i = 0; i < instances; i++) {
+                daemon_cpu(d[i].pid, &res->cpu);
+                res->rss_kib += proc_kib(d[i].pid, "VmRSS");
+                res->hwm_kib += proc_kib(d[i].pid, "VmHWM");
         }
-        res->consumed_s = dr.consumed;
-        res->in_db_s = dr.in_db;
-        res->fs = flush_stats(&d);
+        harness_sleep_ms(1200);         /* one more metrics write after the last flush */
+        for (int i = 0; i < instances; i++) {
+                FlushStats fs = flush_stats(&d[i]);
+
+                res->memory_bytes += metric(&d[i], "outaged_memory_bytes");
+                res->events_in_memory += metric(&d[i], "outaged_events_in_memory");
+                res->events_open += metric(&d[i], "outaged_events_open");
+                res->fs.flushes += fs.flushes;
+                res->fs.fragments += fs.fragments;
+                res->fs.seconds += fs.seconds;
+                res->fs.max_seconds = fs.max_seconds > res->fs.max_seconds ? fs.max_seconds : res->fs.max_seconds;
+                res->fs.max_fragments = fs.max_fragments > res->fs.max_fragments ? fs.max_fragments
+                                                                                 : res->fs.max_fragments;
+        }
         ret = 0;
 out:
-        if (d.pid > 0)
-                (void) daemon_signal_wait(&d, SIGTERM, 60000);
-        notify_drain_stop(&nd);
-        daemon_cleanup(&d);
+        for (int i = 0; i < instances; i++) {
+                if (d[i].pid > 0)
+                        (void) daemon_signal_wait(&d[i], SIGTERM, 60000);
+                notify_drain_stop(&nd[i]);
+                daemon_cleanup(&d[i]);
+        }
         mqtt_broker_stop(&broker);
         drop_db(db);
         return ret;
@@ -830,72 +949,369 @@ out:
         return dt;
 }
 
-/* Scenario 3's reference: the bare consumer online while the publisher runs. */
-static double paho_live(const Backlog *b, double *publish_s) {
-        static Consumer k;
-        MqttBroker broker = { 0 };
-        double t0, dt = -1;
 
-        if (mqtt_broker_start(&broker) < 0)
-                goto out;
-        if (consumer_open(&k, &broker) < 0)
-                goto out;
-        for (int i = 0; i < 3000 && atomic_load(&k.subscribed) == 0; i++)
-                harness_sleep_ms(10);
-        if (atomic_load(&k.subscribed) != 1) {
-                fprintf(stderr, "paho consumer: no subscription\n");
-                goto out;
-        }
-        t0 = now_s();
-        *publish_s = publish(&broker, b);
-        if (*publish_s < 0)
-                goto out;
-        while (atomic_load(&k.received) < b->n) {
-                if (now_s() - t0 > DRAIN_TIMEOUT_S) {
-                        fprintf(stderr, "paho consumer: %zu of %zu received\n", atomic_load(&k.received), b->n);
-                        goto out;
+/* ---- latency: a paced publisher and a poller ---- */
+
+typedef struct Paced {
+        const MqttBroker *broker;
+        size_t n, first_key, keys;      /* report j goes to key first_key + j % keys */
+        int64_t ts0;                    /* report j's timestamp: ts0 + j / keys seconds */
+        double rate;
+        double *sent;                   /* when report j left (monotonic seconds) */
+        _Atomic bool done;
+        int failed;
+} Paced;
+
+static int mqtt_connect(const MqttBroker *broker) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t) broker->port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        char conn[64], id[32], rbuf[4], *p = conn;
+        int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        if (fd < 0 || connect(fd, (struct sockaddr *) &a, sizeof(a)) < 0)
+                goto fail;
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        snprintf(id, sizeof(id), "bench-paced-%d", (int) getpid());
+        *p++ = 0x10;
+        put_varint(&p, 10 + 2 + strlen(id));
+        put_str(&p, "MQTT", 4);
+        *p++ = 4;
+        *p++ = 0x02;
+        *p++ = 0;
+        *p++ = 60;
+        put_str(&p, id, strlen(id));
+        if (write_all(fd, conn, (size_t) (p - conn)) < 0 || read(fd, rbuf, 4) != 4 || rbuf[0] != 0x20 || rbuf[3] != 0)
+                goto fail;
+        return fd;
+fail:
+        if (fd >= 0)
+                close(fd);
+        return -1;
+}
+
+/* Sends report j at start + j / rate, QoS 1, and reads the PUBACKs as they come. A key's
+ * timestamps grow by a second per report (one at the same second as the last would
+ * extend nothing). */
+static void *paced_run(void *arg) {
+        Paced *pc = arg;
+        int fd = mqtt_connect(pc->broker);
+        size_t j = 0, acked = 0, rlen = 0;
+        char rbuf[4096];
+        double t0 = now_s();
+
+        pc->failed = fd < 0;
+        while (fd >= 0 && acked < pc->n) {
+                double t = now_s();
+                char buf[65536], *p = buf;
+
+                while (j < pc->n && t0 + (double) j / pc->rate <= t && j - acked < PUB_WINDOW &&
+                       (size_t) (p - buf) < sizeof(buf) - 200) {
+                        char topic[64], payload[128], ts[40];
+                        size_t tl, pl;
+                        unsigned pid = (unsigned) (j % 65535) + 1;
+
+                        format_ts(ts, sizeof(ts), pc->ts0 + (int64_t) (j / pc->keys));
+                        tl = (size_t) snprintf(topic, sizeof(topic), "outages/ctrl_%07zu",
+                                               pc->first_key + j % pc->keys);
+                        pl = (size_t) snprintf(payload, sizeof(payload),
+                                               "{\"outage_type\":\"panel_outage\",\"timestamp\":\"%s\"}", ts);
+                        *p++ = 0x32;
+                        put_varint(&p, 2 + tl + 2 + pl);
+                        put_str(&p, topic, tl);
+                        *p++ = (char) (pid >> 8);
+                        *p++ = (char) (pid & 0xff);
+                        memcpy(p, payload, pl);
+                        p += pl;
+                        pc->sent[j++] = t;
+                }
+                if (p > buf && write_all(fd, buf, (size_t) (p - buf)) < 0) {
+                        pc->failed = 1;
+                        break;
+                }
+                for (;;) {
+                        ssize_t r = recv(fd, rbuf + rlen, sizeof(rbuf) - rlen, MSG_DONTWAIT);
+                        size_t i = 0;
+
+                        if (r <= 0)
+                                break;
+                        rlen += (size_t) r;
+                        for (; rlen - i >= 4; i += 4)
+                                acked++;
+                        memmove(rbuf, rbuf + i, rlen - i);
+                        rlen -= i;
                 }
                 harness_sleep_ms(1);
         }
-        dt = now_s() - t0;
+        if (fd >= 0) {
+                (void) write_all(fd, "\xe0\x00", 2);
+                close(fd);
+        }
+        atomic_store(&pc->done, true);
+        return NULL;
+}
+
+static long long db_count(PGconn *c, const char *sql) {
+        PGresult *r = PQexec(c, sql);
+        long long v = -1;
+
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+                v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        return v;
+}
+
+typedef struct Latency {
+        double p50, p99, max;
+        size_t n;
+} Latency;
+
+/* Publishes pc's reports while polling `sql` (a count that grows by one per visible
+ * report, minus base); the latency of report j is the first poll at which the
+ * count exceeded j minus when it was sent (polls every 20 ms: about
+ * 10 ms of each latency is the poller's). Reports are committed in the order they arrive
+ * (a flush takes every dirty key), so the first count reports are the visible ones. */
+static int measure_latency(Paced *pc, PGconn *c, const char *sql, long long base, Latency *out) {
+        size_t cap = 1 << 16, np = 0;
+        double *pt = malloc(cap * sizeof(double)), *lat = calloc(pc->n, sizeof(double));
+        long long *pv = malloc(cap * sizeof(long long));
+        pthread_t th;
+        int ret = -1;
+
+        pc->sent = calloc(pc->n, sizeof(double));
+        atomic_store(&pc->done, false);
+        if (!pt || !pv || !lat || !pc->sent || pthread_create(&th, NULL, paced_run, pc) != 0)
+                goto out;
+        for (double t_end = -1;;) {
+                double t;
+                long long v = db_count(c, sql);
+
+                t = now_s();
+                if (v < 0)
+                        break;
+                if (np == cap) {
+                        cap *= 2;
+                        pt = realloc(pt, cap * sizeof(double));
+                        pv = realloc(pv, cap * sizeof(long long));
+                        if (!pt || !pv)
+                                break;
+                }
+                pt[np] = t;
+                pv[np++] = v - base;
+                if (v - base >= (long long) pc->n)
+                        break;
+                if (atomic_load(&pc->done) && t_end < 0)
+                        t_end = t;
+                if (t_end > 0 && t - t_end > 120) {
+                        fprintf(stderr, "latency: %lld of %zu visible 120 s after the last report\n", v - base, pc->n);
+                        break;
+                }
+                harness_sleep_ms(20);
+        }
+        pthread_join(th, NULL);
+        if (pc->failed || np == 0 || pv[np - 1] < (long long) pc->n)
+                goto out;
+        for (size_t j = 0, i = 0; j < pc->n; j++) {
+                while (pv[i] < (long long) j + 1)
+                        i++;
+                lat[j] = pt[i] - pc->sent[j];
+        }
+        qsort(lat, pc->n, sizeof(double), cmp_double);
+        out->n = pc->n;
+        out->p50 = lat[pc->n / 2];
+        out->p99 = lat[pc->n * 99 / 100];
+        out->max = lat[pc->n - 1];
+        ret = 0;
 out:
-        consumer_close(&k);
+        free(pt);
+        free(pv);
+        free(lat);
+        free(pc->sent);
+        pc->sent = NULL;
+        return ret;
+}
+
+#define SQL_EVENTS "SELECT coalesce(max(event_id), 0) FROM outage.stored_events"
+#define SQL_REPORTS "SELECT coalesce(sum(report_count), 0) FROM outage.stored_events"
+
+/* The daemon running (a fresh database): rate x seconds reports paced at rate, each of a
+ * new controller (new events: the count is max(event_id), identities have no gaps without
+ * rollbacks), or with extend each extending the open event of one of `rate` keys (each
+ * reports once a second; the keys' first reports are published and committed first).
+ * *pg_per_report: PostgreSQL CPU seconds per report during the paced run, the poller's
+ * queries included. */
+static int daemon_latency(bool extend, Latency *lat, double *pg_per_report) {
+        MqttBroker broker = { 0 };
+        Daemon d = { 0 };
+        NotifyDrain nd = { 0 };
+        char *db = new_db("latency");
+        PGconn *c = NULL;
+        size_t n = (size_t) (opt_rate * opt_lat_s), keys = (size_t) opt_rate;
+        Paced pc = { .broker = &broker, .rate = opt_rate, .n = n, .keys = extend ? keys : n };
+        long long base = 0;
+        double pg0;
+        int ret = -1;
+
+        d.pid = -1;
+        d.notify_fd = -1;
+        if (!db || mqtt_broker_start(&broker) < 0 || daemon_up(&d, &broker, db, CLIENT_ID, NULL) < 0)
+                goto out;
+        notify_drain_start(&nd, &d);
+        c = PQconnectdb(db);
+        if (PQstatus(c) != CONNECTION_OK)
+                goto out;
+        harness_sleep_ms(1200);
+        if (extend) {
+                Paced warm = { .broker = &broker, .rate = 100000, .n = keys, .keys = keys,
+                               .ts0 = (int64_t) time(NULL) - 2 };
+                Latency ignored;
+
+                if (measure_latency(&warm, c, SQL_EVENTS, 0, &ignored) < 0)
+                        goto out;
+                harness_sleep_ms(1500);
+                base = db_count(c, SQL_REPORTS);
+        }
+        pc.ts0 = (int64_t) time(NULL);
+        pg0 = pg_cpu();
+        if (measure_latency(&pc, c, extend ? SQL_REPORTS : SQL_EVENTS, base, lat) < 0)
+                goto out;
+        *pg_per_report = (pg_cpu() - pg0) / (double) n;
+        ret = 0;
+out:
+        PQfinish(c);
+        if (d.pid > 0)
+                (void) daemon_signal_wait(&d, SIGTERM, 60000);
+        notify_drain_stop(&nd);
+        daemon_cleanup(&d);
         mqtt_broker_stop(&broker);
-        return dt;
+        drop_db(db);
+        return ret;
 }
 
 /* ---- main ---- */
 
 static void usage(const char *argv0) {
-        fprintf(stderr, "usage: %s [-n N] [-k K] [-m M] [-r RUNS] [-s 1234] [-p PERFDIR] [BINARY]\n", argv0);
+        fprintf(stderr, "usage: %s [-n N] [-k K] [-N BIGN] [-K BIGK] [-r ROUNDS] [-R BIGROUNDS] [-m M1,M2] "
+                        "[-l RATE] [-L SECONDS] [-s dbml] [-p PERFDIR] [BINARY]\n", argv0);
 }
 
-static void row(const char *what, const double *v, int n, size_t msgs) {
+typedef struct Rounds {
+        int n;
+        double sub[MAX_RUNS], paho[MAX_RUNS], one[MAX_RUNS], two[MAX_RUNS], pub[4 * MAX_RUNS];
+        int npub;
+        DaemonResult r1[MAX_RUNS], r2[MAX_RUNS];
+} Rounds;
+
+static void print_daemon_run(const char *what, int round, const DaemonResult *r, size_t n) {
+        printf("  %s round %d: consumed %.2f s, committed %.2f s (%.0f msg/s); %d flushes, %lld fragments "
+               "(%.2f per report), %.2f s flushing (max %.2f s, %lld fragments); CPU s: PostgreSQL %.2f "
+               "(%.1f us/report, %.1f us/fragment), broker %.2f, daemon %.2f (main %.2f, busiest other "
+               "thread %.2f, rest %.2f); RSS %ld KiB (idle %ld, peak %ld)\n",
+               what, round, r->consumed_s, r->in_db_s, (double) n / r->in_db_s, r->fs.flushes, r->fs.fragments,
+               (double) r->fs.fragments / (double) n, r->fs.seconds, r->fs.max_seconds, r->fs.max_fragments,
+               r->pg_cpu, r->pg_cpu * 1e6 / (double) n,
+               r->fs.fragments ? r->pg_cpu * 1e6 / (double) r->fs.fragments : 0, r->broker_cpu, r->cpu.total,
+               r->cpu.main, r->cpu.top, r->cpu.rest, r->rss_kib, r->rss_idle_kib, r->hwm_kib);
+}
+
+/* Alternating rounds on identical backlogs: mosquitto_sub, paho, one daemon, two. */
+static int run_rounds(const Backlog *b, int rounds, Rounds *R) {
+        for (int i = 0; i < rounds; i++) {
+                double p = 0;
+
+                R->sub[i] = mosquitto_sub_drain(b, &p);
+                if (R->sub[i] < 0)
+                        return -1;
+                R->pub[R->npub++] = p;
+                R->paho[i] = paho_drain(b, &p);
+                if (R->paho[i] < 0)
+                        return -1;
+                R->pub[R->npub++] = p;
+                if (daemon_drain(b, b->n, 1, false, &R->r1[i]) < 0)
+                        return -1;
+                R->one[i] = R->r1[i].in_db_s;
+                R->pub[R->npub++] = R->r1[i].publish_s;
+                if (daemon_drain(b, b->n, 2, false, &R->r2[i]) < 0)
+                        return -1;
+                R->two[i] = R->r2[i].in_db_s;
+                R->pub[R->npub++] = R->r2[i].publish_s;
+                R->n++;
+                printf("round %d of %zu reports: mosquitto_sub %.2f s, paho %.2f s, one daemon %.2f s, "
+                       "two daemons %.2f s; against paho: %.2fx, 1x, %.2fx, %.2fx; two/one %.2fx\n",
+                       i + 1, b->n, R->sub[i], R->paho[i], R->one[i], R->two[i], R->paho[i] / R->sub[i],
+                       R->paho[i] / R->one[i], R->paho[i] / R->two[i], R->one[i] / R->two[i]);
+                print_daemon_run("one daemon", i + 1, &R->r1[i], b->n);
+                print_daemon_run("two daemons", i + 1, &R->r2[i], b->n);
+        }
+        return 0;
+}
+
+static void row(const char *what, const double *v, int n, size_t msgs, double ref) {
         double m = median(v, n);
 
-        if (n > 1)
-                printf("| %s | %.2f | %.2f-%.2f | %.0f |\n", what, m, min_of(v, n), max_of(v, n), (double) msgs / m);
-        else
-                printf("| %s | %.2f | | %.0f |\n", what, m, (double) msgs / m);
+        printf("| %s | %.2f | %.2f-%.2f | %.0f | %.2fx |\n", what, m, min_of(v, n), max_of(v, n),
+               (double) msgs / m, ref / m);
+}
+
+static void print_rounds(const Rounds *R, size_t n) {
+        double ratio1[MAX_RUNS], ratio2[MAX_RUNS], ratio21[MAX_RUNS], frag[MAX_RUNS], pgf[MAX_RUNS], pgr[MAX_RUNS];
+        double ref = median(R->paho, R->n);
+
+        printf("\nBacklog of %zu reports, %d rounds: median seconds (min-max), rate, against the paho median\n\n",
+               n, R->n);
+        printf("| consumer | seconds | range | messages/s | vs paho |\n|---|---|---|---|---|\n");
+        row("mosquitto_sub -c -q 1", R->sub, R->n, n, ref);
+        row("bare paho MQTTAsync consumer", R->paho, R->n, n, ref);
+        row("outaged, one instance (until committed)", R->one, R->n, n, ref);
+        row("outaged, two instances sharing the subscription", R->two, R->n, n, ref);
+        row("publishing the backlog (offline session)", R->pub, R->npub, n, median(R->pub, R->npub));
+        for (int i = 0; i < R->n; i++) {
+                ratio1[i] = R->paho[i] / R->one[i];
+                ratio2[i] = R->paho[i] / R->two[i];
+                ratio21[i] = R->one[i] / R->two[i];
+                frag[i] = (double) R->r1[i].fs.fragments;
+                pgf[i] = R->r1[i].fs.fragments ? R->r1[i].pg_cpu * 1e6 / (double) R->r1[i].fs.fragments : 0;
+                pgr[i] = R->r1[i].pg_cpu * 1e6 / (double) n;
+        }
+        printf("\nPer-round ratios, median: one daemon / paho %.2fx, two daemons / paho %.2fx, two / one %.2fx; "
+               "one daemon: %.0f fragments, PostgreSQL %.1f us CPU per fragment, %.1f us per report\n",
+               median(ratio1, R->n), median(ratio2, R->n), median(ratio21, R->n), median(frag, R->n),
+               median(pgf, R->n), median(pgr, R->n));
+}
+
+static int parse_mem(const char *s) {
+        char *end;
+
+        opt_n_mem = 0;
+        while (*s && opt_n_mem < 2) {
+                opt_mem[opt_n_mem++] = strtoul(s, &end, 10);
+                if (*end != ',' && *end)
+                        return -1;
+                s = *end ? end + 1 : end;
+        }
+        return opt_n_mem > 0 ? 0 : -1;
 }
 
 int main(int argc, char **argv) {
-        double s1_pub[MAX_RUNS], s1_cons[MAX_RUNS], s1_db[MAX_RUNS];
-        double s2_sub[MAX_RUNS], s2_paho[MAX_RUNS], s2_pub[2 * MAX_RUNS];
-        double s3_pub[MAX_RUNS], s3_cons[MAX_RUNS], s3_db[MAX_RUNS], s3_ref[MAX_RUNS], s3_ref_pub[MAX_RUNS];
-        int n1 = 0, n2s = 0, n2p = 0, n2pub = 0, n3 = 0, n3r = 0;
-        DaemonResult r1[MAX_RUNS], r4 = { 0 };
-        bool have4 = false;
-        Backlog day = { 0 }, mem = { 0 };
+        static Rounds small, big;
+        DaemonResult mem[2] = { 0 };
+        Latency lat[2] = { 0 };
+        double lat_pg[2] = { 0 };
+        bool have_lat = false;
+        Backlog day = { 0 }, large = { 0 };
         double t_start = now_s();
         int c, ret = 1;
 
-        while ((c = getopt(argc, argv, "n:k:m:r:s:p:h")) != -1) {
+        while ((c = getopt(argc, argv, "n:k:N:K:r:R:m:l:L:s:p:h")) != -1) {
                 switch (c) {
                 case 'n': opt_n = strtoul(optarg, NULL, 10); break;
                 case 'k': opt_k = strtoul(optarg, NULL, 10); break;
-                case 'm': opt_m = strtoul(optarg, NULL, 10); break;
+                case 'N': opt_bn = strtoul(optarg, NULL, 10); break;
+                case 'K': opt_bk = strtoul(optarg, NULL, 10); break;
                 case 'r': opt_runs = atoi(optarg); break;
+                case 'R': opt_big_runs = atoi(optarg); break;
+                case 'm': if (parse_mem(optarg) < 0) { usage(argv[0]); return 64; } break;
+                case 'l': opt_rate = strtod(optarg, NULL); break;
+                case 'L': opt_lat_s = strtod(optarg, NULL); break;
                 case 's': opt_scenarios = optarg; break;
                 case 'p': opt_perf_dir = optarg; break;
                 default: usage(argv[0]); return c == 'h' ? 0 : 64;
@@ -903,7 +1319,8 @@ int main(int argc, char **argv) {
         }
         if (optind < argc)
                 setenv("OUTAGED_BINARY", argv[optind], 1);
-        if (opt_n == 0 || opt_k == 0 || opt_k > opt_n || opt_m == 0 || opt_runs < 1 || opt_runs > MAX_RUNS) {
+        if (opt_n == 0 || opt_k == 0 || opt_k > opt_n || opt_bk == 0 || opt_bk > opt_bn || opt_runs < 1 ||
+            opt_runs > MAX_RUNS || opt_big_runs < 1 || opt_big_runs > MAX_RUNS || opt_rate < 1 || opt_lat_s <= 0) {
                 usage(argv[0]);
                 return 64;
         }
@@ -913,151 +1330,82 @@ int main(int argc, char **argv) {
                 return 64;
         }
         setvbuf(stdout, NULL, _IOLBF, 0);
-        if (backlog_make(&day, opt_n, opt_k, true) < 0 ||
-            (strchr(opt_scenarios, '4') && backlog_make(&mem, opt_m, opt_m, false) < 0))
-                return 1;
         if (pg_server_start(&pg) < 0)
                 return 1;
+        printf("backlog N = %zu over K = %zu keys, %d rounds; large %zu over %zu, %d rounds; memory %zu, %zu; "
+               "latency %.0f/s for %.0f s; daemon %s\n", opt_n, opt_k, opt_runs, opt_bn, opt_bk, opt_big_runs,
+               opt_mem[0], opt_n_mem > 1 ? opt_mem[1] : 0, opt_rate, opt_lat_s, harness_binary());
 
-        printf("N = %zu reports over K = %zu keys; memory scenario M = %zu keys; %d runs; daemon %s\n",
-               opt_n, opt_k, opt_m, opt_runs, harness_binary());
-
-        if (strchr(opt_scenarios, '1')) {
-                for (int i = 0; i < opt_runs; i++) {
-                        DaemonResult *r = &r1[n1];
-
-                        if (daemon_backlog(&day, opt_n, false, r) < 0)
-                                goto out;
-                        s1_pub[n1] = r->publish_s;
-                        s1_cons[n1] = r->consumed_s;
-                        s1_db[n1] = r->in_db_s;
-                        n1++;
-                        printf("1 backlog run %d: published in %.2f s; consumed %.2f s; in database %.2f s; "
-                               "%d flushes, %lld fragments, %.2f s flushing (max %.2f s, %lld fragments); "
-                               "RSS %ld KiB (peak %ld)\n",
-                               i + 1, r->publish_s, r->consumed_s, r->in_db_s, r->fs.flushes, r->fs.fragments,
-                               r->fs.seconds, r->fs.max_seconds, r->fs.max_fragments, r->rss_kib, r->hwm_kib);
-                }
+        if (strchr(opt_scenarios, 'd')) {
+                if (backlog_make(&day, opt_n, opt_k, true) < 0 || run_rounds(&day, opt_runs, &small) < 0)
+                        goto out;
                 if (opt_perf_dir) {
                         DaemonResult r;
 
-                        if (daemon_backlog(&day, opt_n, true, &r) < 0)
+                        if (daemon_drain(&day, opt_n, 1, true, &r) < 0)
                                 goto out;
-                        printf("1 backlog under perf (not timed): consumed %.2f s; in database %.2f s; "
-                               "profile in %s/daemon-drain.perf.data\n", r.consumed_s, r.in_db_s, opt_perf_dir);
+                        printf("backlog under perf (not timed): committed %.2f s; profile in %s/daemon-drain.perf.data\n",
+                               r.in_db_s, opt_perf_dir);
                 }
+                backlog_free(&day);
         }
-        if (strchr(opt_scenarios, '2')) {
-                for (int i = 0; i < opt_runs; i++) {
-                        double p = 0, t = mosquitto_sub_drain(&day, &p);
-
-                        if (t < 0)
-                                goto out;
-                        s2_sub[n2s++] = t;
-                        s2_pub[n2pub++] = p;
-                        printf("2 mosquitto_sub run %d: published in %.2f s; drained in %.2f s\n", i + 1, p, t);
-                        t = paho_drain(&day, &p);
-                        if (t < 0)
-                                goto out;
-                        s2_paho[n2p++] = t;
-                        s2_pub[n2pub++] = p;
-                        printf("2 bare paho run %d: published in %.2f s; drained in %.2f s\n", i + 1, p, t);
-                }
-        }
-        if (strchr(opt_scenarios, '3')) {
-                for (int i = 0; i < opt_runs; i++) {
-                        DaemonResult r;
-
-                        if (daemon_live(&day, &r) < 0)
-                                goto out;
-                        s3_pub[n3] = r.publish_s;
-                        s3_cons[n3] = r.consumed_s;
-                        s3_db[n3] = r.in_db_s;
-                        n3++;
-                        printf("3 live run %d: published in %.2f s; consumed %.2f s; in database %.2f s; "
-                               "%d flushes, %lld fragments, %.2f s flushing (max %.2f s)\n",
-                               i + 1, r.publish_s, r.consumed_s, r.in_db_s, r.fs.flushes, r.fs.fragments,
-                               r.fs.seconds, r.fs.max_seconds);
-                        s3_ref[n3r] = paho_live(&day, &s3_ref_pub[n3r]);
-                        if (s3_ref[n3r] < 0)
-                                goto out;
-                        printf("3 live run %d, bare paho consumer instead of the daemon: published in %.2f s; "
-                               "received %.2f s\n", i + 1, s3_ref_pub[n3r], s3_ref[n3r]);
-                        n3r++;
-                }
-        }
-        if (strchr(opt_scenarios, '4')) {
-                if (daemon_backlog(&mem, opt_m, false, &r4) < 0)
+        if (strchr(opt_scenarios, 'b')) {
+                if (backlog_make(&large, opt_bn, opt_bk, true) < 0 || run_rounds(&large, opt_big_runs, &big) < 0)
                         goto out;
-                have4 = true;
-                printf("4 memory: %zu keys published in %.2f s; consumed %.2f s; in database %.2f s; "
-                       "%d flushes, %lld fragments, %.2f s flushing (max %.2f s, %lld fragments)\n",
-                       opt_m, r4.publish_s, r4.consumed_s, r4.in_db_s, r4.fs.flushes, r4.fs.fragments,
-                       r4.fs.seconds, r4.fs.max_seconds, r4.fs.max_fragments);
+                backlog_free(&large);
+        }
+        if (strchr(opt_scenarios, 'm'))
+                for (int i = 0; i < opt_n_mem; i++) {
+                        Backlog m = { 0 };
+                        int r = backlog_make(&m, opt_mem[i], opt_mem[i], false);
+
+                        if (r == 0)
+                                r = daemon_drain(&m, opt_mem[i], 1, false, &mem[i]);
+                        backlog_free(&m);
+                        if (r < 0)
+                                goto out;
+                        print_daemon_run("memory", i + 1, &mem[i], opt_mem[i]);
+                }
+        if (strchr(opt_scenarios, 'l')) {
+                for (int i = 0; i < 2; i++) {
+                        if (daemon_latency(i == 1, &lat[i], &lat_pg[i]) < 0)
+                                goto out;
+                        printf("latency, %s: p50 %.3f s, p99 %.3f s, max %.3f s; PostgreSQL %.1f us CPU per report\n",
+                               i ? "extensions" : "new controllers", lat[i].p50, lat[i].p99, lat[i].max,
+                               lat_pg[i] * 1e6);
+                }
+                have_lat = true;
         }
 
-        printf("\nMedian of %d runs where several (min-max); 2 vCPUs shared with other work: figures are noisy.\n\n",
-               opt_runs);
-        printf("| measure | seconds | range | messages/s |\n|---|---|---|---|\n");
-        if (n1) {
-                char what[160];
+        printf("\n== Summary ==\n");
+        if (small.n)
+                print_rounds(&small, opt_n);
+        if (big.n)
+                print_rounds(&big, opt_bn);
+        if (strchr(opt_scenarios, 'm')) {
+                printf("\n| open events | RSS idle | RSS after | growth per event | beyond the id text (13 B) "
+                       "| outaged_memory_bytes per event | committed in |\n|---|---|---|---|---|---|---|\n");
+                for (int i = 0; i < opt_n_mem; i++) {
+                        double g = (double) (mem[i].rss_kib - mem[i].rss_idle_kib) * 1024.0 / (double) opt_mem[i];
 
-                snprintf(what, sizeof(what), "1 backlog of %zu, daemon: consumed (MQTT)", opt_n);
-                row(what, s1_cons, n1, opt_n);
-                snprintf(what, sizeof(what), "1 backlog of %zu, daemon: in the database", opt_n);
-                row(what, s1_db, n1, opt_n);
+                        printf("| %zu | %.1f MiB | %.1f MiB | %.0f B | %.0f B | %.0f B | %.1f s |\n", opt_mem[i],
+                               mem[i].rss_idle_kib / 1024.0, mem[i].rss_kib / 1024.0, g, g - 13,
+                               mem[i].events_in_memory > 0 ? mem[i].memory_bytes / mem[i].events_in_memory : 0,
+                               mem[i].in_db_s);
+                }
         }
-        if (n2s) {
-                row("2 same backlog, `mosquitto_sub -q 1 -c -C N`", s2_sub, n2s, opt_n);
-                row("2 same backlog, bare paho MQTTAsync consumer", s2_paho, n2p, opt_n);
-        }
-        if (n3) {
-                row("3 live, publisher (every PUBACK received)", s3_pub, n3, opt_n);
-                row("3 live, daemon: consumed (MQTT)", s3_cons, n3, opt_n);
-                row("3 live, daemon: in the database", s3_db, n3, opt_n);
-                row("3 live, bare paho consumer instead: publisher", s3_ref_pub, n3r, opt_n);
-                row("3 live, bare paho consumer instead: all received", s3_ref, n3r, opt_n);
-        }
-        if (n1 || n2pub) {
-                double all[3 * MAX_RUNS];
-                int na = 0;
-
-                for (int i = 0; i < n1; i++)
-                        all[na++] = s1_pub[i];
-                for (int i = 0; i < n2pub; i++)
-                        all[na++] = s2_pub[i];
-                row("publishing a backlog (offline subscriber)", all, na, opt_n);
-        }
-        if (have4) {
-                char what[160];
-
-                snprintf(what, sizeof(what), "4 backlog of %zu keys x 1 report, daemon: consumed (MQTT)", opt_m);
-                row(what, &r4.consumed_s, 1, opt_m);
-                snprintf(what, sizeof(what), "4 backlog of %zu keys x 1 report, daemon: in the database", opt_m);
-                row(what, &r4.in_db_s, 1, opt_m);
-                printf("\n| memory, %zu open events | value |\n|---|---|\n", opt_m);
-                printf("| daemon VmRSS idle (schema current, subscribed) | %.1f MiB |\n", r4.rss_idle_kib / 1024.0);
-                printf("| daemon VmRSS with the events held | %.1f MiB |\n", r4.rss_kib / 1024.0);
-                printf("| daemon VmHWM (peak) | %.1f MiB |\n", r4.hwm_kib / 1024.0);
-                printf("| VmRSS growth per open event | %.0f bytes |\n",
-                       (double) (r4.rss_kib - r4.rss_idle_kib) * 1024.0 / (double) opt_m);
-                printf("| outaged_events_in_memory / outaged_events_open | %.0f / %.0f |\n", r4.events_in_memory,
-                       r4.events_open);
-                printf("| outaged_memory_bytes | %.1f MiB (%.0f bytes per event) |\n", r4.memory_bytes / 1048576.0,
-                       r4.events_in_memory > 0 ? r4.memory_bytes / r4.events_in_memory : 0);
-        }
-        if (n1) {
-                printf("\nScenario 1 flushes (daemon debug log), per run: ");
-                for (int i = 0; i < n1; i++)
-                        printf("%s%d flushes / %lld fragments / %.2f s (max %.2f s)", i ? "; " : "",
-                               r1[i].fs.flushes, r1[i].fs.fragments, r1[i].fs.seconds, r1[i].fs.max_seconds);
-                printf("\n");
+        if (have_lat) {
+                printf("\n| %.0f reports/s, flush_interval 1 s | p50 | p99 | max | PostgreSQL CPU per report |\n"
+                       "|---|---|---|---|---|\n", opt_rate);
+                for (int i = 0; i < 2; i++)
+                        printf("| %s | %.3f s | %.3f s | %.3f s | %.1f us |\n", i ? "extending open events" : "new controllers",
+                               lat[i].p50, lat[i].p99, lat[i].max, lat_pg[i] * 1e6);
         }
         printf("\nTotal bench time %.0f s\n", now_s() - t_start);
         ret = 0;
 out:
         pg_server_stop(&pg);
         backlog_free(&day);
-        backlog_free(&mem);
+        backlog_free(&large);
         return ret;
 }

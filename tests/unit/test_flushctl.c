@@ -265,3 +265,70 @@ Test(flushctl, refused_rejects_alone_are_dropped) {
         cr_assert_eq(flushctl_collect(fc, now_monotonic()), FLUSH_COMMITTED);
         cr_assert_eq(flushctl_committed_seq(fc), 1);
 }
+
+/* ---- the flush policy while input streams in ---- */
+
+Test(flushctl, a_tick_defers_while_a_backlog_streams_in_and_flushes_once_idle) {
+        usec_t now = now_monotonic() + USEC_PER_HOUR;
+
+        /* several messages per dirty key: a backlog */
+        for (uint64_t seq = 1; seq <= 6; seq++)
+                feed(seq, seq % 2 ? "c1" : "c2", report);
+        flushctl_note_input(fc, now);
+        cr_assert(flushctl_input_busy(fc, now));
+        cr_assert_gt(flushctl_defer(fc, now, USEC_PER_SEC), 0);
+        flushctl_note_input(fc, now + USEC_PER_SEC);
+        cr_assert_gt(flushctl_defer(fc, now + USEC_PER_SEC, USEC_PER_SEC), 0, "still busy: still deferred");
+        /* the input goes idle: flush now */
+        now += USEC_PER_SEC + FLUSHCTL_INPUT_IDLE;
+        cr_assert(!flushctl_input_busy(fc, now));
+        cr_assert_eq(flushctl_defer(fc, now, USEC_PER_SEC), 0);
+}
+
+Test(flushctl, a_deferral_ends_after_ten_seconds_of_busy_input) {
+        usec_t now = now_monotonic() + USEC_PER_HOUR;
+
+        for (uint64_t seq = 1; seq <= 6; seq++)
+                feed(seq, "c1", report);
+        flushctl_note_input(fc, now);
+        cr_assert_gt(flushctl_defer(fc, now, USEC_PER_SEC), 0);
+        flushctl_note_input(fc, now + 10 * USEC_PER_SEC);
+        cr_assert_eq(flushctl_defer(fc, now + 10 * USEC_PER_SEC, USEC_PER_SEC), 0, "latency bound");
+}
+
+Test(flushctl, new_keys_or_no_input_flush_on_the_tick) {
+        usec_t now = now_monotonic() + USEC_PER_HOUR;
+
+        feed(1, "c1", report);
+        feed(2, "c2", report);
+        feed(3, "c3", report);
+        flushctl_note_input(fc, now);
+        cr_assert_eq(flushctl_defer(fc, now, USEC_PER_SEC), 0, "one message per key: nothing to merge by waiting");
+        feed(4, "c1", report);
+        feed(5, "c1", report);
+        feed(6, "c1", report);
+        cr_assert_eq(flushctl_defer(fc, now + 2 * FLUSHCTL_INPUT_IDLE, USEC_PER_SEC), 0, "input idle");
+        /* after a job, only the messages since count */
+        cr_assert_eq(flushctl_start(fc, now), 1);
+        finish(0, NULL);
+        cr_assert_eq(flushctl_collect(fc, now), FLUSH_COMMITTED);
+        feed(7, "c1", report);
+        flushctl_note_input(fc, now);
+        cr_assert_eq(flushctl_defer(fc, now, USEC_PER_SEC), 0);
+}
+
+Test(flushctl, a_start_asked_during_a_job_is_due_at_its_commit) {
+        usec_t now = now_monotonic();
+
+        feed(1, "c1", report);
+        cr_assert_eq(flushctl_start(fc, now), 1);
+        cr_assert(!flushctl_due(fc));
+        feed(2, "c2", report);
+        cr_assert_eq(flushctl_start(fc, now), 0);
+        cr_assert(flushctl_due(fc), "the tick fell during the job");
+        finish(0, NULL);
+        cr_assert_eq(flushctl_collect(fc, now), FLUSH_COMMITTED);
+        cr_assert_eq(flushctl_start(fc, now), 1);
+        cr_assert(!flushctl_due(fc));
+        cr_assert_eq(submitted->batch->n, 1);
+}
