@@ -1,5 +1,7 @@
-/* backoff.h — capped exponential backoff with jitter, the one retry policy of the daemon
- * (database flushes, broker reconnects, the database at start-up). No I/O, no clock. */
+/* backoff.h — capped exponential backoff with jitter, the one backoff of the daemon
+ * (database flushes, broker reconnects, the database at start-up; store_flush's own
+ * immediate retries of a transaction that lost a race with another writer aside). No I/O,
+ * no clock. */
 #pragma once
 
 #include "common.h"
