@@ -20,8 +20,9 @@
 #define FLUSH_BACKOFF_MAX (30 * USEC_PER_SEC)
 #define NOTIFY_PAUSE (60 * USEC_PER_SEC)        /* without NOTIFY after the queue was full */
 #define DEFER_CHECK (50 * USEC_PER_MSEC)        /* how often a deferred tick looks again */
-#define DEFER_MAX_MIN (10 * USEC_PER_SEC)       /* deferral in a row: max(this, interval) */
+#define DEFER_MAX_MIN (30 * USEC_PER_SEC)       /* deferral in a row: max(this, interval) */
 #define BACKLOG_RATIO 2                         /* messages per dirty key that mean a backlog */
+#define BACKLOG_KEYS 1000                       /* dirty keys, at least: not a flood of a few */
 
 struct FlushCtl {
         Agg *agg;
@@ -353,7 +354,7 @@ usec_t flushctl_defer(FlushCtl *f, usec_t now, usec_t interval) {
         uint64_t applied = apply_processed_seq(f->apply) - f->seq_at_job;
         usec_t limit = interval > DEFER_MAX_MIN ? interval : DEFER_MAX_MIN;
 
-        if (f->outstanding || dirty == 0 || !flushctl_input_busy(f, now) ||
+        if (f->outstanding || dirty < BACKLOG_KEYS || !flushctl_input_busy(f, now) ||
             applied < BACKLOG_RATIO * dirty) {
                 f->defer_since = 0;
                 return 0;

@@ -74,13 +74,16 @@ bool flushctl_more(const FlushCtl *f);
  * per key between two flush ticks. Flushing then writes one fragment per key and tick,
  * and the database's merge competes with consumption for the CPU; waiting until the
  * backlog is consumed writes one per key. So a tick defers while the input is busy (a
- * message within the last FLUSHCTL_INPUT_IDLE) and the messages applied since the last job
- * number at least twice the dirty keys, for at most max(10 s, interval) in a row; the
+ * message within the last FLUSHCTL_INPUT_IDLE: the broker's persistence and a loaded
+ * machine pause deliveries for 100 ms and more) and the messages applied since the last
+ * job number at least twice the dirty keys, and these are 1000 or more (a flood from a few
+ * controllers must not hold the others' reports back: SPEC section 8), for at most
+ * max(30 s, interval) in a row; the
  * deferral ends, and the flush starts, as soon as the input goes idle. The rest of a cut
  * batch, and a tick that fell during a job, wait the same way (else a backlog keeps one
  * flush after the other going, each re-flushing every key). Memory limits and stopping
  * are urgent regardless (service.c). */
-#define FLUSHCTL_INPUT_IDLE (100 * USEC_PER_MSEC)
+#define FLUSHCTL_INPUT_IDLE (250 * USEC_PER_MSEC)
 
 /* A message arrived at now (monotonic). */
 void flushctl_note_input(FlushCtl *f, usec_t now);

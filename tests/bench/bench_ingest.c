@@ -3,7 +3,7 @@
  * Not a test: prints figures, asserts no timing.
  *
  *   bench_ingest [-n N] [-k K] [-N BIGN] [-K BIGK] [-r ROUNDS] [-R BIGROUNDS]
- *                [-m M1,M2] [-l RATE] [-L SECONDS] [-s SCENARIOS] [-p PERFDIR] [BINARY]
+ *                [-m M1,M2] [-l RATE] [-L SECONDS] [-s SCENARIOS] [-i] [-p PERFDIR] [BINARY]
  *
  *   -n N, -k K        the backlog of the drain rounds: N reports over K keys (controllers,
  *                     one outage type), round-robin, each key every 10 minutes within the
@@ -23,6 +23,9 @@
  *                       l  latency: the daemon running, RATE reports/s paced for S seconds,
  *                          each of a new controller, then each extending an open event of
  *                          RATE keys; publish-to-visible per report (p50, p99, max)
+ *   -i                rotate the keys' order by one at every pass over them: with an even
+ *                     K, the broker's alternate dispatch to two instances otherwise sends
+ *                     every report of a key to the same instance
  *   -p PERFDIR        also one daemon drain of the backlog under `perf record -a -g`
  *                     (system wide; not timed), written to PERFDIR/daemon-drain.perf.data
  *   BINARY            the daemon (default $OUTAGED_BINARY, else ./outaged)
@@ -72,6 +75,7 @@ static double opt_rate = 10000, opt_lat_s = 10;
 static int opt_runs = 3, opt_big_runs = 1;
 static const char *opt_scenarios = "dbml";
 static const char *opt_perf_dir;
+static bool opt_rotate;
 
 static PgServer pg;
 static int db_counter;
@@ -130,7 +134,9 @@ static void format_ts(char *buf, size_t len, int64_t t) {
         (void) strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* n reports over k keys, round-robin: report j is key j % k's (j / k)-th, 10 minutes after
+/* n reports over k keys, round-robin: report j is key j % k's (j / k)-th (with -i, pass
+ * i = j / k starts at key i, so that a shared subscription's alternate dispatch gives each
+ * key's reports to both instances even when k is even), 10 minutes after
  * its previous one, so every key reports in time order. Each key's timestamps start just
  * inside the last day, offset by up to 5 minutes per key. With day = false, one report per
  * key at now - 1 min (n must equal k): events that stay open. */
@@ -150,7 +156,7 @@ static int backlog_make(Backlog *b, size_t n, size_t k, bool day) {
         if (!b->topics || !b->payloads)
                 return -1;
         for (size_t j = 0; j < n; j++) {
-                size_t key = j % k, i = j / k;
+                size_t i = j / k, key = opt_rotate ? (j % k + i) % k : j % k;
                 int64_t t = day ? base + (int64_t) i * 600 + (int64_t) (key % 300) : now - 60;
                 char ts[40];
 
@@ -1191,7 +1197,7 @@ out:
 
 static void usage(const char *argv0) {
         fprintf(stderr, "usage: %s [-n N] [-k K] [-N BIGN] [-K BIGK] [-r ROUNDS] [-R BIGROUNDS] [-m M1,M2] "
-                        "[-l RATE] [-L SECONDS] [-s dbml] [-p PERFDIR] [BINARY]\n", argv0);
+                        "[-l RATE] [-L SECONDS] [-s dbml] [-i] [-p PERFDIR] [BINARY]\n", argv0);
 }
 
 typedef struct Rounds {
@@ -1301,7 +1307,7 @@ int main(int argc, char **argv) {
         double t_start = now_s();
         int c, ret = 1;
 
-        while ((c = getopt(argc, argv, "n:k:N:K:r:R:m:l:L:s:p:h")) != -1) {
+        while ((c = getopt(argc, argv, "n:k:N:K:r:R:m:l:L:s:p:ih")) != -1) {
                 switch (c) {
                 case 'n': opt_n = strtoul(optarg, NULL, 10); break;
                 case 'k': opt_k = strtoul(optarg, NULL, 10); break;
@@ -1314,6 +1320,7 @@ int main(int argc, char **argv) {
                 case 'L': opt_lat_s = strtod(optarg, NULL); break;
                 case 's': opt_scenarios = optarg; break;
                 case 'p': opt_perf_dir = optarg; break;
+                case 'i': opt_rotate = true; break;
                 default: usage(argv[0]); return c == 'h' ? 0 : 64;
                 }
         }

@@ -268,12 +268,26 @@ Test(flushctl, refused_rejects_alone_are_dropped) {
 
 /* ---- the flush policy while input streams in ---- */
 
+/* rounds messages for each of keys controllers, round-robin, from seq first on; returns
+ * the next seq. */
+static uint64_t feed_keys(uint64_t first, unsigned keys, unsigned rounds) {
+        uint64_t seq = first;
+
+        for (unsigned r = 0; r < rounds; r++)
+                for (unsigned k = 0; k < keys; k++) {
+                        char id[32];
+
+                        snprintf(id, sizeof(id), "c%u", k);
+                        feed(seq++, id, report);
+                }
+        return seq;
+}
+
 Test(flushctl, a_tick_defers_while_a_backlog_streams_in_and_flushes_once_idle) {
         usec_t now = now_monotonic() + USEC_PER_HOUR;
 
-        /* several messages per dirty key: a backlog */
-        for (uint64_t seq = 1; seq <= 6; seq++)
-                feed(seq, seq % 2 ? "c1" : "c2", report);
+        /* several messages per dirty key, over many keys: a backlog */
+        feed_keys(1, 1000, 3);
         flushctl_note_input(fc, now);
         cr_assert(flushctl_input_busy(fc, now));
         cr_assert_gt(flushctl_defer(fc, now, USEC_PER_SEC), 0);
@@ -285,36 +299,44 @@ Test(flushctl, a_tick_defers_while_a_backlog_streams_in_and_flushes_once_idle) {
         cr_assert_eq(flushctl_defer(fc, now, USEC_PER_SEC), 0);
 }
 
-Test(flushctl, a_deferral_ends_after_ten_seconds_of_busy_input) {
+Test(flushctl, a_deferral_ends_after_thirty_seconds_of_busy_input) {
         usec_t now = now_monotonic() + USEC_PER_HOUR;
 
-        for (uint64_t seq = 1; seq <= 6; seq++)
-                feed(seq, "c1", report);
+        feed_keys(1, 1000, 3);
         flushctl_note_input(fc, now);
         cr_assert_gt(flushctl_defer(fc, now, USEC_PER_SEC), 0);
-        flushctl_note_input(fc, now + 10 * USEC_PER_SEC);
-        cr_assert_eq(flushctl_defer(fc, now + 10 * USEC_PER_SEC, USEC_PER_SEC), 0, "latency bound");
+        flushctl_note_input(fc, now + 29 * USEC_PER_SEC);
+        cr_assert_gt(flushctl_defer(fc, now + 29 * USEC_PER_SEC, USEC_PER_SEC), 0);
+        flushctl_note_input(fc, now + 30 * USEC_PER_SEC);
+        cr_assert_eq(flushctl_defer(fc, now + 30 * USEC_PER_SEC, USEC_PER_SEC), 0, "latency bound");
 }
 
 Test(flushctl, new_keys_or_no_input_flush_on_the_tick) {
         usec_t now = now_monotonic() + USEC_PER_HOUR;
 
-        feed(1, "c1", report);
-        feed(2, "c2", report);
-        feed(3, "c3", report);
+        uint64_t seq = feed_keys(1, 1000, 1);
+
         flushctl_note_input(fc, now);
         cr_assert_eq(flushctl_defer(fc, now, USEC_PER_SEC), 0, "one message per key: nothing to merge by waiting");
-        feed(4, "c1", report);
-        feed(5, "c1", report);
-        feed(6, "c1", report);
+        seq = feed_keys(seq, 1000, 2);
         cr_assert_eq(flushctl_defer(fc, now + 2 * FLUSHCTL_INPUT_IDLE, USEC_PER_SEC), 0, "input idle");
         /* after a job, only the messages since count */
         cr_assert_eq(flushctl_start(fc, now), 1);
         finish(0, NULL);
         cr_assert_eq(flushctl_collect(fc, now), FLUSH_COMMITTED);
-        feed(7, "c1", report);
+        seq = feed_keys(seq, 1000, 1);
         flushctl_note_input(fc, now);
         cr_assert_eq(flushctl_defer(fc, now, USEC_PER_SEC), 0);
+}
+
+Test(flushctl, a_flood_from_a_few_controllers_does_not_defer) {
+        usec_t now = now_monotonic() + USEC_PER_HOUR;
+        uint64_t seq = feed_keys(1, 50, 1);
+
+        for (int i = 0; i < 5000; i++)
+                feed(seq++, "flooder", report);
+        flushctl_note_input(fc, now);
+        cr_assert_eq(flushctl_defer(fc, now, USEC_PER_SEC), 0, "the other controllers' reports are due");
 }
 
 Test(flushctl, a_start_asked_during_a_job_is_due_at_its_commit) {
