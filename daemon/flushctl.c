@@ -21,7 +21,7 @@
 #define NOTIFY_PAUSE (60 * USEC_PER_SEC)        /* without NOTIFY after the queue was full */
 #define DEFER_CHECK (50 * USEC_PER_MSEC)        /* how often a deferred tick looks again */
 #define DEFER_MAX_MIN (30 * USEC_PER_SEC)       /* deferral in a row: max(this, interval) */
-#define BACKLOG_RATIO 2                         /* messages per dirty key that mean a backlog */
+#define BACKLOG_RATIO 2                         /* messages per newly dirty key: a backlog */
 #define BACKLOG_KEYS 1000                       /* dirty keys, at least: not a flood of a few */
 
 struct FlushCtl {
@@ -45,6 +45,7 @@ struct FlushCtl {
         usec_t last_input;              /* monotonic: the last message */
         usec_t defer_since;             /* monotonic: ticks deferred since, 0: none */
         uint64_t seq_at_job;            /* apply_processed_seq() when the last job was taken */
+        uint64_t dirty_at_job;          /* agg_dirty_count() left when it was taken */
         bool due;                       /* a start was asked for while one was submitted */
 
         Backoff backoff;
@@ -137,6 +138,7 @@ static int prepare(FlushCtl *f) {
         f->job.flush_id = new_flush_id(f);
         f->outstanding = true;
         f->seq_at_job = apply_processed_seq(f->apply);
+        f->dirty_at_job = agg_dirty_count(f->agg);
         f->defer_since = 0;
         return 0;
 }
@@ -352,10 +354,13 @@ bool flushctl_input_busy(const FlushCtl *f, usec_t now) {
 usec_t flushctl_defer(FlushCtl *f, usec_t now, usec_t interval) {
         uint64_t dirty = agg_dirty_count(f->agg);
         uint64_t applied = apply_processed_seq(f->apply) - f->seq_at_job;
+        uint64_t fresh = dirty > f->dirty_at_job ? dirty - f->dirty_at_job : 0;
         usec_t limit = interval > DEFER_MAX_MIN ? interval : DEFER_MAX_MIN;
 
+        /* A backlog: most messages since the last job found their key dirty already (the
+         * rest made a key dirty), so waiting merges them in memory. */
         if (f->outstanding || dirty < BACKLOG_KEYS || !flushctl_input_busy(f, now) ||
-            applied < BACKLOG_RATIO * dirty) {
+            applied < BACKLOG_RATIO * fresh || applied == 0) {
                 f->defer_since = 0;
                 return 0;
         }

@@ -76,7 +76,8 @@ bool flushctl_more(const FlushCtl *f);
  * backlog is consumed writes one per key. So a tick defers while the input is busy (a
  * message within the last FLUSHCTL_INPUT_IDLE: the broker's persistence and a loaded
  * machine pause deliveries for 100 ms and more) and the messages applied since the last
- * job number at least twice the dirty keys, and these are 1000 or more (a flood from a few
+ * job number at least twice the keys they made dirty (most found theirs dirty already), with
+ * 1000 or more dirty keys (a flood from a few
  * controllers must not hold the others' reports back: SPEC section 8), for at most
  * max(30 s, interval) in a row; the
  * deferral ends, and the flush starts, as soon as the input goes idle. The rest of a cut

@@ -324,9 +324,16 @@ Test(flushctl, new_keys_or_no_input_flush_on_the_tick) {
         cr_assert_eq(flushctl_start(fc, now), 1);
         finish(0, NULL);
         cr_assert_eq(flushctl_collect(fc, now), FLUSH_COMMITTED);
-        seq = feed_keys(seq, 1000, 1);
+        for (unsigned k = 0; k < 1000; k++) {
+                char id[32];
+
+                snprintf(id, sizeof(id), "new%u", k);
+                feed(seq++, id, report);
+        }
         flushctl_note_input(fc, now);
-        cr_assert_eq(flushctl_defer(fc, now, USEC_PER_SEC), 0);
+        cr_assert_eq(flushctl_defer(fc, now, USEC_PER_SEC), 0, "new keys since the job");
+        seq = feed_keys(seq, 1000, 2);
+        cr_assert_gt(flushctl_defer(fc, now, USEC_PER_SEC), 0, "then the same keys again: a backlog");
 }
 
 Test(flushctl, a_flood_from_a_few_controllers_does_not_defer) {
