@@ -24,6 +24,7 @@
 #include "migrations.h"
 #include "queries.h"
 #include "store.h"
+#include "text.h"
 
 /* pg_advisory_xact_lock(bigint) key serialising migrations: "outage" + 1. */
 #define MIGRATE_LOCK_KEY "7959953402720174081"
@@ -209,34 +210,6 @@ static int buf_puts(Store *s, const char *p) {
         return buf_put(s, p, strlen(p));
 }
 
-/* Length of the valid UTF-8 sequence at p (at most avail bytes), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p, size_t avail) {
-        size_t n, i;
-        uint32_t cp;
-
-        if (p[0] < 0x80)
-                return 1;
-        if (p[0] >= 0xc2 && p[0] <= 0xdf)
-                n = 2, cp = p[0] & 0x1f;
-        else if (p[0] >= 0xe0 && p[0] <= 0xef)
-                n = 3, cp = p[0] & 0x0f;
-        else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-                n = 4, cp = p[0] & 0x07;
-        else
-                return 0;
-        if (n > avail)
-                return 0;
-        for (i = 1; i < n; i++) {
-                if ((p[i] & 0xc0) != 0x80)
-                        return 0;
-                cp = cp << 6 | (p[i] & 0x3f);
-        }
-        if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-                return 0;
-        return n;
-}
-
 /* Appends a text field in COPY text format; bytes that are not valid UTF-8 become the four
  * characters \xNN, so a stray byte cannot fail the whole transaction. NULL is \N. */
 static int buf_put_field(Store *s, const char *text) {
@@ -251,9 +224,10 @@ static int buf_put_field(Store *s, const char *text) {
         for (i = 0; i < l; i += n) {
                 char *o = s->buf + s->len;
 
-                n = utf8_len(p + i, l - i);
+                n = text_utf8_seq_len(p + i, l - i);
                 if (n == 0) {
-                        s->len += (size_t) sprintf(o, "\\\\x%02X", p[i]);
+                        /* the same \xNN, lowercase, as text_escape() writes */
+                        s->len += (size_t) sprintf(o, "\\\\x%02x", p[i]);
                         n = 1;
                 } else if (n > 1) {
                         memcpy(o, p + i, n);

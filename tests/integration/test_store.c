@@ -729,7 +729,7 @@ Test(integration, rejects_and_checkpoint_commit_together) {
         cr_assert_eq(id, 4242);
         cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.rejects WHERE controller_id IS NULL AND topic = 'outages/bad id'"), 1);
         v = pg_query_value(ci, "SELECT payload FROM outage.rejects WHERE reason = 'malformed_json'");
-        cr_assert_str_eq(v, "a\tb\nc\\d \\xFF\\xFE end");
+        cr_assert_str_eq(v, "a\tb\nc\\d \\xff\\xfe end");
         free(v);
 
         /* A flush that fails late leaves neither its rejects, nor its checkpoint, nor events. */
