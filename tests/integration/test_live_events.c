@@ -99,10 +99,11 @@ Test(live_events, retained_message_follows_the_latest_event) {
         free(db);
 }
 
-/* With a short gap, the close is announced with "status":"closed" once it has passed. */
+/* With a short gap, the close is announced with "status":"closed" once it has passed (10 s:
+ * long enough for the open state to be read back on a loaded machine). */
 Test(live_events, close_is_announced) {
         char *db = new_database("l_close"), *v, *want;
-        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "l-close", .gap = "3s",
+        DaemonOptions o = { .mqtt_uri = broker.uri, .conninfo = db, .client_id = "l-close", .gap = "10s",
                             .topic = "lc/+", .extra_sections = "[events]\ntopic_prefix = lcev\n" };
 
         start_ready(&d1, &o);
