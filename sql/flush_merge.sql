@@ -63,9 +63,9 @@ ORDER BY 1
 ON CONFLICT (name) DO NOTHING;
 
 -- 3. The plan.
---   cand:    the stored events of a fragment's key within gap of it (the padded-span test
---            reaches the exclusion index; the end_time bound the btree when the constraint
---            is absent).
+--   cand:    the stored events of a fragment's key within gap of it (the box test reaches
+--            the exclusion index; the end_time bound the btree when the constraint is
+--            absent).
 --   contrib: what each fragment adds to report_count: nothing when one stored event
 --            contains it, else its count plus its uncertain timestamps that no stored event
 --            contains (only one stored event of a key can contain a point or a span: the
@@ -88,7 +88,8 @@ cand AS (
         FROM fk
         JOIN outage.stored_events ev
           ON ev.controller = fk.c AND ev.otype = fk.t
-         AND outage.padded_span(ev.start_time, ev.end_time) && outage.padded_span(fk.s, fk.e)
+         AND outage.event_box(ev.controller, ev.otype, ev.start_time, ev.end_time)
+             && outage.event_box(fk.c, fk.t, fk.s, fk.e)
          AND ev.end_time >= outage.utc_add(fk.s, -(SELECT gap FROM g))
          AND ev.start_time <= outage.utc_add(fk.e, (SELECT gap FROM g))),
 contrib AS (

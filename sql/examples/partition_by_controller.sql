@@ -17,9 +17,9 @@
 -- carries what it does not know how to move (triggers, rules, policies, column privileges).
 --
 -- Why the controller: the exclusion constraint (no two events of one key that overlap or are
--- at most gap apart) compares controller with =, so every pair it must check lives in one
--- hash partition, and one constraint per partition enforces it for the whole table (from
--- PostgreSQL 17 the constraint is declared on the partitioned table itself). Partitions by
+-- at most gap apart) compares only rows of one controller (the key is the y of its boxes),
+-- so every pair it must check lives in one hash partition, and one constraint per partition
+-- enforces it for the whole table. Partitions by
 -- time could not carry it: two events of one key on either side of a boundary would escape.
 --
 -- What changes: the primary key becomes (event_id, controller) (a partitioned table's unique
@@ -94,7 +94,9 @@ BEGIN
                 FROM unnest(k.conkey) WITH ORDINALITY x(attnum, n)
                 JOIN pg_attribute a ON a.attrelid = old AND a.attnum = x.attnum) AS cols,
                'controller' = ANY (SELECT a.attname FROM pg_attribute a
-                                   WHERE a.attrelid = old AND a.attnum = ANY (k.conkey)) AS has_key
+                                   WHERE a.attrelid = old AND a.attnum = ANY (k.conkey)) AS has_key,
+               -- outage.event_box's y is the key: rows it compares have one controller
+               pg_get_constraintdef(k.oid) LIKE '%outage.event_box(controller, %' AS box_key
         FROM pg_constraint k
         WHERE k.conrelid = old AND k.contype IN ('f', 'p', 'u', 'x');
         seq_old := pg_get_serial_sequence('outage.stored_events', 'event_id');
@@ -142,10 +144,12 @@ BEGIN
                         EXECUTE format('ALTER TABLE outage.stored_events ADD CONSTRAINT %I %s (%s)',
                                        t.conname, CASE t.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
                                        t.cols || CASE WHEN t.has_key THEN '' ELSE ', controller' END);
-                ELSIF t.contype = 'x' AND pre_17 THEN
-                        -- One per partition: the constraint compares controller with =, so no
-                        -- pair of rows it must check lies in two partitions.
-                        IF NOT t.has_key THEN
+                ELSIF t.contype = 'x' AND (pre_17 OR NOT t.has_key) THEN
+                        -- One per partition: the constraint compares controller with = (or
+                        -- through the key of its boxes), so no pair of rows it must check lies
+                        -- in two partitions. PostgreSQL 17 takes one on the partitioned table
+                        -- only when it names controller WITH =.
+                        IF NOT (t.has_key OR t.box_key) THEN
                                 RAISE EXCEPTION 'exclusion constraint % does not compare controller', t.conname;
                         END IF;
                         FOR i IN 0 .. n - 1 LOOP
@@ -157,7 +161,7 @@ BEGIN
                 ELSE
                         EXECUTE format('ALTER TABLE outage.stored_events ADD CONSTRAINT %I %s', t.conname, t.def);
                 END IF;
-                IF t.comment IS NOT NULL AND (t.contype <> 'x' OR NOT pre_17) THEN
+                IF t.comment IS NOT NULL AND (t.contype <> 'x' OR NOT (pre_17 OR NOT t.has_key)) THEN
                         EXECUTE format('COMMENT ON CONSTRAINT %I ON outage.stored_events IS %L', t.conname, t.comment);
                 END IF;
         END LOOP;

@@ -43,7 +43,7 @@ static int load(const char *ci) {
                 "INSERT INTO outage.controllers (name) SELECT 'c' || i FROM generate_series(0, %d) i;"
                 "INSERT INTO outage.outage_types (name) VALUES ('lamp_outage'), ('panel_outage');"
                 "ALTER TABLE outage.stored_events DROP CONSTRAINT stored_events_no_overlap;"
-                "DROP INDEX outage.stored_events_key_end; DROP INDEX outage.stored_events_type_span;"
+                "DROP INDEX outage.stored_events_key_end;"
                 "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
                 " SELECT cc.id, tt.id, s, s + interval '30 min', 4 FROM ("
                 "  SELECT c, t, timestamptz '2026-05-01 00:00+00' + k * interval '43 hours'"
@@ -52,10 +52,8 @@ static int load(const char *ci) {
                 " JOIN outage.controllers cc ON cc.name = 'c' || x.c"
                 " JOIN outage.outage_types tt ON tt.name = (ARRAY['lamp_outage', 'panel_outage'])[x.t + 1];"
                 "CREATE INDEX stored_events_key_end ON outage.stored_events (controller, otype, end_time) INCLUDE (start_time);"
-                "CREATE INDEX stored_events_type_span ON outage.stored_events"
-                " USING gist (otype, tstzrange(start_time, end_time, '[]'));"
-                "ALTER TABLE outage.stored_events ADD CONSTRAINT stored_events_no_overlap EXCLUDE USING gist"
-                " (controller WITH =, otype WITH =, outage.padded_span(start_time, end_time) WITH &&);",
+                                "ALTER TABLE outage.stored_events ADD CONSTRAINT stored_events_no_overlap EXCLUDE USING gist"
+                " (outage.event_box(controller, otype, start_time, end_time) WITH &&);",
                 N_CTRL - 1, N_CTRL - 1, N_TYPES - 1, N_PER_KEY - 1);
         if (pg_exec(ci, sql) < 0 || pg_exec(ci, "VACUUM ANALYZE outage.stored_events") < 0 ||
             pg_exec(ci, "ANALYZE outage.controllers") < 0)

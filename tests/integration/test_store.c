@@ -178,7 +178,10 @@ Test(integration, migrate_from_empty) {
         cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.schema_migrations"), (long) n_migrations);
         cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.settings WHERE gap = interval '12 min'"), 1);
         cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_constraint WHERE conname = 'stored_events_no_overlap' AND contype = 'x'"), 1);
-        cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_proc WHERE proname = 'padded_span' AND provolatile = 'i'"), 1);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_proc WHERE proname = 'event_box' AND provolatile = 'i'"), 1);
+        /* One GiST index on the events: the constraint's, on the boxes. */
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'outage'"
+                                " AND tablename = 'stored_events' AND indexdef LIKE '%USING gist%'"), 1);
         cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_roles WHERE rolname IN ('outage_writer', 'outage_reader') AND NOT rolcanlogin"), 2);
         /* The view has exactly the SPEC columns and types. */
         {
@@ -269,8 +272,17 @@ Test(integration, migrate_from_001_keeps_the_data) {
                            " WHERE attrelid = 'outage.stored_events'::regclass AND attname = 'report_count'");
         cr_assert_str_eq(v, "bigint");
         free(v);
-        /* The constraint and the padded span survived the rewrite. */
-        cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_constraint WHERE conname = 'stored_events_no_overlap'"), 1);
+        /* The constraint survived the rewrite, on the boxes of 003, and holds for the old rows. */
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM pg_constraint WHERE conname = 'stored_events_no_overlap'"
+                                " AND pg_get_constraintdef(oid) LIKE '%event_box%'"), 1);
+        cr_assert_eq(query_long(ci, "SELECT (to_regprocedure('outage.padded_span(timestamptz, timestamptz)') IS NULL)::int"), 1);
+        {
+                char st[6];
+
+                exec_state(ci, "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
+                           " VALUES (2, 1, '2026-11-27 09:42Z', '2026-11-27 09:50Z', 1)", st);
+                cr_assert_str_eq(st, "23P01", "12 min after an event stored before the migration");
+        }
         /* Counts now pass 2^31 - 1. */
         flush1(s, frag("c1", "panel_outage", AT(10, 50), AT(11, 10), 100));
         expect_events(ci, "c1/panel_outage 10:00-10:20 3; c1/panel_outage 10:50-11:10 2147483700; "
@@ -614,7 +626,6 @@ Test(integration, gap_of_days_in_utc_across_dst_changes) {
         cr_assert_eq(r, 0, "store_migrate: %d %s", r, store_error(s));
         /* The daemon records '24:00:00'; an operator changing the gap writes '1 day'. */
         cr_assert_eq(pg_exec(ci, "ALTER TABLE outage.stored_events DROP CONSTRAINT stored_events_no_overlap;"
-                                 "DROP FUNCTION outage.padded_span(timestamptz, timestamptz);"
                                  "DELETE FROM outage.settings;"
                                  "SELECT outage.install_gap(interval '1 day')"), 0);
         cr_assert_eq(store_migrate(s, USEC_PER_DAY), 0, "%s", store_error(s));
@@ -645,7 +656,7 @@ Test(integration, gap_of_days_in_utc_across_dst_changes) {
         /* The status of outage.events adds the gap the same way. */
         cr_assert_eq(query_long(ci, "SELECT (outage.utc_add('2026-03-28 12:00Z', interval '1 day')"
                                 " = '2026-03-29 12:00Z')::int"), 1);
-        v = pg_query_value(ci, "SELECT pg_get_viewdef('outage.events')");
+        v = pg_query_value(ci, "SELECT pg_get_viewdef('outage.events_keyed')");
         cr_assert(v && strstr(v, "utc_add(e.end_time"), "%s", v);
         free(v);
         store_free(s);
@@ -1567,6 +1578,24 @@ Test(integration, constraint_rejects_overlap_and_closeness) {
         exec_state(ci, INS("09:50", "09:40"), st);
         cr_assert_str_eq(st, "23514", "start after end");
 #undef INS
+        /* Other keys at the same time do not conflict: the box's y is the key. */
+        cr_assert_eq(pg_exec(ci, "INSERT INTO outage.controllers (name) VALUES ('d');"
+                                 "INSERT INTO outage.outage_types (name) VALUES ('u');"
+                                 "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
+                                 " SELECT c.id, t.id, '2026-11-27 10:00+00', '2026-11-27 10:20+00', 1"
+                                 " FROM outage.controllers c, outage.outage_types t WHERE (c.name, t.name) <> ('c', 't')"), 0);
+        cr_assert_eq(query_long(ci, "SELECT count(*) FROM outage.stored_events WHERE start_time = '2026-11-27 10:00+00'"), 4);
+        /* Microseconds stay exact far ahead (the boxes are float8 microseconds). */
+#define INS(a, b) \
+        "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)" \
+        " SELECT controller, otype, '2199-12-31 " a "+00', '2199-12-31 " b "+00', 1 FROM outage.stored_events LIMIT 1"
+        exec_state(ci, INS("23:00:00.000007", "23:00:00.000007"), st);
+        cr_assert_str_eq(st, "00000");
+        exec_state(ci, INS("23:12:00.000007", "23:20"), st);
+        cr_assert_str_eq(st, "23P01", "exactly gap apart, in 2199");
+        exec_state(ci, INS("23:12:00.000008", "23:20"), st);
+        cr_assert_str_eq(st, "00000", "gap + 1 us apart, in 2199");
+#undef INS
         store_free(s);
         free(ci);
 }
@@ -1769,12 +1798,13 @@ Test(integration, explain_uses_indexes_on_a_million_events, .timeout = 240) {
         if (ctrls < 1)
                 ctrls = 1;
         /* ctrls controllers x 2 types x 100 events of 30 min, every ~1.8 days over 6 months.
-         * Bulk load: indexes built after the data, the constraint not needed for the plans. */
+         * Bulk load: indexes and the constraint (whose index answers the overlap queries) built
+         * after the data. */
         (void) snprintf(sql, sizeof(sql),
                 "INSERT INTO outage.controllers (name) SELECT 'c' || i FROM generate_series(1, %ld) i;"
                 "INSERT INTO outage.outage_types (name) VALUES ('lamp_outage'), ('panel_outage');"
                 "ALTER TABLE outage.stored_events DROP CONSTRAINT stored_events_no_overlap;"
-                "DROP INDEX outage.stored_events_key_end; DROP INDEX outage.stored_events_type_span;"
+                "DROP INDEX outage.stored_events_key_end;"
                 "ALTER TABLE outage.stored_events DROP CONSTRAINT stored_events_pkey;"
                 "INSERT INTO outage.stored_events (controller, otype, start_time, end_time, report_count)"
                 " SELECT c, t, s, s + interval '30 min', 4 FROM ("
@@ -1782,8 +1812,8 @@ Test(integration, explain_uses_indexes_on_a_million_events, .timeout = 240) {
                 "  FROM generate_series(1, %ld) c, generate_series(1, 2) t, generate_series(0, 99) k) x;"
                 "ALTER TABLE outage.stored_events ADD PRIMARY KEY (event_id);"
                 "CREATE INDEX stored_events_key_end ON outage.stored_events (controller, otype, end_time) INCLUDE (start_time);"
-                "CREATE INDEX stored_events_type_span ON outage.stored_events"
-                " USING gist (otype, tstzrange(start_time, end_time, '[]'));"
+                "ALTER TABLE outage.stored_events ADD CONSTRAINT stored_events_no_overlap EXCLUDE USING gist"
+                " (outage.event_box(controller, otype, start_time, end_time) WITH &&);"
                 "ANALYZE outage.stored_events; ANALYZE outage.controllers; ANALYZE outage.outage_types;"
                 "CREATE FUNCTION public.explain_text(q text) RETURNS SETOF text LANGUAGE plpgsql AS"
                 " $f$ BEGIN RETURN QUERY EXECUTE 'EXPLAIN ' || q; END $f$;",
