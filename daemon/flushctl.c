@@ -47,6 +47,7 @@ struct FlushCtl {
         uint64_t seq_at_job;            /* apply_processed_seq() when the last job was taken */
         uint64_t dirty_at_job;          /* agg_dirty_count() left when it was taken */
         bool due;                       /* a start was asked for while one was submitted */
+        usec_t started_at;              /* monotonic: the last submission */
 
         Backoff backoff;
         usec_t retry_at;
@@ -165,6 +166,7 @@ int flushctl_start(FlushCtl *f, usec_t now) {
         if (r < 0)
                 return 0;
         f->submitted = true;
+        f->started_at = now;
         return 1;
 }
 
@@ -373,6 +375,14 @@ usec_t flushctl_defer(FlushCtl *f, usec_t now, usec_t interval) {
                 return 0;
         }
         return DEFER_CHECK;
+}
+
+usec_t flushctl_pace(const FlushCtl *f, usec_t now, usec_t interval) {
+        usec_t spacing = interval / FLUSHCTL_PACE_DIVISOR;
+
+        if (f->outstanding || agg_dirty_count(f->agg) == 0 || f->started_at == 0)
+                return -1;
+        return now >= f->started_at + spacing ? 0 : f->started_at + spacing - now;
 }
 
 bool flushctl_due(const FlushCtl *f) {

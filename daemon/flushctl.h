@@ -93,6 +93,14 @@ bool flushctl_input_busy(const FlushCtl *f, usec_t now);
 /* For a flush due at now (the tick, the rest of a cut batch; interval: the tick's period):
  * 0 to flush now, or how long to wait before asking again (a backlog streams in). */
 usec_t flushctl_defer(FlushCtl *f, usec_t now, usec_t interval);
+/* After a commit, events that arrived during the job wait for the next one. They go as
+ * soon as interval / FLUSHCTL_PACE_DIVISOR has passed since the last job started (one job
+ * after the other while reports keep coming, so a report waits for at most the job running
+ * when it arrives and its own, not for the next tick), subject to flushctl_defer. */
+#define FLUSHCTL_PACE_DIVISOR 10
+/* How long after now (monotonic) the next job should start: 0 at once, -1 when
+ * no event is dirty or a job is outstanding (the tick decides). */
+usec_t flushctl_pace(const FlushCtl *f, usec_t now, usec_t interval);
 /* A start was asked for while a job was with the flusher (a tick fell in a long flush):
  * start again as soon as it commits, not a whole interval later. */
 bool flushctl_due(const FlushCtl *f);

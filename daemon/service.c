@@ -32,6 +32,19 @@ void service_arm(sd_event_source *src, usec_t after) {
 
 static void maybe_finish_stop(Service *s);
 
+/* Arms src to fire after `after`, unless it fires sooner already. */
+static void arm_sooner(sd_event_source *src, usec_t after) {
+        uint64_t at = 0, now = 0;
+        int enabled = SD_EVENT_OFF;
+
+        if (sd_event_source_get_enabled(src, &enabled) >= 0 && enabled != SD_EVENT_OFF &&
+            sd_event_source_get_time(src, &at) >= 0 &&
+            sd_event_now(sd_event_source_get_event(src), CLOCK_MONOTONIC, &now) >= 0 &&
+            at <= now + (uint64_t) after)
+                return;
+        service_arm(src, after);
+}
+
 /* ---- flushing and memory ---- */
 
 void service_evict(Service *s) {
@@ -158,8 +171,13 @@ static int on_flush_done(sd_event_source *src, int fd, uint32_t revents, void *u
         if (o == FLUSH_NONE)
                 return 0;
         if (o == FLUSH_COMMITTED) {
+                usec_t pace;
+
                 service_flush_committed(s);
                 work(s);        /* eviction may have made room */
+                pace = flushctl_pace(s->flush, now_monotonic(), s->config->flush_interval);
+                if (pace >= 0)
+                        arm_sooner(s->flush_timer, pace);
         } else if (flushctl_retry_at(s->flush) > 0)
                 service_arm(s->flush_timer, flushctl_retry_at(s->flush) - now_monotonic());
         else

@@ -361,3 +361,27 @@ Test(flushctl, a_start_asked_during_a_job_is_due_at_its_commit) {
         cr_assert(!flushctl_due(fc));
         cr_assert_eq(submitted->batch->n, 1);
 }
+
+Test(flushctl, reports_that_arrive_during_a_job_go_with_the_next_one_not_the_next_tick) {
+        usec_t t0 = now_monotonic();
+
+        cr_assert_eq(flushctl_pace(fc, t0, USEC_PER_SEC), -1, "nothing to flush");
+        feed(1, "c1", report);
+        cr_assert_eq(flushctl_start(fc, t0), 1);
+        cr_assert_eq(flushctl_pace(fc, t0, USEC_PER_SEC), -1, "a job is outstanding");
+        feed(2, "c2", report);
+        finish(0, NULL);
+        cr_assert_eq(flushctl_collect(fc, t0 + 30 * USEC_PER_MSEC), FLUSH_COMMITTED);
+        /* a 30 ms job: the next waits for a tenth of the interval since the last start */
+        cr_assert_eq(flushctl_pace(fc, t0 + 30 * USEC_PER_MSEC, USEC_PER_SEC), 70 * USEC_PER_MSEC);
+        cr_assert_eq(flushctl_start(fc, t0 + 100 * USEC_PER_MSEC), 1);
+        feed(3, "c3", report);
+        finish(0, NULL);
+        cr_assert_eq(flushctl_collect(fc, t0 + 600 * USEC_PER_MSEC), FLUSH_COMMITTED);
+        /* a 500 ms job: at once */
+        cr_assert_eq(flushctl_pace(fc, t0 + 600 * USEC_PER_MSEC, USEC_PER_SEC), 0);
+        cr_assert_eq(flushctl_start(fc, t0 + 600 * USEC_PER_MSEC), 1);
+        finish(0, NULL);
+        cr_assert_eq(flushctl_collect(fc, t0 + 650 * USEC_PER_MSEC), FLUSH_COMMITTED);
+        cr_assert_eq(flushctl_pace(fc, t0 + 650 * USEC_PER_MSEC, USEC_PER_SEC), -1, "all flushed: the tick decides");
+}
