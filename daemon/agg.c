@@ -40,8 +40,16 @@
 typedef struct Span {
         usec_t start, end;
         uint32_t count;                 /* reports to flush, counted with full knowledge */
-        uint32_t unc;                   /* index into Agg.uvecs; 0: none */
+        uint32_t unc;                   /* index into Agg.uvecs; 0: none; or UNC_ONE(_OUT) */
 } Span;
+
+/* Span.unc beyond the UVec table: the span holds one uncertain timestamp, its own start,
+ * without a vector (a span made by one uncertain report: every new key of a backlog drained
+ * after a restart). UNC_ONE: to flush; UNC_ONE_OUT: in the outstanding batch, nothing to
+ * flush. Only spans_merge() changes a span that holds uncertain timestamps, and it first
+ * turns these into vectors (uvec_inline_out()), so the start stays the timestamp. */
+#define UNC_ONE UINT32_MAX
+#define UNC_ONE_OUT (UINT32_MAX - 1)
 
 typedef struct Key {
         uint32_t controller, type;      /* interned ids; controller 0: free record */
@@ -96,8 +104,8 @@ struct Agg {
         uint32_t *hkey;                 /* heap: key index */
         size_t heap_n, hend_cap, hkey_cap;      /* capacity >= keys (key_reserve()) */
 
-        UVec *uvecs;                    /* [0] unused */
-        uint32_t uvecs_used, uvecs_cap, free_uvec;
+        UVec *uvecs;                    /* [0] unused; freed when no vector is live */
+        uint32_t uvecs_used, uvecs_cap, free_uvec, uvecs_live;
         size_t bytes_many, bytes_unc;
         uint64_t n_unc;                 /* uncertain timestamps held: n + inflight of all */
         uint64_t n_unc_full;            /* spans with AGG_UNCERTAIN_FLUSH_AT or more to flush */
@@ -153,8 +161,19 @@ static size_t span_cap(size_t n) {
         return c;
 }
 
+static bool unc_vec(uint32_t unc) {
+        return unc != 0 && unc < UNC_ONE_OUT;
+}
+
+/* Uncertain timestamps of s to flush. */
+static uint32_t span_unc_n(const Agg *a, const Span *s) {
+        if (unc_vec(s->unc))
+                return a->uvecs[s->unc].n;
+        return s->unc == UNC_ONE;
+}
+
 static bool span_dirty(const Agg *a, const Span *s) {
-        return s->count > 0 || (s->unc && a->uvecs[s->unc].n > 0);
+        return s->count > 0 || span_unc_n(a, s) > 0;
 }
 
 static bool certain(const Agg *a, usec_t ts) {
@@ -364,6 +383,7 @@ static uint32_t uvec_alloc(Agg *a) {
                 a->free_uvec = a->uvecs[i].n;
         }
         a->uvecs[i] = (UVec) {};
+        a->uvecs_live++;
         return i;
 }
 
@@ -375,6 +395,13 @@ static void uvec_release(Agg *a, uint32_t i) {
         free(u->ts);
         *u = (UVec) { .n = a->free_uvec };
         a->free_uvec = i;
+        /* The table follows the live vectors down too, not only the largest burst of them
+         * (a backlog of late reports): once none is left it goes. */
+        if (--a->uvecs_live == 0) {
+                free(a->uvecs);
+                a->uvecs = NULL;
+                a->uvecs_used = a->uvecs_cap = a->free_uvec = 0;
+        }
 }
 
 /* Makes room for need timestamps in UVec i, doubling the capacity so that appends cost
@@ -397,6 +424,30 @@ static int uvec_reserve(Agg *a, uint32_t i, uint64_t need) {
         a->bytes_unc += (cap - u->cap) * sizeof(usec_t);
         u->ts = ts;
         u->cap = cap;
+        return 0;
+}
+
+/* Gives a span holding its timestamp inline (UNC_ONE, UNC_ONE_OUT) a vector instead, with
+ * room for what it holds. Changes nothing but the representation; -ENOMEM leaves it as it
+ * was. */
+static int uvec_inline_out(Agg *a, Span *s) {
+        uint32_t i;
+
+        if (s->unc != UNC_ONE && s->unc != UNC_ONE_OUT)
+                return 0;
+        i = uvec_alloc(a);
+        if (!i)
+                return -ENOMEM;
+        if (uvec_reserve(a, i, 1) < 0) {
+                uvec_release(a, i);
+                return -ENOMEM;
+        }
+        if (s->unc == UNC_ONE) {
+                a->uvecs[i].ts[0] = s->start;
+                a->uvecs[i].n = 1;
+        } else
+                a->uvecs[i].inflight = 1;
+        s->unc = i;
         return 0;
 }
 
@@ -664,21 +715,27 @@ static int spans_merge(Agg *a, Key *k, size_t lo, size_t hi, usec_t s, usec_t e,
         bool new_base = false;
         int r;
 
-        for (size_t i = lo; i <= hi; i++)
-                if (sp[i].unc) {
-                        const UVec *u = &a->uvecs[sp[i].unc];
-
-                        total += u->n;
-                        inflight += u->inflight;
-                        if (!base || u->cap > a->uvecs[base].cap)
-                                base = sp[i].unc;
-                }
+        for (size_t i = lo; i <= hi; i++) {
+                total += span_unc_n(a, &sp[i]);
+                if (unc_vec(sp[i].unc))
+                        inflight += a->uvecs[sp[i].unc].inflight;
+                else
+                        inflight += sp[i].unc == UNC_ONE_OUT;
+        }
         if (total + inflight > UINT32_MAX)
                 return -ENOSPC;
         /* One more uncertain timestamp: within the span's cap, and within max_events unless
          * the merge frees a span, which is worth more than a timestamp. */
         if (unc_ts && (total > AGG_UNCERTAIN_MAX || (hi == lo && !fits(a, 0, 1))))
                 return -ENOSPC;
+        /* Inline timestamps become vectors first (invisible, should a later step fail). */
+        for (size_t i = lo; i <= hi; i++) {
+                r = uvec_inline_out(a, &sp[i]);
+                if (r < 0)
+                        return r;
+                if (sp[i].unc && (!base || a->uvecs[sp[i].unc].cap > a->uvecs[base].cap))
+                        base = sp[i].unc;
+        }
         if (total + inflight > 0) {
                 if (!base) {
                         base = uvec_alloc(a);
@@ -725,42 +782,27 @@ static int spans_merge(Agg *a, Key *k, size_t lo, size_t hi, usec_t s, usec_t e,
 }
 
 /* Adds a new span {s, e} to k at pos: count 1 for a certain report, an uncertain timestamp
- * for an uncertain one, nothing for a loaded event. -ENOSPC/-ENOMEM: nothing changed. */
+ * (s == e, held inline: UNC_ONE) for an uncertain one, nothing for a loaded event.
+ * -ENOSPC/-ENOMEM: nothing changed. */
 static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts, bool cert) {
         Span x = { .start = s, .end = e, .count = has_ts && cert };
         size_t n = k->n_spans;
         bool grow = n == 1 || (n >= 2 && n == span_cap(n));
-        usec_t *buf = NULL;
         Span *m = NULL;
 
+        assert(!has_ts || s == e);
         if (!fits(a, 1, has_ts && !cert) || n >= MAX_SPANS_PER_KEY)
                 return -ENOSPC;
-        if (has_ts && !cert) {
-                buf = core_malloc(sizeof(usec_t));
-                if (!buf)
-                        return -ENOMEM;
-                x.unc = uvec_alloc(a);
-                if (!x.unc) {
-                        free(buf);
-                        return -ENOMEM;
-                }
-        }
         if (n == 1)
                 m = core_malloc(span_cap(2) * sizeof(Span));
         else if (grow)
                 m = core_realloc(k->s.many, span_cap(n + 1) * sizeof(Span));
-        if (grow && !m) {
-                if (x.unc)
-                        uvec_release(a, x.unc);
-                free(buf);
+        if (grow && !m)
                 return -ENOMEM;
-        }
 
         /* Nothing fails below. */
-        if (x.unc) {
-                buf[0] = s;
-                a->uvecs[x.unc] = (UVec) { .ts = buf, .n = 1, .cap = 1 };
-                a->bytes_unc += sizeof(usec_t);
+        if (has_ts && !cert) {
+                x.unc = UNC_ONE;
                 a->n_unc++;
         }
         if (n == 0)
@@ -779,7 +821,7 @@ static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts
         }
         k->n_spans = n + 1;
         a->n_spans++;
-        /* buf and m are owned by the UVec table and the key (a union cppcheck cannot follow) */
+        /* m is owned by the key (a union cppcheck cannot follow) */
         /* cppcheck-suppress memleak */
         return 1;
 }
@@ -989,8 +1031,7 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
                 for (size_t j = 0; j < k->n_spans && (max == 0 || n < max); j++)
                         if (span_dirty(a, &sp[j])) {
                                 n++;
-                                if (sp[j].unc)
-                                        n_unc += a->uvecs[sp[j].unc].n;
+                                n_unc += span_unc_n(a, &sp[j]);
                         }
         }
 
@@ -1039,7 +1080,12 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
                                 .count = sp[j].count,
                         };
                         sp[j].count = 0;
-                        if (sp[j].unc && a->uvecs[sp[j].unc].n > 0) {
+                        if (sp[j].unc == UNC_ONE) {
+                                p->pool[pool_at] = sp[j].start;
+                                f->uncertain = p->pool + pool_at++;
+                                f->n_uncertain = 1;
+                                sp[j].unc = UNC_ONE_OUT;
+                        } else if (unc_vec(sp[j].unc) && a->uvecs[sp[j].unc].n > 0) {
                                 UVec *u = &a->uvecs[sp[j].unc];
 
                                 memcpy(p->pool + pool_at, u->ts, u->n * sizeof(usec_t));
@@ -1099,10 +1145,18 @@ void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {
                 assert(found);
                 (void) found;
 
-                if (f->n_uncertain > 0) {
+                if (f->n_uncertain > 0 && s->unc == UNC_ONE_OUT) {
+                        /* untouched since (a change would have made it a vector) */
+                        assert(f->n_uncertain == 1 && f->uncertain[0] == s->start);
+                        if (committed) {
+                                a->n_unc--;
+                                s->unc = 0;
+                        } else
+                                s->unc = UNC_ONE;
+                } else if (f->n_uncertain > 0) {
                         UVec *u;
 
-                        assert(s->unc);
+                        assert(unc_vec(s->unc));
                         u = &a->uvecs[s->unc];
                         if (committed) {
                                 u->inflight -= f->n_uncertain;
@@ -1182,7 +1236,11 @@ static uint64_t span_drop(Agg *a, uint32_t idx, size_t j) {
         Span *sp = key_spans(k);
         uint64_t n = sp[j].count;
 
-        if (sp[j].unc) {
+        if (sp[j].unc == UNC_ONE || sp[j].unc == UNC_ONE_OUT) {
+                n += sp[j].unc == UNC_ONE;
+                a->n_unc--;
+                sp[j].unc = 0;
+        } else if (sp[j].unc) {
                 UVec *u = &a->uvecs[sp[j].unc];
 
                 n += u->n;
@@ -1345,7 +1403,7 @@ size_t agg_key_spans(const Agg *a, const char *controller_id, const char *outage
                         .start = sp[j].start,
                         .end = sp[j].end,
                         .count = sp[j].count,
-                        .n_uncertain = sp[j].unc ? a->uvecs[sp[j].unc].n : 0,
+                        .n_uncertain = span_unc_n(a, &sp[j]),
                 };
         return k->n_spans;
 }
@@ -1391,7 +1449,11 @@ static const char *check_key(const Agg *a, uint32_t idx, uint64_t *spans, uint64
                 if (j > 0 && add_sat(sp[j - 1].end, a->gap) >= sp[j].start)
                         return "two spans of a key within gap";
                 dirty |= span_dirty(a, &sp[j]);
-                if (sp[j].unc) {
+                if (sp[j].unc == UNC_ONE || sp[j].unc == UNC_ONE_OUT) {
+                        if (sp[j].unc == UNC_ONE_OUT && !a->batch)
+                                return "uncertain timestamps in flight without a batch";
+                        (*unc)++;
+                } else if (sp[j].unc) {
                         const UVec *u;
 
                         if (sp[j].unc >= a->uvecs_used)
@@ -1477,6 +1539,8 @@ const char *agg_check(const Agg *a) {
         }
         if (n_keys != a->n_keys || n_keys + n_free != a->keys_used)
                 return "key counts disagree";
+        if (n_uvecs != a->uvecs_live || (a->uvecs_live == 0 && (a->uvecs || a->uvecs_cap)))
+                return "live uncertain vectors miscounted, or their table kept without one";
         for (uint32_t i = a->free_uvec; i; i = a->uvecs[i].n)
                 if (++n_uvecs >= a->uvecs_used || a->uvecs[i].ts)
                         return "the free list of uncertain vectors is broken";
