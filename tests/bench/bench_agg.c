@@ -10,6 +10,7 @@
  * Run one mode per process: RSS only grows, so each figure needs a fresh process. */
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -267,6 +268,7 @@ int main(int argc, char *argv[]) {
         size_t n;
         int minutes;
 
+        (void) mallopt(M_MMAP_THRESHOLD, 128 * 1024);   /* as the daemon (main.c) */
         if (argc > 1 && streq(argv[1], "late")) {
                 n = argc > 2 ? strtoull(argv[2], NULL, 10) : 200000;
                 if (n == 0)
