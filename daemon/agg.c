@@ -3,22 +3,28 @@
  * fragments. Pure: no I/O, no clock, no logging, no threads. The store, not this file, is
  * the truth: memory only has to stay a subset of it and count each report at most once.
  *
- * Layout, chosen for memory: a single-span key costs 60-75 bytes beyond its strings (88 in
- * all beyond the characters of its controller id at 200,000 keys, 81 at a million: see
- * bench_agg memory, and agg_stats()):
+ * Layout, chosen for memory: a single-span key costs 53-60 bytes beyond its strings (81 in
+ * all beyond the characters of its controller id at 200,000 keys, 76 at a million: see
+ * bench_agg memory and memory-late, and agg_stats()). Whatever grows with the keys grows in
+ * fixed chunks that never move, or is a table replaced whole when outgrown (past 128 KiB,
+ * malloc's mmap threshold, which main.c fixes, it goes back to the system), so that no
+ * outgrown block stays behind as a hole in the malloc heap, resident for good:
  *  - Key records (40 bytes: two interned string ids, a list link, the span count, and the
  *    first span stored inline) live in fixed-size chunks addressed by a uint32 index, so
  *    they never move and a common key costs no malloc of its own.
  *  - An open-addressing table of uint32 key indexes (linear probing, backward-shift delete,
  *    load factor <= 3/4) finds a key from its two string ids.
  *  - A key with several spans keeps them in a malloc'd array, sorted, pairwise more than gap
- *    apart. Uncertain timestamps (rare) live in a side table indexed from the span, one
- *    vector per span, appended to in amortised O(1) (capacity doubling) and sorted only when
- *    a flush copies them out; merging spans appends the smaller vectors to the largest, so
- *    a late backlog of n reports costs O(n log n), never a copy per report.
+ *    apart. A span made by one uncertain report holds its timestamp as its start (every new
+ *    key of a backlog drained after a restart: no allocation). Other uncertain timestamps
+ *    live in a side table indexed from the span, one vector per span, appended to in
+ *    amortised O(1) (capacity doubling) and sorted only when a flush copies them out;
+ *    merging spans appends the smaller vectors to the largest, so a late backlog of n
+ *    reports costs O(n log n), never a copy per report. The table goes with its last
+ *    vector.
  *  - Dirty keys form a FIFO list threaded through the key records: flushing is O(dirty).
- *  - Clean keys are ordered by their oldest span end in a binary min-heap of (end, key)
- *    entries, exactly one per clean key. A clean key's record holds its position in the
+ *  - Clean keys are ordered by their oldest span end in a binary min-heap of 8-byte
+ *    (end in 32 bits, key) entries in chunks, exactly one per clean key (see HeapEntry). A clean key's record holds its position in the
  *    heap (in the link field, which only a dirty key needs), so a key that goes dirty leaves
  *    the heap and one whose oldest span changes moves in it, in O(log n); eviction costs
  *    O(dropped log n). Keys cleaned by a flush enter with the newest ends, at the bottom, and
@@ -32,7 +38,7 @@
 #include "intern.h"
 
 #define NONE UINT32_MAX
-#define KEY_CHUNK_SHIFT 12
+#define KEY_CHUNK_SHIFT 11              /* 80 KiB chunks: below the mmap threshold */
 #define KEY_CHUNK (1u << KEY_CHUNK_SHIFT)
 #define MIN_SLOTS 16u
 #define MAX_SPANS_PER_KEY ((1u << 30) - 1)
@@ -40,8 +46,16 @@
 typedef struct Span {
         usec_t start, end;
         uint32_t count;                 /* reports to flush, counted with full knowledge */
-        uint32_t unc;                   /* index into Agg.uvecs; 0: none */
+        uint32_t unc;                   /* index into Agg.uvecs; 0: none; or UNC_ONE(_OUT) */
 } Span;
+
+/* Span.unc beyond the UVec table: the span holds one uncertain timestamp, its own start,
+ * without a vector (a span made by one uncertain report: every new key of a backlog drained
+ * after a restart). UNC_ONE: to flush; UNC_ONE_OUT: in the outstanding batch, nothing to
+ * flush. Only spans_merge() changes a span that holds uncertain timestamps, and it first
+ * turns these into vectors (uvec_inline_out()), so the start stays the timestamp. */
+#define UNC_ONE UINT32_MAX
+#define UNC_ONE_OUT (UINT32_MAX - 1)
 
 typedef struct Key {
         uint32_t controller, type;      /* interned ids; controller 0: free record */
@@ -64,6 +78,24 @@ typedef struct UVec {
         usec_t *ts;
         uint32_t n, cap, inflight;      /* free entries: n links the free list */
 } UVec;
+
+/* The heap of clean keys by oldest end, in fixed chunks (never moved, so its growth leaves
+ * no holes behind in the malloc heap, and it grows with the keys in steps of one chunk).
+ * An entry is the key index and its end in 32 bits (heap_q()): twice the whole seconds
+ * since HEAP_Q_SPAN before the first horizon, plus one if there is a fraction of a second.
+ * That decides the order, except between two equal odd values (ends within the same
+ * second, not on it, or beyond HEAP_Q_SPAN either way); then the ends in the key records
+ * decide. So the order is exactly that of the ends, and a key record is read only for
+ * ends off whole seconds. */
+#define HEAP_CHUNK_SHIFT 12
+#define HEAP_CHUNK (1u << HEAP_CHUNK_SHIFT)
+#define HEAP_Q_SPAN (INT64_C(1) << 30)         /* seconds, about 34 years */
+
+typedef struct HeapEntry {
+        uint32_t q, key;
+} HeapEntry;
+
+typedef HeapEntry HeapChunk[HEAP_CHUNK];
 
 typedef struct BatchPriv {
         uint32_t *keys;                 /* key index of each fragment */
@@ -92,12 +124,13 @@ struct Agg {
         uint64_t n_dirty_keys;
         uint32_t dirty_head, dirty_tail;
 
-        usec_t *hend;                   /* heap: the key's oldest span end */
-        uint32_t *hkey;                 /* heap: key index */
-        size_t heap_n, hend_cap, hkey_cap;      /* capacity >= keys (key_reserve()) */
+        HeapChunk **hchunks;            /* the heap, HEAP_CHUNK entries a chunk */
+        uint32_t n_hchunks, hchunks_cap;        /* capacity >= keys (key_reserve()) */
+        size_t heap_n;
+        int64_t q_base;                 /* seconds: the first horizon less HEAP_Q_SPAN */
 
-        UVec *uvecs;                    /* [0] unused */
-        uint32_t uvecs_used, uvecs_cap, free_uvec;
+        UVec *uvecs;                    /* [0] unused; freed when no vector is live */
+        uint32_t uvecs_used, uvecs_cap, free_uvec, uvecs_live;
         size_t bytes_many, bytes_unc;
         uint64_t n_unc;                 /* uncertain timestamps held: n + inflight of all */
         uint64_t n_unc_full;            /* spans with AGG_UNCERTAIN_FLUSH_AT or more to flush */
@@ -153,8 +186,19 @@ static size_t span_cap(size_t n) {
         return c;
 }
 
+static bool unc_vec(uint32_t unc) {
+        return unc != 0 && unc < UNC_ONE_OUT;
+}
+
+/* Uncertain timestamps of s to flush. */
+static uint32_t span_unc_n(const Agg *a, const Span *s) {
+        if (unc_vec(s->unc))
+                return a->uvecs[s->unc].n;
+        return s->unc == UNC_ONE;
+}
+
 static bool span_dirty(const Agg *a, const Span *s) {
-        return s->count > 0 || (s->unc && a->uvecs[s->unc].n > 0);
+        return s->count > 0 || span_unc_n(a, s) > 0;
 }
 
 static bool certain(const Agg *a, usec_t ts) {
@@ -173,6 +217,7 @@ static bool fits(const Agg *a, uint64_t more_spans, uint64_t more_unc) {
 
 static int heap_reserve(Agg *a, size_t n);
 static void heap_remove(Agg *a, uint32_t idx);
+static void heap_shrink(Agg *a);
 
 /* ---- key table ---- */
 
@@ -315,6 +360,7 @@ static void key_destroy(Agg *a, uint32_t idx) {
         k->next = a->free_key;
         a->free_key = idx;
         a->n_keys--;
+        heap_shrink(a);
         /* Shrink at 1/16 load; a failure just keeps the bigger table. */
         if (a->mask + 1 > MIN_SLOTS && (uint64_t) a->n_keys * 16 < a->mask + 1)
                 (void) table_resize(a, (a->mask + 1) / 2);
@@ -364,6 +410,7 @@ static uint32_t uvec_alloc(Agg *a) {
                 a->free_uvec = a->uvecs[i].n;
         }
         a->uvecs[i] = (UVec) {};
+        a->uvecs_live++;
         return i;
 }
 
@@ -375,6 +422,13 @@ static void uvec_release(Agg *a, uint32_t i) {
         free(u->ts);
         *u = (UVec) { .n = a->free_uvec };
         a->free_uvec = i;
+        /* The table follows the live vectors down too, not only the largest burst of them
+         * (a backlog of late reports): once none is left it goes. */
+        if (--a->uvecs_live == 0) {
+                free(a->uvecs);
+                a->uvecs = NULL;
+                a->uvecs_used = a->uvecs_cap = a->free_uvec = 0;
+        }
 }
 
 /* Makes room for need timestamps in UVec i, doubling the capacity so that appends cost
@@ -397,6 +451,30 @@ static int uvec_reserve(Agg *a, uint32_t i, uint64_t need) {
         a->bytes_unc += (cap - u->cap) * sizeof(usec_t);
         u->ts = ts;
         u->cap = cap;
+        return 0;
+}
+
+/* Gives a span holding its timestamp inline (UNC_ONE, UNC_ONE_OUT) a vector instead, with
+ * room for what it holds. Changes nothing but the representation; -ENOMEM leaves it as it
+ * was. */
+static int uvec_inline_out(Agg *a, Span *s) {
+        uint32_t i;
+
+        if (s->unc != UNC_ONE && s->unc != UNC_ONE_OUT)
+                return 0;
+        i = uvec_alloc(a);
+        if (!i)
+                return -ENOMEM;
+        if (uvec_reserve(a, i, 1) < 0) {
+                uvec_release(a, i);
+                return -ENOMEM;
+        }
+        if (s->unc == UNC_ONE) {
+                a->uvecs[i].ts[0] = s->start;
+                a->uvecs[i].n = 1;
+        } else
+                a->uvecs[i].inflight = 1;
+        s->unc = i;
         return 0;
 }
 
@@ -485,50 +563,92 @@ static void sort_usec(usec_t *v, size_t n) {
 /* ---- heap of clean keys by oldest end ---- */
 
 static size_t heap_cap(const Agg *a) {
-        return a->hend_cap < a->hkey_cap ? a->hend_cap : a->hkey_cap;
+        return (size_t) a->n_hchunks * HEAP_CHUNK;
 }
 
-/* Puts key idx, whose oldest end is end, at position i, and tells the key. */
-static void heap_place(Agg *a, size_t i, usec_t end, uint32_t idx) {
-        a->hend[i] = end;
-        a->hkey[i] = idx;
+static uint32_t *heap_qp(const Agg *a, size_t i) {
+        return &(*a->hchunks[i >> HEAP_CHUNK_SHIFT])[i & (HEAP_CHUNK - 1)].q;
+}
+
+static uint32_t *heap_kp(const Agg *a, size_t i) {
+        return &(*a->hchunks[i >> HEAP_CHUNK_SHIFT])[i & (HEAP_CHUNK - 1)].key;
+}
+
+/* The end in 32 bits, in the order of the ends (see HeapEntry): 2 (d + 1) + (a fraction),
+ * d the whole seconds since q_base, in [2, 2^32 - 1]; 1 and 2^32 - 1 (odd: compared
+ * through the key records) below and beyond HEAP_Q_SPAN either way. */
+static uint32_t heap_q(const Agg *a, usec_t end) {
+        usec_t sec = end / USEC_PER_SEC, frac = end % USEC_PER_SEC;
+        int64_t d;
+
+        if (frac < 0) {                 /* floor, for ends before 1970 */
+                sec--;
+                frac += USEC_PER_SEC;
+        }
+        d = sec - a->q_base;
+        if (d < 0)
+                return 1;
+        if (d >= 2 * HEAP_Q_SPAN - 1)
+                return UINT32_MAX;
+        return (uint32_t) (2 * (d + 1) + (frac != 0));
+}
+
+static usec_t key_end(const Agg *a, uint32_t idx) {
+        return key_spans(key_at(a, idx))[0].end;
+}
+
+/* Entry (q1, k1) goes before (q2, k2): the older end. */
+static bool heap_less(const Agg *a, uint32_t q1, uint32_t k1, uint32_t q2, uint32_t k2) {
+        if (q1 != q2)
+                return q1 < q2;
+        return (q1 & 1) && key_end(a, k1) < key_end(a, k2);
+}
+
+static bool heap_less_at(const Agg *a, size_t i, size_t j) {
+        return heap_less(a, *heap_qp(a, i), *heap_kp(a, i), *heap_qp(a, j), *heap_kp(a, j));
+}
+
+/* Puts key idx, whose coarse end is q, at position i, and tells the key. */
+static void heap_place(Agg *a, size_t i, uint32_t q, uint32_t idx) {
+        *heap_qp(a, i) = q;
+        *heap_kp(a, i) = idx;
         key_at(a, idx)->next = (uint32_t) i;
 }
 
 static void heap_up(Agg *a, size_t i) {
-        usec_t e = a->hend[i];
-        uint32_t idx = a->hkey[i];
+        uint32_t q = *heap_qp(a, i), idx = *heap_kp(a, i);
 
-        while (i > 0 && a->hend[(i - 1) / 2] > e) {
+        while (i > 0) {
                 size_t p = (i - 1) / 2;
 
-                heap_place(a, i, a->hend[p], a->hkey[p]);
+                if (!heap_less(a, q, idx, *heap_qp(a, p), *heap_kp(a, p)))
+                        break;
+                heap_place(a, i, *heap_qp(a, p), *heap_kp(a, p));
                 i = p;
         }
-        heap_place(a, i, e, idx);
+        heap_place(a, i, q, idx);
 }
 
 static void heap_down(Agg *a, size_t i) {
-        usec_t e = a->hend[i];
-        uint32_t idx = a->hkey[i];
+        uint32_t q = *heap_qp(a, i), idx = *heap_kp(a, i);
 
         for (;;) {
                 size_t l = 2 * i + 1, m;
 
                 if (l >= a->heap_n)
                         break;
-                m = l + 1 < a->heap_n && a->hend[l + 1] < a->hend[l] ? l + 1 : l;
-                if (a->hend[m] >= e)
+                m = l + 1 < a->heap_n && heap_less_at(a, l + 1, l) ? l + 1 : l;
+                if (!heap_less(a, *heap_qp(a, m), *heap_kp(a, m), q, idx))
                         break;
-                heap_place(a, i, a->hend[m], a->hkey[m]);
+                heap_place(a, i, *heap_qp(a, m), *heap_kp(a, m));
                 i = m;
         }
-        heap_place(a, i, e, idx);
+        heap_place(a, i, q, idx);
 }
 
 /* Restores the order after the end at position i changed. */
 static void heap_fix(Agg *a, size_t i) {
-        if (i > 0 && a->hend[(i - 1) / 2] > a->hend[i])
+        if (i > 0 && heap_less_at(a, i, (i - 1) / 2))
                 heap_up(a, i);
         else
                 heap_down(a, i);
@@ -537,27 +657,33 @@ static void heap_fix(Agg *a, size_t i) {
 /* Room for n entries: the heap holds every clean key, so its capacity follows the keys.
  * -ENOMEM: nothing changed but capacity. */
 static int heap_reserve(Agg *a, size_t n) {
-        size_t cap = heap_cap(a) ? heap_cap(a) : 256;
-        usec_t *e;
-        uint32_t *k;
+        while (heap_cap(a) < n) {
+                HeapChunk *c;
 
-        if (n <= heap_cap(a))
-                return 0;
-        while (cap < n)
-                cap *= 2;
-        if (a->hend_cap < cap) {
-                e = core_realloc(a->hend, cap * sizeof(usec_t));
-                if (!e)
+                if (a->n_hchunks == a->hchunks_cap) {
+                        uint32_t cap = a->hchunks_cap ? a->hchunks_cap * 2 : 16;
+                        HeapChunk **v = core_realloc(a->hchunks, cap * sizeof(HeapChunk *));
+
+                        if (!v)
+                                return -ENOMEM;
+                        a->hchunks = v;
+                        a->hchunks_cap = cap;
+                }
+                c = core_malloc(sizeof(HeapChunk));
+                if (!c)
                         return -ENOMEM;
-                a->hend = e;
-                a->hend_cap = cap;
+                a->hchunks[a->n_hchunks++] = c;
         }
-        k = core_realloc(a->hkey, cap * sizeof(uint32_t));
-        if (!k)
-                return -ENOMEM;
-        a->hkey = k;
-        a->hkey_cap = cap;
         return 0;
+}
+
+/* Gives back chunks more than one beyond what the keys need (keys only go once they left
+ * the heap, so its entries stay in the chunks kept). */
+static void heap_shrink(Agg *a) {
+        while (a->n_hchunks > 0 && heap_cap(a) - HEAP_CHUNK >= (size_t) a->n_keys + HEAP_CHUNK) {
+                assert(a->heap_n <= heap_cap(a) - HEAP_CHUNK);
+                free(a->hchunks[--a->n_hchunks]);
+        }
 }
 
 /* A key that became clean enters. */
@@ -566,7 +692,7 @@ static void heap_insert(Agg *a, uint32_t idx) {
 
         assert(!k->dirty && !k->heaped && a->heap_n < heap_cap(a));
         k->heaped = true;
-        heap_place(a, a->heap_n, key_spans(k)[0].end, idx);
+        heap_place(a, a->heap_n, heap_q(a, key_spans(k)[0].end), idx);
         heap_up(a, a->heap_n++);
 }
 
@@ -575,13 +701,13 @@ static void heap_remove(Agg *a, uint32_t idx) {
         Key *k = key_at(a, idx);
         size_t i = k->next, last;
 
-        assert(k->heaped && i < a->heap_n && a->hkey[i] == idx);
+        assert(k->heaped && i < a->heap_n && *heap_kp(a, i) == idx);
         k->heaped = false;
         k->next = NONE;
         last = --a->heap_n;
         if (i == last)
                 return;
-        heap_place(a, i, a->hend[last], a->hkey[last]);
+        heap_place(a, i, *heap_qp(a, last), *heap_kp(a, last));
         heap_fix(a, i);
 }
 
@@ -589,8 +715,8 @@ static void heap_remove(Agg *a, uint32_t idx) {
 static void heap_update(Agg *a, uint32_t idx) {
         Key *k = key_at(a, idx);
 
-        assert(k->heaped && a->hkey[k->next] == idx);
-        a->hend[k->next] = key_spans(k)[0].end;
+        assert(k->heaped && *heap_kp(a, k->next) == idx);
+        *heap_qp(a, k->next) = heap_q(a, key_spans(k)[0].end);
         heap_fix(a, k->next);
 }
 
@@ -664,21 +790,27 @@ static int spans_merge(Agg *a, Key *k, size_t lo, size_t hi, usec_t s, usec_t e,
         bool new_base = false;
         int r;
 
-        for (size_t i = lo; i <= hi; i++)
-                if (sp[i].unc) {
-                        const UVec *u = &a->uvecs[sp[i].unc];
-
-                        total += u->n;
-                        inflight += u->inflight;
-                        if (!base || u->cap > a->uvecs[base].cap)
-                                base = sp[i].unc;
-                }
+        for (size_t i = lo; i <= hi; i++) {
+                total += span_unc_n(a, &sp[i]);
+                if (unc_vec(sp[i].unc))
+                        inflight += a->uvecs[sp[i].unc].inflight;
+                else
+                        inflight += sp[i].unc == UNC_ONE_OUT;
+        }
         if (total + inflight > UINT32_MAX)
                 return -ENOSPC;
         /* One more uncertain timestamp: within the span's cap, and within max_events unless
          * the merge frees a span, which is worth more than a timestamp. */
         if (unc_ts && (total > AGG_UNCERTAIN_MAX || (hi == lo && !fits(a, 0, 1))))
                 return -ENOSPC;
+        /* Inline timestamps become vectors first (invisible, should a later step fail). */
+        for (size_t i = lo; i <= hi; i++) {
+                r = uvec_inline_out(a, &sp[i]);
+                if (r < 0)
+                        return r;
+                if (sp[i].unc && (!base || a->uvecs[sp[i].unc].cap > a->uvecs[base].cap))
+                        base = sp[i].unc;
+        }
         if (total + inflight > 0) {
                 if (!base) {
                         base = uvec_alloc(a);
@@ -725,42 +857,27 @@ static int spans_merge(Agg *a, Key *k, size_t lo, size_t hi, usec_t s, usec_t e,
 }
 
 /* Adds a new span {s, e} to k at pos: count 1 for a certain report, an uncertain timestamp
- * for an uncertain one, nothing for a loaded event. -ENOSPC/-ENOMEM: nothing changed. */
+ * (s == e, held inline: UNC_ONE) for an uncertain one, nothing for a loaded event.
+ * -ENOSPC/-ENOMEM: nothing changed. */
 static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts, bool cert) {
         Span x = { .start = s, .end = e, .count = has_ts && cert };
         size_t n = k->n_spans;
         bool grow = n == 1 || (n >= 2 && n == span_cap(n));
-        usec_t *buf = NULL;
         Span *m = NULL;
 
+        assert(!has_ts || s == e);
         if (!fits(a, 1, has_ts && !cert) || n >= MAX_SPANS_PER_KEY)
                 return -ENOSPC;
-        if (has_ts && !cert) {
-                buf = core_malloc(sizeof(usec_t));
-                if (!buf)
-                        return -ENOMEM;
-                x.unc = uvec_alloc(a);
-                if (!x.unc) {
-                        free(buf);
-                        return -ENOMEM;
-                }
-        }
         if (n == 1)
                 m = core_malloc(span_cap(2) * sizeof(Span));
         else if (grow)
                 m = core_realloc(k->s.many, span_cap(n + 1) * sizeof(Span));
-        if (grow && !m) {
-                if (x.unc)
-                        uvec_release(a, x.unc);
-                free(buf);
+        if (grow && !m)
                 return -ENOMEM;
-        }
 
         /* Nothing fails below. */
-        if (x.unc) {
-                buf[0] = s;
-                a->uvecs[x.unc] = (UVec) { .ts = buf, .n = 1, .cap = 1 };
-                a->bytes_unc += sizeof(usec_t);
+        if (has_ts && !cert) {
+                x.unc = UNC_ONE;
                 a->n_unc++;
         }
         if (n == 0)
@@ -779,7 +896,7 @@ static int spans_add(Agg *a, Key *k, size_t pos, usec_t s, usec_t e, bool has_ts
         }
         k->n_spans = n + 1;
         a->n_spans++;
-        /* buf and m are owned by the UVec table and the key (a union cppcheck cannot follow) */
+        /* m is owned by the key (a union cppcheck cannot follow) */
         /* cppcheck-suppress memleak */
         return 1;
 }
@@ -799,6 +916,7 @@ int agg_new(const AggConfig *cfg, usec_t horizon, Agg **ret) {
         a->max_events = cfg->max_events;
         a->seed = mix64(cfg->hash_seed ^ UINT64_C(0x243f6a8885a308d3));
         a->horizon = horizon;
+        a->q_base = horizon / USEC_PER_SEC - HEAP_Q_SPAN;
         a->free_key = a->dirty_head = a->dirty_tail = NONE;
         a->slots = core_calloc(MIN_SLOTS, sizeof(uint32_t));
         a->mask = MIN_SLOTS - 1;
@@ -839,8 +957,9 @@ Agg *agg_free(Agg *a) {
                 free(a->uvecs[i].ts);   /* free entries have ts NULL */
         free(a->uvecs);
         free(a->slots);
-        free(a->hend);
-        free(a->hkey);
+        for (uint32_t i = 0; i < a->n_hchunks; i++)
+                free(a->hchunks[i]);
+        free(a->hchunks);
         batch_free(a->batch);
         intern_free(a->strings);
         free(a);
@@ -989,8 +1108,7 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
                 for (size_t j = 0; j < k->n_spans && (max == 0 || n < max); j++)
                         if (span_dirty(a, &sp[j])) {
                                 n++;
-                                if (sp[j].unc)
-                                        n_unc += a->uvecs[sp[j].unc].n;
+                                n_unc += span_unc_n(a, &sp[j]);
                         }
         }
 
@@ -1039,7 +1157,12 @@ int agg_flush_begin(Agg *a, size_t max, FlushBatch **ret) {
                                 .count = sp[j].count,
                         };
                         sp[j].count = 0;
-                        if (sp[j].unc && a->uvecs[sp[j].unc].n > 0) {
+                        if (sp[j].unc == UNC_ONE) {
+                                p->pool[pool_at] = sp[j].start;
+                                f->uncertain = p->pool + pool_at++;
+                                f->n_uncertain = 1;
+                                sp[j].unc = UNC_ONE_OUT;
+                        } else if (unc_vec(sp[j].unc) && a->uvecs[sp[j].unc].n > 0) {
                                 UVec *u = &a->uvecs[sp[j].unc];
 
                                 memcpy(p->pool + pool_at, u->ts, u->n * sizeof(usec_t));
@@ -1099,10 +1222,18 @@ void agg_flush_end(Agg *a, FlushBatch *b, bool committed) {
                 assert(found);
                 (void) found;
 
-                if (f->n_uncertain > 0) {
+                if (f->n_uncertain > 0 && s->unc == UNC_ONE_OUT) {
+                        /* untouched since (a change would have made it a vector) */
+                        assert(f->n_uncertain == 1 && f->uncertain[0] == s->start);
+                        if (committed) {
+                                a->n_unc--;
+                                s->unc = 0;
+                        } else
+                                s->unc = UNC_ONE;
+                } else if (f->n_uncertain > 0) {
                         UVec *u;
 
-                        assert(s->unc);
+                        assert(unc_vec(s->unc));
                         u = &a->uvecs[s->unc];
                         if (committed) {
                                 u->inflight -= f->n_uncertain;
@@ -1182,7 +1313,11 @@ static uint64_t span_drop(Agg *a, uint32_t idx, size_t j) {
         Span *sp = key_spans(k);
         uint64_t n = sp[j].count;
 
-        if (sp[j].unc) {
+        if (sp[j].unc == UNC_ONE || sp[j].unc == UNC_ONE_OUT) {
+                n += sp[j].unc == UNC_ONE;
+                a->n_unc--;
+                sp[j].unc = 0;
+        } else if (sp[j].unc) {
                 UVec *u = &a->uvecs[sp[j].unc];
 
                 n += u->n;
@@ -1259,8 +1394,8 @@ int agg_evict_closed(Agg *a, usec_t now) {
         assert(a);
         if (a->batch)
                 return -EBUSY;
-        while (a->heap_n > 0 && add_sat(a->hend[0], a->gap) < now) {
-                evict_first(a, a->hkey[0]);
+        while (a->heap_n > 0 && add_sat(key_end(a, *heap_kp(a, 0)), a->gap) < now) {
+                evict_first(a, *heap_kp(a, 0));
                 dropped++;
         }
         return dropped > INT_MAX ? INT_MAX : (int) dropped;
@@ -1275,7 +1410,7 @@ int agg_evict_oldest(Agg *a, uint64_t n) {
         if (n > INT_MAX)
                 n = INT_MAX;
         while (dropped < n && a->heap_n > 0) {
-                evict_first(a, a->hkey[0]);
+                evict_first(a, *heap_kp(a, 0));
                 dropped++;
         }
         return (int) dropped;
@@ -1306,7 +1441,7 @@ void agg_stats(const Agg *a, usec_t now, AggStats *ret) {
         }
         bytes = sizeof(Agg) + (size_t) a->n_chunks * KEY_CHUNK * sizeof(Key) +
                 (size_t) a->chunks_cap * sizeof(Key *) + (size_t) (a->mask + 1) * sizeof(uint32_t) +
-                a->hend_cap * sizeof(usec_t) + a->hkey_cap * sizeof(uint32_t) +
+                (size_t) a->n_hchunks * sizeof(HeapChunk) + (size_t) a->hchunks_cap * sizeof(HeapChunk *) +
                 (size_t) a->uvecs_cap * sizeof(UVec) + a->bytes_many + a->bytes_unc +
                 intern_bytes(a->strings);
         if (a->batch) {
@@ -1345,7 +1480,7 @@ size_t agg_key_spans(const Agg *a, const char *controller_id, const char *outage
                         .start = sp[j].start,
                         .end = sp[j].end,
                         .count = sp[j].count,
-                        .n_uncertain = sp[j].unc ? a->uvecs[sp[j].unc].n : 0,
+                        .n_uncertain = span_unc_n(a, &sp[j]),
                 };
         return k->n_spans;
 }
@@ -1391,7 +1526,11 @@ static const char *check_key(const Agg *a, uint32_t idx, uint64_t *spans, uint64
                 if (j > 0 && add_sat(sp[j - 1].end, a->gap) >= sp[j].start)
                         return "two spans of a key within gap";
                 dirty |= span_dirty(a, &sp[j]);
-                if (sp[j].unc) {
+                if (sp[j].unc == UNC_ONE || sp[j].unc == UNC_ONE_OUT) {
+                        if (sp[j].unc == UNC_ONE_OUT && !a->batch)
+                                return "uncertain timestamps in flight without a batch";
+                        (*unc)++;
+                } else if (sp[j].unc) {
                         const UVec *u;
 
                         if (sp[j].unc >= a->uvecs_used)
@@ -1425,17 +1564,20 @@ static const char *check_heap(const Agg *a) {
 
         if (heap_cap(a) < a->n_keys)
                 return "heap without room for every key";
+        if (heap_cap(a) >= (size_t) a->n_keys + 2 * HEAP_CHUNK)
+                return "heap chunks kept beyond what the keys need";
         for (size_t i = 0; i < a->heap_n; i++) {
                 Key *k;
 
-                if (i > 0 && a->hend[(i - 1) / 2] > a->hend[i])
-                        return "heap order broken";
-                if (a->hkey[i] >= a->keys_used)
+                if (*heap_kp(a, i) >= a->keys_used)
                         return "a heap entry out of range";
-                k = key_at(a, a->hkey[i]);
+                k = key_at(a, *heap_kp(a, i));
                 if (!k->controller || !k->heaped || k->dirty || k->next != i)
                         return "a heap entry of a key that is not clean there";
-                if (a->hend[i] != key_spans(k)[0].end)
+                /* the parent's key was checked before */
+                if (i > 0 && heap_less_at(a, i, (i - 1) / 2))
+                        return "heap order broken";
+                if (*heap_qp(a, i) != heap_q(a, key_spans(k)[0].end))
                         return "a heap entry with a wrong end";
         }
         for (uint32_t i = 0; i < a->keys_used; i++) {
@@ -1477,6 +1619,8 @@ const char *agg_check(const Agg *a) {
         }
         if (n_keys != a->n_keys || n_keys + n_free != a->keys_used)
                 return "key counts disagree";
+        if (n_uvecs != a->uvecs_live || (a->uvecs_live == 0 && (a->uvecs || a->uvecs_cap)))
+                return "live uncertain vectors miscounted, or their table kept without one";
         for (uint32_t i = a->free_uvec; i; i = a->uvecs[i].n)
                 if (++n_uvecs >= a->uvecs_used || a->uvecs[i].ts)
                         return "the free list of uncertain vectors is broken";

@@ -9,7 +9,7 @@ typedef struct Agg Agg;
 
 /* Uncertain timestamps (see Fragment) count against AggConfig.max_events at this rate: 8 of
  * them (8 bytes each, twice that at most while their vector grows) weigh one event (a
- * single-span key costs 60-75 bytes beyond its strings, see agg_stats()); their total share
+ * single-span key costs 53-60 bytes beyond its strings, see agg_stats()); their total share
  * is rounded down. */
 #define AGG_UNCERTAIN_PER_EVENT 8
 /* A span holding this many uncertain timestamps to flush makes agg_flush_wanted() true. */

@@ -1,6 +1,7 @@
 /* main.c — process lifecycle: command line, configuration, dispatch to check / migrate /
  * run. The only place that exits; the running daemon itself is service.c. */
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <sysexits.h>
 
@@ -169,6 +170,11 @@ int main(int argc, char *argv[]) {
         Args args;
         int r;
 
+        /* A fixed threshold: glibc would otherwise raise it to the size of any large block
+         * freed (the configuration file's read buffer, libpq's COPY buffer), and the
+         * aggregation's tables, outgrown and freed, would stay behind as holes in the heap,
+         * resident for good. */
+        (void) mallopt(M_MMAP_THRESHOLD, 128 * 1024);
         log_setup(LOG_LEVEL_INFO);
         if (parse_argv(argc, argv, &args) < 0) {
                 fprintf(stderr, "Try '%s --help'.\n", program_invocation_short_name);

@@ -5,9 +5,12 @@
  * Usage: bench_agg [keys (default 1000000)] [simulated minutes (default 60)]
  *        bench_agg late [reports (default 200000)]: late reports into one span
  *        bench_agg memory [keys (default 1000000)]: RSS per open event, one key per event
+ *        bench_agg memory-late [keys]: the same with one report per key, older than the
+ *          knowledge horizon (a backlog drained after a restart), added before any flush
  * Run one mode per process: RSS only grows, so each figure needs a fresh process. */
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -157,11 +160,12 @@ static void steady_state(size_t n, int minutes) {
 
 /* Memory at n open events, each a new controller with one span: every key reports twice
  * (one event each, extended once), with a flush after each round in batches of BATCH_MAX,
- * as in steady state. RSS
- * growth is measured from /proc/self/statm around it (the ids to report are made before);
+ * as in steady state. With late, each key reports once, before the horizon (its timestamp
+ * goes to the store as uncertain), all keys before the first flush, as a daemon draining a
+ * backlog after a restart applies them while its flushes lag behind. RSS growth is measured from /proc/self/statm around it (the ids to report are made before);
  * "beyond the ids" takes off the ids' own characters (strlen + 1 each), which any layout
  * must hold. */
-static void memory(size_t n) {
+static void memory(size_t n, bool late) {
         char **ids = make_ids(n);
         size_t id_chars = 0;
         long rss0, rss;
@@ -171,8 +175,8 @@ static void memory(size_t n) {
         for (size_t k = 0; k < n; k++)
                 id_chars += strlen(ids[k]) + 1;
         rss0 = rss_bytes();
-        a = new_agg(T0 - GAP);
-        for (int round = 0; round < 2; round++) {
+        a = new_agg(late ? T0 + PERIOD : T0 - GAP);
+        for (int round = 0; round < (late ? 1 : 2); round++) {
                 for (size_t k = 0; k < n; k++)
                         if (agg_add(a, ids[k], "panel_outage", T0 + round * PERIOD) < 0)
                                 abort();
@@ -180,7 +184,8 @@ static void memory(size_t n) {
         }
         agg_stats(a, T0 + PERIOD, &st);
         rss = rss_bytes() - rss0;
-        printf("memory at %" PRIu64 " open events (one new controller each, one span each):\n", st.open_spans);
+        printf("memory at %" PRIu64 " open events (one new controller each, one span each%s):\n", st.open_spans,
+               late ? ", one report each older than the horizon" : "");
         printf("  RSS growth:   %.1f MiB, %.1f bytes/event, %.1f beyond the ids' characters (%.1f bytes/id)\n",
                rss / 1048576.0, (double) rss / n, (double) (rss - (long) id_chars) / n, (double) id_chars / n);
         printf("  agg_stats:    %.1f MiB, %.1f bytes/event, %.1f beyond the ids' characters; "
@@ -263,6 +268,7 @@ int main(int argc, char *argv[]) {
         size_t n;
         int minutes;
 
+        (void) mallopt(M_MMAP_THRESHOLD, 128 * 1024);   /* as the daemon (main.c) */
         if (argc > 1 && streq(argv[1], "late")) {
                 n = argc > 2 ? strtoull(argv[2], NULL, 10) : 200000;
                 if (n == 0)
@@ -271,11 +277,11 @@ int main(int argc, char *argv[]) {
                 late_one(n, true);
                 return 0;
         }
-        if (argc > 1 && streq(argv[1], "memory")) {
+        if (argc > 1 && (streq(argv[1], "memory") || streq(argv[1], "memory-late"))) {
                 n = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000000;
                 if (n == 0)
                         return 64;
-                memory(n);
+                memory(n, streq(argv[1], "memory-late"));
                 return 0;
         }
         n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
@@ -285,7 +291,7 @@ int main(int argc, char *argv[]) {
                 fprintf(stderr, "usage: %s [keys] [simulated minutes > 10]\n", argv[0]);
                 return 64;
         }
-        memory(n);
+        memory(n, false);
         steady_state(n, minutes);
         backlog(n / 10 ? n / 10 : 1);
         return 0;

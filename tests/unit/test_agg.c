@@ -919,6 +919,109 @@ Test(agg, committed_uncertain_vectors_give_their_memory_back) {
         agg_free(a);
 }
 
+/* A span made by one late report keeps its timestamp without a vector: through a failed
+ * flush, one that late reports and a stored event join while it is out, and a refusal. */
+Test(agg, a_span_of_one_late_report_through_every_kind_of_flush) {
+        Agg *a = new_agg(at(12, 0), 0);               /* everything below is uncertain */
+        FlushBatch *b = NULL;
+        AggSpan s[2];
+        AggStats st;
+
+        cr_assert_eq(add(a, at(10, 0)), 1);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(10, 0), at(10, 0), 0);
+        cr_assert_eq(s[0].n_uncertain, 1);
+        for (int round = 0; round < 2; round++) {
+                cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+                cr_assert_eq(b->n, 1);
+                cr_assert_eq(b->fragments[0].count, 0);
+                cr_assert_eq(b->fragments[0].n_uncertain, 1);
+                cr_assert_eq(b->fragments[0].uncertain[0], at(10, 0));
+                cr_assert_eq(spans(a, s), 1);
+                cr_assert_eq(s[0].n_uncertain, 0);
+                cr_assert_eq(agg_dirty_count(a), 0);
+                cr_assert_null(agg_check(a), "%s", agg_check(a));
+                agg_flush_end(a, b, false);
+                cr_assert_eq(spans(a, s), 1);
+                cr_assert_eq(s[0].n_uncertain, 1);
+                cr_assert_eq(agg_dirty_count(a), 1);
+                cr_assert_null(agg_check(a), "%s", agg_check(a));
+        }
+
+        /* out again; a late report and a stored event join the span meanwhile */
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(add(a, at(10, 5)), 1);
+        cr_assert_eq(agg_load(a, "ctrl_1", "panel_outage", at(9, 50), at(9, 55)), 0);
+        cr_assert_eq(spans(a, s), 1);
+        assert_span(&s[0], at(9, 50), at(10, 5), 0);
+        cr_assert_eq(s[0].n_uncertain, 1);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
+        agg_flush_end(a, b, false);
+        cr_assert_eq(spans(a, s), 1);
+        cr_assert_eq(s[0].n_uncertain, 2);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->fragments[0].n_uncertain, 2);
+        cr_assert_eq(b->fragments[0].uncertain[0], at(10, 0));
+        cr_assert_eq(b->fragments[0].uncertain[1], at(10, 5));
+        agg_flush_end(a, b, true);
+        agg_stats(a, at(10, 0), &st);
+        cr_assert_eq(st.uncertain, 0);
+
+        /* another key's late report, refused for good while out */
+        cr_assert_eq(agg_add(a, "ctrl_2", "panel_outage", at(11, 0)), 1);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(b->n, 1);
+        cr_assert_eq(agg_flush_refuse(a, b), 0);
+        cr_assert_eq(agg_key_spans(a, "ctrl_2", "panel_outage", s, 2), 0);
+        agg_stats(a, at(10, 0), &st);
+        cr_assert_eq(st.uncertain, 0);
+        cr_assert_eq(agg_event_count(a), 1);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
+
+        /* and one refused with a late report added to its span meanwhile */
+        cr_assert_eq(agg_add(a, "ctrl_3", "panel_outage", at(11, 0)), 1);
+        cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+        cr_assert_eq(agg_add(a, "ctrl_3", "panel_outage", at(11, 1)), 1);
+        cr_assert_eq(agg_flush_refuse(a, b), 1);
+        agg_stats(a, at(10, 0), &st);
+        cr_assert_eq(st.uncertain, 0);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
+        agg_free(a);
+}
+
+/* n keys with m reports each, 5 minutes apart (one span), and their bytes after a commit. */
+static uint64_t keys_bytes(usec_t horizon, int m, bool flushed) {
+        Agg *a = new_agg(horizon, 0);
+        FlushBatch *b = NULL;
+        AggStats st;
+        char id[32];
+
+        for (int k = 0; k < 1000; k++) {
+                snprintf(id, sizeof(id), "ctrl_%04d", k);
+                for (int i = 0; i < m; i++)
+                        cr_assert_eq(agg_add(a, id, "panel_outage", at(10, 5 * i)), 1);
+        }
+        if (flushed) {
+                cr_assert_eq(agg_flush_begin(a, 0, &b), 0);
+                agg_flush_end(a, b, true);
+        }
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
+        agg_stats(a, at(10, 0), &st);
+        agg_free(a);
+        return st.bytes;
+}
+
+/* A late report costs a new key no more memory than a timely one, and once committed, the
+ * vectors of late reports leave nothing behind, their table included. */
+Test(agg, late_reports_cost_no_memory_once_committed) {
+        uint64_t timely = keys_bytes(0, 1, false);
+
+        cr_assert_eq(keys_bytes(at(12, 0), 1, false), timely);
+        cr_assert_eq(keys_bytes(at(12, 0), 1, true), timely);
+        cr_assert_eq(keys_bytes(at(12, 0), 2, true), timely);
+        cr_assert_gt(keys_bytes(at(12, 0), 2, false), timely);
+}
+
 /* ---- refused fragments ---- */
 
 Test(agg, refused_fragment_is_dropped_with_its_key) {

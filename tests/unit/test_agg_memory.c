@@ -81,6 +81,36 @@ Test(agg_memory, an_open_event_costs_at_most_100_bytes_beyond_its_id, .timeout =
         free_ids(ids, n);
 }
 
+/* The same for a backlog drained after a restart: one report per new controller, all older
+ * than the knowledge horizon (uncertain), all applied before the first flush commits. */
+Test(agg_memory, an_open_event_of_a_late_report_costs_at_most_100_bytes_beyond_its_id, .timeout = 120) {
+        const size_t n = 200000;
+        AggConfig cfg = { .gap = GAP, .hash_seed = 99 };
+        size_t chars;
+        char **ids = make_ids(n, &chars);
+        Agg *a = NULL;
+        AggStats st;
+        double per_event;
+
+        cr_assert_eq(agg_new(&cfg, T0 + GAP, &a), 0);
+        for (size_t k = 0; k < n; k++)
+                cr_assert_eq(agg_add(a, ids[k], "panel_outage", T0), 1);
+        agg_stats(a, T0, &st);
+        cr_assert_eq(st.uncertain, n);
+        per_event = (double) (st.bytes - chars) / (double) n;
+        cr_assert_leq(per_event, 100.0, "%.1f bytes per event to flush beyond the ids", per_event);
+        flush_all(a);
+        agg_stats(a, T0, &st);
+        cr_assert_eq(st.open_spans, n);
+        cr_assert_eq(st.uncertain, 0);
+        per_event = (double) (st.bytes - chars) / (double) n;
+        cr_log_info("%.1f bytes per open event beyond the ids' characters\n", per_event);
+        cr_assert_leq(per_event, 100.0, "%.1f bytes per open event beyond the ids", per_event);
+        cr_assert_null(agg_check(a), "%s", agg_check(a));
+        agg_free(a);
+        free_ids(ids, n);
+}
+
 /* agg_stats() bytes against what malloc hands out for them (headers and rounding included):
  * within 5%. Not under AddressSanitizer, whose allocator keeps no such figures. */
 Test(agg_memory, agg_stats_bytes_match_what_malloc_holds, .timeout = 120) {
