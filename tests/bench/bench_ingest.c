@@ -26,8 +26,9 @@
  *   -i                rotate the keys' order by one at every pass over them: with an even
  *                     K, the broker's alternate dispatch to two instances otherwise sends
  *                     every report of a key to the same instance
- *   -p PERFDIR        also one daemon drain of the backlog under `perf record -a -g`
- *                     (system wide; not timed), written to PERFDIR/daemon-drain.perf.data
+ *   -p PERFDIR        also one bare paho drain and one daemon drain of the backlog under
+ *                     `perf record -a -g` (system wide; not timed), written to
+ *                     PERFDIR/paho-drain.perf.data and PERFDIR/daemon-drain.perf.data
  *   BINARY            the daemon (default $OUTAGED_BINARY, else ./outaged)
  *
  * A drain's clock starts when the consumer starts (its persistent session and subscription
@@ -726,12 +727,12 @@ static int daemon_up(Daemon *d, const MqttBroker *broker, const char *conninfo, 
 
 /* System-wide: the daemon's threads (created after it starts), the broker and PostgreSQL
  * share the two CPUs, so the whole machine is the picture. */
-static pid_t perf_start(void) {
+static pid_t perf_start(const char *name) {
         char out[600], log[600];
-        char *argv[] = { "/usr/bin/perf", "record", "-a", "-g", "-F", "499", "-o", out, NULL };
+        char *argv[] = { "/usr/bin/perf", "record", "-a", "-g", "-F", "1999", "-o", out, NULL };
         pid_t pid;
 
-        snprintf(out, sizeof(out), "%s/daemon-drain.perf.data", opt_perf_dir);
+        snprintf(out, sizeof(out), "%s/%s.perf.data", opt_perf_dir, name);
         snprintf(log, sizeof(log), "%s/perf.log", opt_perf_dir);
         pid = proc_spawn(argv, NULL, log);
         harness_sleep_ms(1000);         /* perf is recording */
@@ -790,7 +791,7 @@ static int daemon_drain(const Backlog *b, size_t expect, int instances, bool per
         harness_sleep_ms(1500);         /* let the broker's autosave pass */
 
         if (perf)
-                perf_pid = perf_start();
+                perf_pid = perf_start("daemon-drain");
         pg0 = pg_cpu();
         br0 = pid_cpu(broker.pid);
         t0 = now_s();
@@ -992,11 +993,12 @@ static void paho_cpu(const Tasks *before, const Tasks *after, int callback_tid, 
         }
 }
 
-static double paho_drain(const Backlog *b, double *publish_s, PahoCpu *cpu) {
+static double paho_drain(const Backlog *b, bool perf, double *publish_s, PahoCpu *cpu) {
         static Consumer k;
         MqttBroker broker = { 0 };
         double t0, dt = -1, br0;
         Tasks before, after;
+        pid_t perf_pid = -1;
 
         memset(cpu, 0, sizeof(*cpu));
         if (mqtt_broker_start(&broker) < 0)
@@ -1014,6 +1016,8 @@ static double paho_drain(const Backlog *b, double *publish_s, PahoCpu *cpu) {
         if (*publish_s < 0)
                 goto out;
         harness_sleep_ms(1500);
+        if (perf)
+                perf_pid = perf_start("paho-drain");
         tasks_snapshot(&before);
         br0 = pid_cpu(broker.pid);
         t0 = now_s();
@@ -1031,6 +1035,10 @@ static double paho_drain(const Backlog *b, double *publish_s, PahoCpu *cpu) {
         paho_cpu(&before, &after, atomic_load(&k.callback_tid), cpu);
         cpu->broker = pid_cpu(broker.pid) - br0;
 out:
+        if (perf_pid > 0) {
+                kill(perf_pid, SIGINT);
+                (void) proc_wait(perf_pid, 60000);
+        }
         consumer_close(&k);
         mqtt_broker_stop(&broker);
         return dt;
@@ -1322,7 +1330,7 @@ static int run_rounds(const Backlog *b, int rounds, Rounds *R) {
                 if (R->sub[i] < 0)
                         return -1;
                 R->pub[R->npub++] = p;
-                R->paho[i] = paho_drain(b, &p, &R->paho_cpu[i]);
+                R->paho[i] = paho_drain(b, false, &p, &R->paho_cpu[i]);
                 if (R->paho[i] < 0)
                         return -1;
                 R->pub[R->npub++] = p;
@@ -1456,11 +1464,13 @@ int main(int argc, char **argv) {
                         goto out;
                 if (opt_perf_dir) {
                         DaemonResult r;
+                        PahoCpu pc;
+                        double p;
 
-                        if (daemon_drain(&day, opt_n, 1, true, &r) < 0)
+                        if (paho_drain(&day, true, &p, &pc) < 0 || daemon_drain(&day, opt_n, 1, true, &r) < 0)
                                 goto out;
-                        printf("backlog under perf (not timed): committed %.2f s; profile in %s/daemon-drain.perf.data\n",
-                               r.in_db_s, opt_perf_dir);
+                        printf("backlog under perf (not timed): committed %.2f s; profiles in %s/daemon-drain.perf.data "
+                               "and paho-drain.perf.data (the bare consumer)\n", r.in_db_s, opt_perf_dir);
                 }
                 backlog_free(&day);
         }
