@@ -626,7 +626,7 @@ typedef struct FlatValue {
         bool present;
 } FlatValue;
 
-static __thread uint64_t flat_count;
+static _Thread_local uint64_t flat_count;
 
 uint64_t report_flat_count(void) {
         return flat_count;
