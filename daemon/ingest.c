@@ -110,17 +110,18 @@ void ingest_last_error(Ingest *i, char *buf, size_t len) {
  * broker's in-flight window, until it can (the broker keeps what it could not deliver). */
 static void hand_off(Ingest *i, const char *topic, size_t topic_len, const void *payload, size_t len) {
         usec_t received = now_realtime();
-        char topic_buf[JOURNAL_TOPIC_MAX + 1];
         QueueItem *item;
-        uint64_t seq;
         int r;
 
         if (topic_len > JOURNAL_TOPIC_MAX)
                 topic_len = JOURNAL_TOPIC_MAX;
-        memcpy(topic_buf, topic, topic_len);
-        topic_buf[topic_len] = '\0';
+        /* The item first: it holds the NUL-terminated topic the journal takes. Its
+         * sequence number is the journal's. */
+        while (!(item = queue_item_new(0, received, topic, topic_len, payload, len)))
+                usleep(JOURNAL_RETRY_USEC);
 
-        for (bool failed = false; (r = journal_append(i->journal, received, topic_buf, payload, len, &seq)) < 0;) {
+        for (bool failed = false; (r = journal_append(i->journal, received, item->topic, item->payload, len,
+                                                      &item->seq)) < 0;) {
                 if (!failed)
                         atomic_fetch_add(&i->n_journal_failures, 1);    /* messages, not attempts */
                 failed = true;
@@ -128,10 +129,10 @@ static void hand_off(Ingest *i, const char *topic, size_t topic_len, const void 
                         wake(i);        /* the main loop reports it */
                 usleep(JOURNAL_RETRY_USEC);
         }
-        if (atomic_exchange(&i->journal_error, 0) != 0)
+        /* A plain load first: the exchange is a locked instruction, and appends rarely fail. */
+        if (atomic_load_explicit(&i->journal_error, memory_order_relaxed) != 0 &&
+            atomic_exchange(&i->journal_error, 0) != 0)
                 wake(i);
-        while (!(item = queue_item_new(seq, received, topic_buf, topic_len, payload, len)))
-                usleep(JOURNAL_RETRY_USEC);
         (void) queue_push(i->queue, item);     /* -EPIPE when stopping: the journal has it */
 }
 

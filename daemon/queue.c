@@ -1,8 +1,10 @@
-/* queue.c — bounded FIFO hand-off from paho's thread to the main loop, with an eventfd.
+/* queue.c — bounded FIFO hand-off from paho's thread to the main loop, with an eventfd,
+ * or a timerfd when wakes are coalesced (queue_new_coalescing).
  * A mutex and a condition variable: the producer is one thread and pushes are tiny, so
  * a lock-free ring would buy nothing measurable next to the journal write(2). */
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 
 #include "queue.h"
 
@@ -13,15 +15,22 @@ struct Queue {
         size_t n, bytes;
         size_t max_items, max_bytes;
         bool closed;
-        int efd;
+        int efd;                /* an eventfd, or with wake_delay > 0 a timerfd */
+        usec_t wake_delay;
 };
 
 int queue_new(size_t max_items, size_t max_bytes, Queue **ret) {
+        return queue_new_coalescing(max_items, max_bytes, 0, ret);
+}
+
+int queue_new_coalescing(size_t max_items, size_t max_bytes, usec_t wake_delay, Queue **ret) {
         Queue *q = calloc(1, sizeof(*q));
 
         if (!q)
                 return -ENOMEM;
-        q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        q->wake_delay = wake_delay > 0 ? wake_delay : 0;
+        q->efd = q->wake_delay > 0 ? timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)
+                                   : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (q->efd < 0) {
                 int r = -errno;
                 free(q);
@@ -78,15 +87,31 @@ static size_t item_bytes(const QueueItem *i) {
         return sizeof(*i) + i->topic_len + i->len + 2;
 }
 
-int queue_push(Queue *q, QueueItem *item) {
+/* Makes the fd readable after delay (0: now). */
+static void wake(Queue *q, usec_t delay) {
         uint64_t one = 1;
+        struct itimerspec t = {
+                .it_value.tv_sec = delay / USEC_PER_SEC,
+                .it_value.tv_nsec = delay % USEC_PER_SEC * 1000 + (delay == 0),   /* 0 would disarm */
+        };
+
+        if (q->wake_delay == 0)
+                (void) !write(q->efd, &one, sizeof(one));
+        else
+                (void) timerfd_settime(q->efd, 0, &t, NULL);
+}
+
+int queue_push(Queue *q, QueueItem *item) {
         bool was_empty;
 
         pthread_mutex_lock(&q->lock);
         /* An item larger than max_bytes alone is let through when the queue is empty. */
         while (!q->closed && q->n > 0 &&
-               (q->n >= q->max_items || q->bytes + item_bytes(item) > q->max_bytes))
+               (q->n >= q->max_items || q->bytes + item_bytes(item) > q->max_bytes)) {
+                if (q->wake_delay > 0)
+                        wake(q, 0);     /* full: the consumer need not wait out the delay */
                 pthread_cond_wait(&q->room, &q->lock);
+        }
         if (q->closed) {
                 pthread_mutex_unlock(&q->lock);
                 free(item);
@@ -103,7 +128,7 @@ int queue_push(Queue *q, QueueItem *item) {
         pthread_mutex_unlock(&q->lock);
 
         if (was_empty)
-                (void) !write(q->efd, &one, sizeof(one));
+                wake(q, q->wake_delay);
         return 0;
 }
 

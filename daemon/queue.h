@@ -23,7 +23,14 @@ typedef struct Queue Queue;
 int queue_new(size_t max_items, size_t max_bytes, Queue **ret);
 Queue *queue_free(Queue *q);
 
-/* The eventfd to watch for readability (level: readable while items may be pending). */
+/* As queue_new, but a push into an empty queue makes the fd readable only wake_delay later
+ * (a timerfd), so that the consumer wakes once per batch rather than once per item while
+ * items trickle in; a producer about to block on a full queue makes it readable at once.
+ * wake_delay <= 0 is queue_new. */
+int queue_new_coalescing(size_t max_items, size_t max_bytes, usec_t wake_delay, Queue **ret);
+
+/* The fd to watch for readability (level: readable while items may be pending; with
+ * queue_new_coalescing, from wake_delay after the first push into an empty queue). */
 int queue_fd(const Queue *q);
 
 /* Builds an item (caller owns until pushed). NULL on ENOMEM. */

@@ -610,6 +610,149 @@ static int item_parse(json_object *o, const ItemContext *c, ReportItem *it, size
         return it->payload ? 0 : -ENOMEM;
 }
 
+/* ---- the flat path: one object of plain members, without json-c ----------------------- */
+
+/* Most reports are one object of a few members whose values are strings without escapes
+ * or non-negative integers. Parsing those with json-c costs a tokener pass, a locale
+ * switch and half a dozen allocations per message; this path reads them in place. It
+ * only ever accepts: anything it does not recognise, and any item that fails a check,
+ * goes the json-c way, which alone writes details and reject payloads. The payload has
+ * passed the byte scan (UTF-8, no NUL or raw control bytes, RFC 8259 numbers). */
+
+typedef struct FlatValue {
+        const char *s;
+        size_t len;
+        bool integer;           /* a non-negative integer of at most 18 digits, else a string */
+        bool present;
+} FlatValue;
+
+static _Thread_local uint64_t flat_count;
+
+uint64_t report_flat_count(void) {
+        return flat_count;
+}
+
+static size_t flat_ws(const char *p, size_t n, size_t i) {
+        while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+                i++;
+        return i;
+}
+
+/* A string at p[i] without backslashes, or an integer: its span, and the index after it;
+ * SIZE_MAX for anything else. */
+static size_t flat_value(const char *p, size_t n, size_t i, FlatValue *v) {
+        const char *end;
+        size_t j = i;
+
+        if (i >= n)
+                return SIZE_MAX;
+        if (p[i] == '"') {
+                end = memchr(p + i + 1, '"', n - i - 1);
+                if (!end || memchr(p + i + 1, '\\', (size_t) (end - p - i - 1)))
+                        return SIZE_MAX;
+                *v = (FlatValue) { .s = p + i + 1, .len = (size_t) (end - p - i - 1) };
+                return (size_t) (end - p) + 1;
+        }
+        while (j < n && p[j] >= '0' && p[j] <= '9')
+                j++;
+        if (j == i || j - i > 18 || (j < n && (p[j] == '.' || p[j] == 'e' || p[j] == 'E')))
+                return SIZE_MAX;
+        *v = (FlatValue) { .s = p + i, .len = j - i, .integer = true };
+        return j;
+}
+
+/* Stores a member's value under its key if it is one of the three; false for a second
+ * occurrence of one (json-c keeps the last: leave that to it). */
+static bool flat_store(const FlatValue *key, const FlatValue *v, FlatValue f[static 3]) {
+        static const char *const names[3] = { "outage_type", "timestamp", "controller_id" };
+
+        if (key->integer)
+                return false;
+        for (int k = 0; k < 3; k++)
+                if (key->len == strlen(names[k]) && memcmp(key->s, names[k], key->len) == 0) {
+                        if (f[k].present)
+                                return false;
+                        f[k] = *v;
+                        f[k].present = true;
+                }
+        return true;
+}
+
+/* Splits a flat object into its three members (f[0] outage_type, f[1] timestamp,
+ * f[2] controller_id). False if the payload is anything else. */
+static bool flat_split(const char *p, size_t n, FlatValue f[static 3]) {
+        size_t i = flat_ws(p, n, 0);
+        FlatValue key, v;
+
+        if (i >= n || p[i] != '{')
+                return false;
+        for (;;) {
+                i = flat_value(p, n, flat_ws(p, n, i + 1), &key);
+                if (i == SIZE_MAX || key.integer)
+                        return false;
+                i = flat_ws(p, n, i);
+                if (i >= n || p[i] != ':')
+                        return false;
+                i = flat_value(p, n, flat_ws(p, n, i + 1), &v);
+                if (i == SIZE_MAX || !flat_store(&key, &v, f))
+                        return false;
+                i = flat_ws(p, n, i);
+                if (i < n && p[i] == '}')
+                        break;
+                if (i >= n || p[i] != ',')
+                        return false;
+        }
+        return flat_ws(p, n, i + 1) == n;
+}
+
+/* The item checks of item_check for a flat object, in the same order, without details:
+ * true and it filled when every one passes. */
+static bool flat_item(const FlatValue f[static 3], const ItemContext *c, ReportItem *it) {
+        const FlatValue *type = &f[0], *ts = &f[1], *cid = &f[2];
+        char scratch[REPORT_DETAIL_MAX];
+        usec_t t = 0;
+
+        if (!type->present || !ts->present || type->integer || (cid->present && cid->integer))
+                return false;
+        if (!text_outage_type_valid_len(type->s, type->len))
+                return false;
+        memcpy(it->outage_type, type->s, type->len);
+        it->outage_type[type->len] = '\0';
+        if (c->rules->outage_types &&
+            !bsearch(it->outage_type, c->rules->outage_types, c->rules->n_outage_types, sizeof(char *),
+                     cmp_outage_type))
+                return false;
+        if (ts->integer) {
+                for (size_t k = 0; k < ts->len; k++)
+                        t = t * 10 + (ts->s[k] - '0');
+                if (t > TIMESTAMP_UNIX_SECONDS_MAX)
+                        return false;
+                t *= USEC_PER_SEC;
+        } else if (timestamp_parse(ts->s, ts->len, &t) < 0)
+                return false;
+        if (!item_in_window(t, c->rules, c->now, scratch))
+                return false;
+        if (cid->present && (cid->len != c->controller_id_len || memcmp(cid->s, c->controller_id, cid->len) != 0))
+                return false;
+        it->timestamp = t;
+        return true;
+}
+
+/* A payload that passed the byte scan as one valid report: true and m's one item set. */
+static bool flat_parse(ReportMessage *m, const ItemContext *c, const char *payload, size_t len) {
+        FlatValue f[3] = {};
+
+        if (!flat_split(payload, len, f) || !flat_item(f, c, &m->item))
+                return false;
+        m->item.reason = REJECT_NONE;
+        m->item.payload = NULL;
+        m->item.detail[0] = '\0';
+        m->items = &m->item;
+        m->n_items = 1;
+        flat_count++;
+        return true;
+}
+
 /* ---- messages ------------------------------------------------------------------------- */
 
 ReportMessage *report_message_free(ReportMessage *m) {
@@ -617,7 +760,8 @@ ReportMessage *report_message_free(ReportMessage *m) {
                 return NULL;
         for (size_t i = 0; i < m->n_items; i++)
                 free(m->items[i].payload);
-        free(m->items);
+        if (m->items != &m->item)
+                free(m->items);
         free(m->payload);
         free(m);
         return NULL;
@@ -662,9 +806,10 @@ static size_t message_check_root(ReportMessage *m, json_object *root, const Repo
 }
 
 /* The message-level checks after the controller id: returns 1 with the root and its item
- * count, 0 with m->reason and m->detail set, or -ENOMEM. */
-static int message_check(ReportMessage *m, const void *payload, size_t len, const ReportRules *rules,
-                         json_object **ret_root, size_t *ret_n) {
+ * count, 0 with m->reason and m->detail set, 2 when the flat path filled m's one valid
+ * item (no root), or -ENOMEM. */
+static int message_check(ReportMessage *m, const ItemContext *c, const void *payload, size_t len,
+                         const ReportRules *rules, json_object **ret_root, size_t *ret_n) {
         _cleanup_(json_object_putp) json_object *root = NULL;
         Scan scan = { .p = payload, .n = len };
         char size[TEXT_SIZE_MAX];
@@ -680,6 +825,8 @@ static int message_check(ReportMessage *m, const void *payload, size_t len, cons
                 scan_detail(&scan, m->detail);
                 return message_reject(m, REJECT_MALFORMED_JSON, payload, len);
         }
+        if (flat_parse(m, c, payload, len))
+                return 2;
         r = json_parse(payload, len, &root, m->detail);
         if (r < 0)
                 return r;
@@ -728,13 +875,13 @@ static int parse_message(const char *topic_id, const char *bad_id_detail, const 
         };
         memcpy(m->controller_id, topic_id, c.controller_id_len + 1);
 
-        r = message_check(m, payload, len, rules, &root, &n);
+        r = message_check(m, &c, payload, len, rules, &root, &n);
         if (r < 0)
                 return r;
-        if (r > 0) {
+        if (r == 1) {
                 bool array = json_object_is_type(root, json_type_array);
 
-                m->items = calloc(n, sizeof(ReportItem));
+                m->items = n == 1 ? &m->item : calloc(n, sizeof(ReportItem));
                 if (!m->items)
                         return -ENOMEM;
                 for (size_t i = 0; i < n; i++) {

@@ -70,7 +70,8 @@ typedef struct ReportMessage {
         char *payload;                  /* message-level rejects only: first 1 KiB, escaped */
         char detail[REPORT_DETAIL_MAX]; /* message-level rejects only, else "" */
         size_t n_items;
-        ReportItem *items;              /* when reason == REJECT_NONE */
+        ReportItem *items;              /* when reason == REJECT_NONE; may point to item */
+        ReportItem item;                /* the storage of a message of one item */
 } ReportMessage;
 
 /* Validates one MQTT message. topic_id is the topic level matched by the filter's '+'
@@ -97,6 +98,12 @@ int report_parse_topic(const char *filter, const char *topic, size_t topic_len,
                        ReportMessage **ret);
 
 ReportMessage *report_message_free(ReportMessage *m);
+
+/* How many messages the calling thread parsed on the flat path: one object of plain
+ * members (strings without escapes, non-negative integers, each of outage_type, timestamp
+ * and controller_id at most once) that passes every check, read without json-c. Every
+ * other payload goes through json-c; the result is the same either way. */
+uint64_t report_flat_count(void);
 
 /* The controller id of an MQTT topic: the level that the filter's single '+' matches,
  * checked against the controller id pattern (SPEC section 2). A leading "$share/G/" on the

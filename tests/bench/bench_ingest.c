@@ -26,8 +26,9 @@
  *   -i                rotate the keys' order by one at every pass over them: with an even
  *                     K, the broker's alternate dispatch to two instances otherwise sends
  *                     every report of a key to the same instance
- *   -p PERFDIR        also one daemon drain of the backlog under `perf record -a -g`
- *                     (system wide; not timed), written to PERFDIR/daemon-drain.perf.data
+ *   -p PERFDIR        also one bare paho drain and one daemon drain of the backlog under
+ *                     `perf record -a -g` (system wide; not timed), written to
+ *                     PERFDIR/paho-drain.perf.data and PERFDIR/daemon-drain.perf.data
  *   BINARY            the daemon (default $OUTAGED_BINARY, else ./outaged)
  *
  * A drain's clock starts when the consumer starts (its persistent session and subscription
@@ -53,6 +54,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -496,11 +498,14 @@ static double pg_cpu(void) {
         return sum;
 }
 
+#define PAHO_RECEIVE_THREAD "MQTTAsync_rcv"        /* paho names its threads */
+
 /* A daemon's CPU: the main thread (parse, aggregate), its busiest other thread (paho's
  * receive thread during a drain) and the rest (the flusher: libpq, COPY; paho's send
  * thread; the journal). The threads have no names of their own. */
 typedef struct DaemonCpu {
         double total, main, top, rest;
+        double receive;         /* paho's receive thread, by its name (part of top or rest) */
 } DaemonCpu;
 
 static void daemon_cpu(pid_t pid, DaemonCpu *c) {
@@ -514,16 +519,18 @@ static void daemon_cpu(pid_t pid, DaemonCpu *c) {
         if (!d)
                 return;
         while ((e = readdir(d))) {
-                char path[400];
+                char path[400], comm[32];
                 double t;
 
                 if (e->d_name[0] == '.')
                         continue;
                 snprintf(path, sizeof(path), "%s/%s/stat", dir, e->d_name);
-                t = stat_cpu(path, NULL, NULL, 0);
+                t = stat_cpu(path, NULL, comm, sizeof(comm));
                 if (t < 0)
                         continue;
                 c->total += t;
+                if (strcmp(comm, PAHO_RECEIVE_THREAD) == 0)
+                        c->receive += t;
                 if (atoi(e->d_name) == (int) pid)
                         c->main += t;
                 else if (t > top)
@@ -532,6 +539,51 @@ static void daemon_cpu(pid_t pid, DaemonCpu *c) {
         closedir(d);
         c->top += top;
         c->rest = c->total - c->main - c->top;
+}
+
+/* This process's threads and their CPU seconds, for the in-process paho consumer. */
+#define TASKS_MAX 64
+
+typedef struct Tasks {
+        int n;
+        int tid[TASKS_MAX];
+        double cpu[TASKS_MAX];
+} Tasks;
+
+static void tasks_snapshot(Tasks *t) {
+        DIR *d = opendir("/proc/self/task");
+        struct dirent *e;
+
+        t->n = 0;
+        if (!d)
+                return;
+        while ((e = readdir(d)) && t->n < TASKS_MAX) {
+                char path[300];
+                double c;
+
+                if (e->d_name[0] == '.')
+                        continue;
+                snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+                c = stat_cpu(path, NULL, NULL, 0);
+                if (c < 0)
+                        continue;
+                t->tid[t->n] = atoi(e->d_name);
+                t->cpu[t->n++] = c;
+        }
+        closedir(d);
+}
+
+/* CPU seconds of thread tid between two snapshots (a thread absent from the first started
+ * after it), or -1 when it is absent from the second. */
+static double tasks_delta(const Tasks *before, const Tasks *after, int tid) {
+        for (int i = 0; i < after->n; i++)
+                if (after->tid[i] == tid) {
+                        for (int k = 0; k < before->n; k++)
+                                if (before->tid[k] == tid)
+                                        return after->cpu[i] - before->cpu[k];
+                        return after->cpu[i];
+                }
+        return -1;
 }
 
 /* ---- timing a drain: metrics files and database ---- */
@@ -675,12 +727,12 @@ static int daemon_up(Daemon *d, const MqttBroker *broker, const char *conninfo, 
 
 /* System-wide: the daemon's threads (created after it starts), the broker and PostgreSQL
  * share the two CPUs, so the whole machine is the picture. */
-static pid_t perf_start(void) {
+static pid_t perf_start(const char *name) {
         char out[600], log[600];
-        char *argv[] = { "/usr/bin/perf", "record", "-a", "-g", "-F", "499", "-o", out, NULL };
+        char *argv[] = { "/usr/bin/perf", "record", "-a", "-g", "-F", "1999", "-o", out, NULL };
         pid_t pid;
 
-        snprintf(out, sizeof(out), "%s/daemon-drain.perf.data", opt_perf_dir);
+        snprintf(out, sizeof(out), "%s/%s.perf.data", opt_perf_dir, name);
         snprintf(log, sizeof(log), "%s/perf.log", opt_perf_dir);
         pid = proc_spawn(argv, NULL, log);
         harness_sleep_ms(1000);         /* perf is recording */
@@ -739,7 +791,7 @@ static int daemon_drain(const Backlog *b, size_t expect, int instances, bool per
         harness_sleep_ms(1500);         /* let the broker's autosave pass */
 
         if (perf)
-                perf_pid = perf_start();
+                perf_pid = perf_start("daemon-drain");
         pg0 = pg_cpu();
         br0 = pid_cpu(broker.pid);
         t0 = now_s();
@@ -843,12 +895,14 @@ typedef struct Consumer {
         MQTTAsync c;
         _Atomic size_t received;
         _Atomic int subscribed;         /* 0 pending, 1 ok, -1 failed */
+        _Atomic int callback_tid;       /* the thread that runs the message callback */
 } Consumer;
 
 static int consumer_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *m) {
         Consumer *k = ctx;
 
-        atomic_fetch_add(&k->received, 1);
+        if (atomic_fetch_add(&k->received, 1) == 0)
+                atomic_store(&k->callback_tid, (int) syscall(SYS_gettid));
         MQTTAsync_freeMessage(&m);
         MQTTAsync_free(topic);
         return 1;
@@ -887,6 +941,7 @@ static int consumer_open(Consumer *k, const MqttBroker *broker) {
 
         atomic_store(&k->received, 0);
         atomic_store(&k->subscribed, 0);
+        atomic_store(&k->callback_tid, 0);
         if (MQTTAsync_createWithOptions(&k->c, broker->uri, "bench-paho", MQTTCLIENT_PERSISTENCE_NONE, NULL,
                                         &co) != MQTTASYNC_SUCCESS)
                 return -1;
@@ -918,11 +973,34 @@ static void consumer_close(Consumer *k) {
         k->c = NULL;
 }
 
-static double paho_drain(const Backlog *b, double *publish_s) {
+/* The bare consumer's threads during its drain: paho's receive thread (which runs the
+ * message callback and sends the PUBACKs) and paho's other threads (the send thread). */
+typedef struct PahoCpu {
+        double receive, rest, broker;
+} PahoCpu;
+
+static void paho_cpu(const Tasks *before, const Tasks *after, int callback_tid, PahoCpu *c) {
+        memset(c, 0, sizeof(*c));
+        for (int i = 0; i < after->n; i++) {
+                double t = tasks_delta(before, after, after->tid[i]);
+
+                if (after->tid[i] == (int) getpid() || t < 0)
+                        continue;       /* the benchmark's own thread polls the count */
+                if (after->tid[i] == callback_tid)     /* paho's receive thread */
+                        c->receive += t;
+                else
+                        c->rest += t;
+        }
+}
+
+static double paho_drain(const Backlog *b, bool perf, double *publish_s, PahoCpu *cpu) {
         static Consumer k;
         MqttBroker broker = { 0 };
-        double t0, dt = -1;
+        double t0, dt = -1, br0;
+        Tasks before, after;
+        pid_t perf_pid = -1;
 
+        memset(cpu, 0, sizeof(*cpu));
         if (mqtt_broker_start(&broker) < 0)
                 goto out;
         if (consumer_open(&k, &broker) < 0)
@@ -938,6 +1016,10 @@ static double paho_drain(const Backlog *b, double *publish_s) {
         if (*publish_s < 0)
                 goto out;
         harness_sleep_ms(1500);
+        if (perf)
+                perf_pid = perf_start("paho-drain");
+        tasks_snapshot(&before);
+        br0 = pid_cpu(broker.pid);
         t0 = now_s();
         if (consumer_open(&k, &broker) < 0)
                 goto out;
@@ -949,7 +1031,14 @@ static double paho_drain(const Backlog *b, double *publish_s) {
                 harness_sleep_ms(1);
         }
         dt = now_s() - t0;
+        tasks_snapshot(&after);
+        paho_cpu(&before, &after, atomic_load(&k.callback_tid), cpu);
+        cpu->broker = pid_cpu(broker.pid) - br0;
 out:
+        if (perf_pid > 0) {
+                kill(perf_pid, SIGINT);
+                (void) proc_wait(perf_pid, 60000);
+        }
         consumer_close(&k);
         mqtt_broker_stop(&broker);
         return dt;
@@ -1203,6 +1292,7 @@ static void usage(const char *argv0) {
 typedef struct Rounds {
         int n;
         double sub[MAX_RUNS], paho[MAX_RUNS], one[MAX_RUNS], two[MAX_RUNS], pub[4 * MAX_RUNS];
+        PahoCpu paho_cpu[MAX_RUNS];
         int npub;
         DaemonResult r1[MAX_RUNS], r2[MAX_RUNS];
 } Rounds;
@@ -1219,6 +1309,18 @@ static void print_daemon_run(const char *what, int round, const DaemonResult *r,
                r->cpu.main, r->cpu.top, r->cpu.rest, r->rss_kib, r->rss_idle_kib, r->hwm_kib);
 }
 
+/* CPU per message of the consuming threads: paho's receive thread of the bare consumer
+ * against the daemon's (in the daemon the message callback, the journal append and the
+ * queue push run on it), and the daemon's main thread. */
+static void print_thread_cpu(int round, const PahoCpu *p, const DaemonResult *r, size_t n) {
+        double us = 1e6 / (double) n;
+
+        printf("  consumption CPU round %d, us/message: paho receive thread bare %.2f, daemon %.2f; bare "
+               "consumer's other paho threads %.2f; daemon main thread %.2f; broker bare %.2f, daemon %.2f\n",
+               round, p->receive * us, r->cpu.receive * us, p->rest * us, r->cpu.main * us, p->broker * us,
+               r->broker_cpu * us);
+}
+
 /* Alternating rounds on identical backlogs: mosquitto_sub, paho, one daemon, two. */
 static int run_rounds(const Backlog *b, int rounds, Rounds *R) {
         for (int i = 0; i < rounds; i++) {
@@ -1228,7 +1330,7 @@ static int run_rounds(const Backlog *b, int rounds, Rounds *R) {
                 if (R->sub[i] < 0)
                         return -1;
                 R->pub[R->npub++] = p;
-                R->paho[i] = paho_drain(b, &p);
+                R->paho[i] = paho_drain(b, false, &p, &R->paho_cpu[i]);
                 if (R->paho[i] < 0)
                         return -1;
                 R->pub[R->npub++] = p;
@@ -1247,6 +1349,7 @@ static int run_rounds(const Backlog *b, int rounds, Rounds *R) {
                        R->paho[i] / R->one[i], R->paho[i] / R->two[i], R->one[i] / R->two[i]);
                 print_daemon_run("one daemon", i + 1, &R->r1[i], b->n);
                 print_daemon_run("two daemons", i + 1, &R->r2[i], b->n);
+                print_thread_cpu(i + 1, &R->paho_cpu[i], &R->r1[i], b->n);
         }
         return 0;
 }
@@ -1256,6 +1359,18 @@ static void row(const char *what, const double *v, int n, size_t msgs, double re
 
         printf("| %s | %.2f | %.2f-%.2f | %.0f | %.2fx |\n", what, m, min_of(v, n), max_of(v, n),
                (double) msgs / m, ref / m);
+}
+
+static void print_thread_cpu_median(const Rounds *R, size_t n) {
+        double bare[MAX_RUNS], top[MAX_RUNS], mainv[MAX_RUNS], us = 1e6 / (double) n;
+
+        for (int i = 0; i < R->n; i++) {
+                bare[i] = R->paho_cpu[i].receive * us;
+                top[i] = R->r1[i].cpu.receive * us;
+                mainv[i] = R->r1[i].cpu.main * us;
+        }
+        printf("\nConsumption CPU per message, median us: paho receive thread, bare consumer %.2f, one daemon "
+               "%.2f; the daemon's main thread %.2f\n", median(bare, R->n), median(top, R->n), median(mainv, R->n));
 }
 
 static void print_rounds(const Rounds *R, size_t n) {
@@ -1278,6 +1393,7 @@ static void print_rounds(const Rounds *R, size_t n) {
                 pgf[i] = R->r1[i].fs.fragments ? R->r1[i].pg_cpu * 1e6 / (double) R->r1[i].fs.fragments : 0;
                 pgr[i] = R->r1[i].pg_cpu * 1e6 / (double) n;
         }
+        print_thread_cpu_median(R, n);
         printf("\nPer-round ratios, median: one daemon / paho %.2fx, two daemons / paho %.2fx, two / one %.2fx; "
                "one daemon: %.0f fragments, PostgreSQL %.1f us CPU per fragment, %.1f us per report\n",
                median(ratio1, R->n), median(ratio2, R->n), median(ratio21, R->n), median(frag, R->n),
@@ -1348,11 +1464,13 @@ int main(int argc, char **argv) {
                         goto out;
                 if (opt_perf_dir) {
                         DaemonResult r;
+                        PahoCpu pc;
+                        double p;
 
-                        if (daemon_drain(&day, opt_n, 1, true, &r) < 0)
+                        if (paho_drain(&day, true, &p, &pc) < 0 || daemon_drain(&day, opt_n, 1, true, &r) < 0)
                                 goto out;
-                        printf("backlog under perf (not timed): committed %.2f s; profile in %s/daemon-drain.perf.data\n",
-                               r.in_db_s, opt_perf_dir);
+                        printf("backlog under perf (not timed): committed %.2f s; profiles in %s/daemon-drain.perf.data "
+                               "and paho-drain.perf.data (the bare consumer)\n", r.in_db_s, opt_perf_dir);
                 }
                 backlog_free(&day);
         }

@@ -209,3 +209,45 @@ Test(queue, free_releases_pending_items) {
         cr_assert_null(queue_free(q));
         cr_assert_null(queue_free(NULL));
 }
+
+static bool readable_within(int fd, int ms) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+
+        return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+Test(queue, coalescing_wakes_after_the_delay) {
+        Queue *q = NULL;
+        QueueItem *l;
+        usec_t t0;
+
+        cr_assert_eq(queue_new_coalescing(100, 1 << 20, 200 * USEC_PER_MSEC, &q), 0);
+        cr_assert_not(readable(queue_fd(q)));
+        t0 = now_monotonic();
+        for (uint64_t s = 1; s <= 3; s++)
+                cr_assert_eq(queue_push(q, item(s, "p")), 0);
+        cr_assert_not(readable(queue_fd(q)), "not before the delay");
+        cr_assert(readable_within(queue_fd(q), 5000));
+        cr_assert_geq(now_monotonic() - t0, 190 * USEC_PER_MSEC);
+        l = queue_pop_all(q);
+        cr_assert_not(readable(queue_fd(q)), "pop_all clears the timer");
+        cr_assert_eq(free_list(l), 3);
+        queue_free(q);
+}
+
+Test(queue, coalescing_wakes_at_once_when_full) {
+        Queue *q = NULL;
+        Producer pr = { .from = 1, .to = 3, .payload = "p" };
+        pthread_t th;
+
+        cr_assert_eq(queue_new_coalescing(2, 1 << 20, 60 * USEC_PER_SEC, &q), 0);
+        pr.q = q;
+        pthread_create(&th, NULL, produce, &pr);
+        cr_assert(readable_within(queue_fd(q), 5000), "a blocked producer does not wait out the delay");
+        wait_pushed(&pr, 2);
+        cr_assert_eq(free_list(queue_pop_all(q)), 2);
+        pthread_join(th, NULL);
+        cr_assert_eq(pr.last, 0);
+        cr_assert_eq(free_list(queue_pop_all(q)), 1);
+        queue_free(q);
+}

@@ -1018,3 +1018,123 @@ Test(report, many_messages_one_thread) {
                 assert_item("{\"outage_type\":\"a\",\"timestamp\":" TS "}", REJECT_NONE);
         }
 }
+
+/* ---- the flat path ---------------------------------------------------------------------- */
+
+/* A one-element array always goes through json-c: its item must come out exactly as the
+ * same object alone, whichever path that took. */
+static void assert_same_as_array(const char *obj, const ReportRules *r) {
+        size_t len = strlen(obj);
+        char *arr = malloc(len + 3);
+        ReportMessage *a, *b;
+
+        cr_assert_not_null(arr);
+        arr[0] = '[';
+        memcpy(arr + 1, obj, len);
+        memcpy(arr + 1 + len, "]", 2);
+        a = parse_rules("ctrl_1", obj, len, r);
+        b = parse_rules("ctrl_1", arr, len + 2, r);
+        cr_assert_eq(a->reason, b->reason, "%s", obj);
+        cr_assert_eq(a->n_items, b->n_items, "%s", obj);
+        if (a->n_items == 1) {
+                const ReportItem *x = &a->items[0], *y = &b->items[0];
+
+                cr_assert_eq(x->reason, y->reason, "%s: %s against %s", obj, reject_reason_to_string(x->reason),
+                             reject_reason_to_string(y->reason));
+                if (x->reason == REJECT_NONE) {
+                        cr_assert_str_eq(x->outage_type, y->outage_type, "%s", obj);
+                        cr_assert_eq(x->timestamp, y->timestamp, "%s", obj);
+                        cr_assert_null(x->payload);
+                        cr_assert_str_eq(x->detail, "");
+                } else
+                        cr_assert_not_null(x->payload, "%s", obj);
+        }
+        report_message_free(a);
+        report_message_free(b);
+        free(arr);
+}
+
+static uint64_t flat_delta(const char *json, const ReportRules *r) {
+        uint64_t before = report_flat_count();
+
+        report_message_free(parse_rules("ctrl_1", json, strlen(json), r));
+        return report_flat_count() - before;
+}
+
+Test(report, flat_path_takes_plain_objects) {
+        static const char *const flat[] = {
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":\"2026-11-27T10:00:00Z\"}",
+                " {\r\n\t\"timestamp\" : 1795773600 , \"outage_type\" : \"a\" } \n",
+                "{\"outage_type\":\"a\",\"timestamp\":" TS ",\"controller_id\":\"ctrl_1\",\"seq\":12,\"x\":\"\"}",
+                "{\"\":\"\",\"outage_type\":\"a\",\"timestamp\":\"2026-11-27T10:00:00.123456+01:00\"}",
+        };
+        static const char *const not_flat[] = {
+                "[{\"outage_type\":\"a\",\"timestamp\":" TS "}]",                 /* an array */
+                "{\"outage_type\":\"a\\u0062\",\"timestamp\":" TS "}",            /* an escape */
+                "{\"outage_type\":\"a\",\"timestamp\":" TS ",\"x\":true}",         /* a literal */
+                "{\"outage_type\":\"a\",\"timestamp\":" TS ",\"x\":-1}",           /* a negative number */
+                "{\"outage_type\":\"a\",\"timestamp\":" TS ",\"x\":1.5}",          /* a fraction */
+                "{\"outage_type\":\"a\",\"timestamp\":" TS ",\"x\":{}}",           /* a nested object */
+                "{\"outage_type\":\"b\",\"outage_type\":\"a\",\"timestamp\":" TS "}", /* a duplicate */
+                "{\"outage_type\":\"a\",\"timestamp\":1795773600000000000000}",   /* beyond 18 digits */
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(flat); i++) {
+                cr_assert_eq(flat_delta(flat[i], &rules), 1, "%s", flat[i]);
+                assert_item(flat[i], REJECT_NONE);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(not_flat); i++)
+                cr_assert_eq(flat_delta(not_flat[i], &rules), 0, "%s", not_flat[i]);
+        /* rejects are never the flat path's: json-c writes their details */
+        cr_assert_eq(flat_delta("{\"outage_type\":\"A\",\"timestamp\":" TS "}", &rules), 0);
+        cr_assert_eq(flat_delta("{\"outage_type\":\"a\",\"timestamp\":\"2026-11-27T10:06:00Z\"}", &rules), 0);
+}
+
+Test(report, flat_path_agrees_with_json_c) {
+        static char *const types[] = { "lamp_outage", "panel_outage" };
+        const ReportRules known = { .max_payload = 4096, .max_batch_items = 10, .max_future_skew = 5 * USEC_PER_MINUTE,
+                                    .max_age = 365 * USEC_PER_DAY, .outage_types = types, .n_outage_types = 2 };
+        static const char *const cases[] = {
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":\"2026-11-27T10:00:00Z\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":\"2026-11-27T10:05:00Z\"}",      /* skew, inclusive */
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":\"2026-11-27T10:05:00.000001Z\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":\"2025-11-27T10:00:00Z\"}",      /* max_age */
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":\"2025-11-27T09:59:59Z\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":\"2026-11-27T11:00:00+01:00\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":\"2026-11-27 10:00:00.5z\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":\"2026-02-30T10:00:00Z\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":\"\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":1795773600}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":1795773900}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":1795773901}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":0}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":253402300799}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":253402300800}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":999999999999999999}",
+                "{\"outage_type\":\"lamp_outage\",\"timestamp\":" TS "}",
+                "{\"outage_type\":\"other_outage\",\"timestamp\":" TS "}",                       /* unknown */
+                "{\"outage_type\":\"Panel\",\"timestamp\":" TS "}",
+                "{\"outage_type\":\"\",\"timestamp\":" TS "}",
+                "{\"outage_type\":\"a234567890123456789012345678901234567890123456789012345678901234\",\"timestamp\":" TS "}",
+                "{\"outage_type\":\"a2345678901234567890123456789012345678901234567890123456789012345\",\"timestamp\":" TS "}",
+                "{\"outage_type\":12,\"timestamp\":" TS "}",
+                "{\"outage_type\":\"panel_outage\"}",
+                "{\"timestamp\":" TS "}",
+                "{}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":" TS ",\"controller_id\":\"ctrl_1\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":" TS ",\"controller_id\":\"ctrl_2\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":" TS ",\"controller_id\":\"ctrl_\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":" TS ",\"controller_id\":\"ctrl_10\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":" TS ",\"controller_id\":1}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":" TS ",\"controller_id\":\"\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":" TS ",\"timestamp\":1}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":" TS ",\"controller_id\":\"ctrl_1\",\"controller_id\":\"x\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":" TS ",\"note\":\"caf\xc3\xa9\"}",
+                "{\"outage_type\":\"panel_outage\",\"timestamp\":" TS ",\"n\":0,\"m\":123}",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                assert_same_as_array(cases[i], &rules);
+                assert_same_as_array(cases[i], &known);
+        }
+}
