@@ -483,7 +483,8 @@ static int block_signals(void) {
 static int start_consuming(Service *s) {
         int r;
 
-        r = queue_new(SIZE_MAX, s->limits.queue_bytes, &s->queue);
+        /* one wake-up per millisecond of messages, not one per message */
+        r = queue_new_coalescing(SIZE_MAX, s->limits.queue_bytes, USEC_PER_MSEC, &s->queue);
         if (r < 0)
                 return log_error_errno(r, "Cannot start: %m");
         s->ingest_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -1,6 +1,8 @@
 /* fuzz_report.c — libFuzzer target for report.c: any bytes as a payload (fixed rules and
  * clock) and as a timestamp string. Checks the contract, not just the absence of crashes. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "report.h"
 #include "text.h"
@@ -42,11 +44,41 @@ static void check_detail(const char *detail, bool reject) {
                 abort();
 }
 
+/* The flat path (a plain object read without json-c) only ever accepts, and accepts what
+ * json-c accepts: the same object as the one item of an array (which always goes through
+ * json-c) gives the same report. */
+static void check_flat(const uint8_t *data, size_t size, const ReportRules *rules, const ReportMessage *m) {
+        ReportMessage *w = NULL;
+        char *wrapped;
+
+        if (m->reason != REJECT_NONE || m->n_items != 1 || m->items[0].reason != REJECT_NONE)
+                abort();
+        if (size + 2 > rules->max_payload)
+                return;
+        wrapped = malloc(size + 2);
+        if (!wrapped)
+                return;
+        wrapped[0] = '[';
+        memcpy(wrapped + 1, data, size);
+        wrapped[size + 1] = ']';
+        if (report_parse_message("ctrl_1", wrapped, size + 2, rules, NOW, &w) >= 0) {
+                if (w->reason != REJECT_NONE || w->n_items != 1 || w->items[0].reason != REJECT_NONE ||
+                    !streq(w->items[0].outage_type, m->items[0].outage_type) ||
+                    w->items[0].timestamp != m->items[0].timestamp)
+                        abort();
+                report_message_free(w);
+        }
+        free(wrapped);
+}
+
 static void check(const uint8_t *data, size_t size, const ReportRules *rules) {
         ReportMessage *m = NULL;
+        uint64_t flat = report_flat_count();
 
         if (report_parse_message("ctrl_1", data, size, rules, NOW, &m) < 0)
                 return;         /* ENOMEM only */
+        if (report_flat_count() != flat)
+                check_flat(data, size, rules, m);
         if (!m || !m->controller_valid || !streq(m->controller_id, "ctrl_1"))
                 abort();
         check_detail(m->detail, m->reason != REJECT_NONE);
