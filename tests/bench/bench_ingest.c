@@ -3,7 +3,8 @@
  * Not a test: prints figures, asserts no timing.
  *
  *   bench_ingest [-n N] [-k K] [-N BIGN] [-K BIGK] [-r ROUNDS] [-R BIGROUNDS]
- *                [-m M1,M2] [-l RATE] [-L SECONDS] [-s SCENARIOS] [-i] [-p PERFDIR] [BINARY]
+ *                [-m M1,M2] [-l RATE] [-L SECONDS] [-s SCENARIOS] [-i] [-p PERFDIR]
+ *                [-b BASELINE] [BINARY]
  *
  *   -n N, -k K        the backlog of the drain rounds: N reports over K keys (controllers,
  *                     one outage type), round-robin, each key every 10 minutes within the
@@ -26,6 +27,8 @@
  *   -i                rotate the keys' order by one at every pass over them: with an even
  *                     K, the broker's alternate dispatch to two instances otherwise sends
  *                     every report of a key to the same instance
+ *   -b BASELINE       also every daemon measurement with this binary (an earlier version),
+ *                     right after the same one with BINARY: before and after in one run
  *   -p PERFDIR        also one bare paho drain and one daemon drain of the backlog under
  *                     `perf record -a -g` (system wide; not timed), written to
  *                     PERFDIR/paho-drain.perf.data and PERFDIR/daemon-drain.perf.data
@@ -78,6 +81,13 @@ static int opt_runs = 3, opt_big_runs = 1;
 static const char *opt_scenarios = "dbml";
 static const char *opt_perf_dir;
 static bool opt_rotate;
+static const char *opt_base;
+static char *main_binary;
+
+/* The daemon that harness_binary() starts from now on: the baseline or the one measured. */
+static void use_binary(bool base) {
+        setenv("OUTAGED_BINARY", base ? opt_base : main_binary, 1);
+}
 
 static PgServer pg;
 static int db_counter;
@@ -1286,7 +1296,7 @@ out:
 
 static void usage(const char *argv0) {
         fprintf(stderr, "usage: %s [-n N] [-k K] [-N BIGN] [-K BIGK] [-r ROUNDS] [-R BIGROUNDS] [-m M1,M2] "
-                        "[-l RATE] [-L SECONDS] [-s dbml] [-i] [-p PERFDIR] [BINARY]\n", argv0);
+                        "[-l RATE] [-L SECONDS] [-s dbml] [-i] [-p PERFDIR] [-b BASELINE] [BINARY]\n", argv0);
 }
 
 typedef struct Rounds {
@@ -1295,6 +1305,9 @@ typedef struct Rounds {
         PahoCpu paho_cpu[MAX_RUNS];
         int npub;
         DaemonResult r1[MAX_RUNS], r2[MAX_RUNS];
+        /* the baseline binary (-b), when given */
+        double base1[MAX_RUNS], base2[MAX_RUNS];
+        DaemonResult b1[MAX_RUNS], b2[MAX_RUNS];
 } Rounds;
 
 static void print_daemon_run(const char *what, int round, const DaemonResult *r, size_t n) {
@@ -1342,6 +1355,22 @@ static int run_rounds(const Backlog *b, int rounds, Rounds *R) {
                         return -1;
                 R->two[i] = R->r2[i].in_db_s;
                 R->pub[R->npub++] = R->r2[i].publish_s;
+                if (opt_base) {
+                        use_binary(true);
+                        if (daemon_drain(b, b->n, 1, false, &R->b1[i]) < 0 ||
+                            daemon_drain(b, b->n, 2, false, &R->b2[i]) < 0) {
+                                use_binary(false);
+                                return -1;
+                        }
+                        use_binary(false);
+                        R->base1[i] = R->b1[i].in_db_s;
+                        R->base2[i] = R->b2[i].in_db_s;
+                        printf("round %d, baseline: one daemon %.2f s, two daemons %.2f s; against paho: %.2fx, "
+                               "%.2fx; two/one %.2fx\n", i + 1, R->base1[i], R->base2[i], R->paho[i] / R->base1[i],
+                               R->paho[i] / R->base2[i], R->base1[i] / R->base2[i]);
+                        print_daemon_run("baseline one daemon", i + 1, &R->b1[i], b->n);
+                        print_daemon_run("baseline two daemons", i + 1, &R->b2[i], b->n);
+                }
                 R->n++;
                 printf("round %d of %zu reports: mosquitto_sub %.2f s, paho %.2f s, one daemon %.2f s, "
                        "two daemons %.2f s; against paho: %.2fx, 1x, %.2fx, %.2fx; two/one %.2fx\n",
@@ -1384,6 +1413,10 @@ static void print_rounds(const Rounds *R, size_t n) {
         row("bare paho MQTTAsync consumer", R->paho, R->n, n, ref);
         row("outaged, one instance (until committed)", R->one, R->n, n, ref);
         row("outaged, two instances sharing the subscription", R->two, R->n, n, ref);
+        if (opt_base) {
+                row("baseline outaged, one instance", R->base1, R->n, n, ref);
+                row("baseline outaged, two instances", R->base2, R->n, n, ref);
+        }
         row("publishing the backlog (offline session)", R->pub, R->npub, n, median(R->pub, R->npub));
         for (int i = 0; i < R->n; i++) {
                 ratio1[i] = R->paho[i] / R->one[i];
@@ -1398,6 +1431,20 @@ static void print_rounds(const Rounds *R, size_t n) {
                "one daemon: %.0f fragments, PostgreSQL %.1f us CPU per fragment, %.1f us per report\n",
                median(ratio1, R->n), median(ratio2, R->n), median(ratio21, R->n), median(frag, R->n),
                median(pgf, R->n), median(pgr, R->n));
+        if (opt_base) {
+                for (int i = 0; i < R->n; i++) {
+                        ratio1[i] = R->paho[i] / R->base1[i];
+                        ratio2[i] = R->paho[i] / R->base2[i];
+                        ratio21[i] = R->base1[i] / R->base2[i];
+                        frag[i] = (double) R->b1[i].fs.fragments;
+                        pgf[i] = R->b1[i].fs.fragments ? R->b1[i].pg_cpu * 1e6 / (double) R->b1[i].fs.fragments : 0;
+                        pgr[i] = R->b1[i].pg_cpu * 1e6 / (double) n;
+                }
+                printf("Baseline, the same: one daemon / paho %.2fx, two daemons / paho %.2fx, two / one %.2fx; "
+                       "one daemon: %.0f fragments, PostgreSQL %.1f us CPU per fragment, %.1f us per report\n",
+                       median(ratio1, R->n), median(ratio2, R->n), median(ratio21, R->n), median(frag, R->n),
+                       median(pgf, R->n), median(pgr, R->n));
+        }
 }
 
 static int parse_mem(const char *s) {
@@ -1415,15 +1462,15 @@ static int parse_mem(const char *s) {
 
 int main(int argc, char **argv) {
         static Rounds small, big;
-        DaemonResult mem[2] = { 0 };
-        Latency lat[2] = { 0 };
-        double lat_pg[2] = { 0 };
+        DaemonResult mem[2] = { 0 }, bmem[2] = { 0 };
+        Latency lat[2] = { 0 }, blat[2] = { 0 };
+        double lat_pg[2] = { 0 }, blat_pg[2] = { 0 };
         bool have_lat = false;
         Backlog day = { 0 }, large = { 0 };
         double t_start = now_s();
         int c, ret = 1;
 
-        while ((c = getopt(argc, argv, "n:k:N:K:r:R:m:l:L:s:p:ih")) != -1) {
+        while ((c = getopt(argc, argv, "n:k:N:K:r:R:m:l:L:s:p:b:ih")) != -1) {
                 switch (c) {
                 case 'n': opt_n = strtoul(optarg, NULL, 10); break;
                 case 'k': opt_k = strtoul(optarg, NULL, 10); break;
@@ -1436,6 +1483,7 @@ int main(int argc, char **argv) {
                 case 'L': opt_lat_s = strtod(optarg, NULL); break;
                 case 's': opt_scenarios = optarg; break;
                 case 'p': opt_perf_dir = optarg; break;
+                case 'b': opt_base = optarg; break;
                 case 'i': opt_rotate = true; break;
                 default: usage(argv[0]); return c == 'h' ? 0 : 64;
                 }
@@ -1452,6 +1500,13 @@ int main(int argc, char **argv) {
                         harness_binary());
                 return 64;
         }
+        if (opt_base && access(opt_base, X_OK) != 0) {
+                fprintf(stderr, "%s: not executable\n", opt_base);
+                return 64;
+        }
+        main_binary = strdup(harness_binary());
+        if (!main_binary)
+                return 1;
         setvbuf(stdout, NULL, _IOLBF, 0);
         if (pg_server_start(&pg) < 0)
                 return 1;
@@ -1486,10 +1541,17 @@ int main(int argc, char **argv) {
 
                         if (r == 0)
                                 r = daemon_drain(&m, opt_mem[i], 1, false, &mem[i]);
+                        if (r == 0 && opt_base) {
+                                use_binary(true);
+                                r = daemon_drain(&m, opt_mem[i], 1, false, &bmem[i]);
+                                use_binary(false);
+                        }
                         backlog_free(&m);
                         if (r < 0)
                                 goto out;
                         print_daemon_run("memory", i + 1, &mem[i], opt_mem[i]);
+                        if (opt_base)
+                                print_daemon_run("baseline memory", i + 1, &bmem[i], opt_mem[i]);
                 }
         if (strchr(opt_scenarios, 'l')) {
                 for (int i = 0; i < 2; i++) {
@@ -1498,6 +1560,16 @@ int main(int argc, char **argv) {
                         printf("latency, %s: p50 %.3f s, p99 %.3f s, max %.3f s; PostgreSQL %.1f us CPU per report\n",
                                i ? "extensions" : "new controllers", lat[i].p50, lat[i].p99, lat[i].max,
                                lat_pg[i] * 1e6);
+                        if (!opt_base)
+                                continue;
+                        use_binary(true);
+                        c = daemon_latency(i == 1, &blat[i], &blat_pg[i]);
+                        use_binary(false);
+                        if (c < 0)
+                                goto out;
+                        printf("baseline latency, %s: p50 %.3f s, p99 %.3f s, max %.3f s; PostgreSQL %.1f us CPU per "
+                               "report\n", i ? "extensions" : "new controllers", blat[i].p50, blat[i].p99, blat[i].max,
+                               blat_pg[i] * 1e6);
                 }
                 have_lat = true;
         }
@@ -1517,6 +1589,13 @@ int main(int argc, char **argv) {
                                mem[i].rss_idle_kib / 1024.0, mem[i].rss_kib / 1024.0, g, g - 13,
                                mem[i].events_in_memory > 0 ? mem[i].memory_bytes / mem[i].events_in_memory : 0,
                                mem[i].in_db_s);
+                        if (!opt_base)
+                                continue;
+                        g = (double) (bmem[i].rss_kib - bmem[i].rss_idle_kib) * 1024.0 / (double) opt_mem[i];
+                        printf("| %zu, baseline | %.1f MiB | %.1f MiB | %.0f B | %.0f B | %.0f B | %.1f s |\n", opt_mem[i],
+                               bmem[i].rss_idle_kib / 1024.0, bmem[i].rss_kib / 1024.0, g, g - 13,
+                               bmem[i].events_in_memory > 0 ? bmem[i].memory_bytes / bmem[i].events_in_memory : 0,
+                               bmem[i].in_db_s);
                 }
         }
         if (have_lat) {
@@ -1525,6 +1604,11 @@ int main(int argc, char **argv) {
                 for (int i = 0; i < 2; i++)
                         printf("| %s | %.3f s | %.3f s | %.3f s | %.1f us |\n", i ? "extending open events" : "new controllers",
                                lat[i].p50, lat[i].p99, lat[i].max, lat_pg[i] * 1e6);
+                if (opt_base)
+                        for (int i = 0; i < 2; i++)
+                                printf("| %s, baseline | %.3f s | %.3f s | %.3f s | %.1f us |\n",
+                                       i ? "extending open events" : "new controllers", blat[i].p50, blat[i].p99,
+                                       blat[i].max, blat_pg[i] * 1e6);
         }
         printf("\nTotal bench time %.0f s\n", now_s() - t_start);
         ret = 0;
@@ -1532,5 +1616,6 @@ out:
         pg_server_stop(&pg);
         backlog_free(&day);
         backlog_free(&large);
+        free(main_binary);
         return ret;
 }
