@@ -5,7 +5,9 @@
 #     configures, leaves the Criterion suites out and builds the daemon, which runs;
 #   - -Dtests=enabled on that host is an error that names Criterion;
 #   - warnings are not errors by default (werror is for development and CI builds);
-#   - without -fsanitize=fuzzer (gcc), fuzz=auto builds no fuzzer and fuzz=enabled is an error.
+#   - without -fsanitize=fuzzer (gcc), fuzz=auto builds no fuzzer and fuzz=enabled is an error;
+#   - -Dpaho_dir=PREFIX links the paho.mqtt.c under PREFIX, and the daemon loads it from there;
+#     a relative path is refused.
 #
 #   tests/package/check_build_options.sh SOURCE_ROOT [MESON]
 set -eu
@@ -97,6 +99,32 @@ if [ -f "$tmp/auto/meson-logs/meson-log.txt" ] &&
         else
                 echo "fuzz=enabled without libFuzzer: refused"
         fi
+fi
+
+# 4. paho_dir: a prefix of its own (here links to the system's paho), linked and loaded.
+lib=$(${CC:-cc} -print-file-name=libpaho-mqtt3as.so)
+if [ -e "$lib" ]; then
+        mkdir -p "$tmp/paho/include" "$tmp/paho/lib"
+        for h in /usr/include/MQTT*.h; do ln -s "$h" "$tmp/paho/include/"; done
+        for l in "$(dirname "$(readlink -f "$lib")")"/libpaho-mqtt3as.so*; do ln -s "$l" "$tmp/paho/lib/"; done
+        if setup "$tmp/pd" -Dtests=disabled -Dman=disabled "-Dpaho_dir=$tmp/paho" &&
+           "$meson" compile -C "$tmp/pd" outaged > "$tmp/pd.compile" 2>&1; then
+                loaded=$(ldd "$tmp/pd/outaged" | sed -n 's/.*libpaho-mqtt3as[^ ]* => \([^ ]*\).*/\1/p')
+                case $loaded in
+                "$tmp/paho/lib/"*) echo "paho_dir: linked and loaded from $loaded" ;;
+                *) fail "paho_dir: the daemon loads paho from '$loaded', not $tmp/paho/lib" ;;
+                esac
+                "$tmp/pd/outaged" --version > /dev/null || fail "paho_dir: the daemon does not run"
+        else
+                fail "paho_dir: configure or build failed:"; cat "$tmp/pd.log" "$tmp/pd.compile" >&2
+        fi
+        if setup "$tmp/pr" -Dtests=disabled -Dman=disabled -Dpaho_dir=paho; then
+                fail "paho_dir: a relative path was accepted"
+        elif ! grep -q 'paho_dir must be an absolute path' "$tmp/pr.log"; then
+                fail "paho_dir: a relative path failed without saying why:"; cat "$tmp/pr.log" >&2
+        fi
+else
+        fail "paho_dir: no libpaho-mqtt3as.so to link ($lib)"
 fi
 
 exit $status
