@@ -450,29 +450,34 @@ static int cmp_outage_type(const void *key, const void *elem) {
         return strcmp(key, *(char *const *) elem);
 }
 
-/* Integer or string timestamp -> microseconds; false: bad_timestamp, with the detail. */
-static bool item_timestamp(json_object *ts, usec_t *ret, char detail[static REPORT_DETAIL_MAX]) {
-        char q[DETAIL_QUOTE_MAX];
-        const char *s;
-        size_t len;
+/* An item's members as either parser found them: strings as spans (not NUL-terminated),
+ * the timestamp as a string or as whole seconds. Presence and JSON types are checked. */
+typedef struct ItemFields {
+        const char *type;
+        size_t type_len;
+        const char *ts;                 /* NULL: an integer timestamp, ts_secs */
+        size_t ts_len;
+        int64_t ts_secs;
+        const char *cid;                /* NULL: absent (or null) */
+        size_t cid_len;
+} ItemFields;
 
-        if (json_object_is_type(ts, json_type_int)) {
-                /* json-c clamps integers beyond int64/uint64 to the limits, which are out of
-                 * range here too; get_int64 clamps uint64 above INT64_MAX to INT64_MAX. */
-                int64_t secs = json_object_get_int64(ts);
-                if (secs < 0 || secs > TIMESTAMP_UNIX_SECONDS_MAX) {
+/* Integer or string timestamp -> microseconds; false: bad_timestamp, with the detail. */
+static bool item_timestamp(const ItemFields *f, usec_t *ret, char detail[static REPORT_DETAIL_MAX]) {
+        char q[DETAIL_QUOTE_MAX];
+
+        if (!f->ts) {
+                if (f->ts_secs < 0 || f->ts_secs > TIMESTAMP_UNIX_SECONDS_MAX) {
                         detail_set(detail, "integer timestamp outside 0..%" PRId64, TIMESTAMP_UNIX_SECONDS_MAX);
                         return false;
                 }
-                *ret = secs * USEC_PER_SEC;
+                *ret = f->ts_secs * USEC_PER_SEC;
                 return true;
         }
-        s = json_object_get_string(ts);
-        len = (size_t) json_object_get_string_len(ts);
-        if (timestamp_parse(s, len, ret) == 0)
+        if (timestamp_parse(f->ts, f->ts_len, ret) == 0)
                 return true;
         detail_set(detail, "timestamp \"%s\" is not YYYY-MM-DDTHH:MM:SS[.ffffff][Z|±HH:MM] with a real date and time",
-                   detail_quote(q, s, len));
+                   detail_quote(q, f->ts, f->ts_len));
         return false;
 }
 
@@ -506,8 +511,7 @@ static bool item_in_window(usec_t ts, const ReportRules *r, usec_t now, char det
 }
 
 /* The presence and JSON type checks: missing_field, then bad_field_type. */
-static RejectReason item_check_fields(json_object *o, json_object **ret_type, json_object **ret_ts,
-                                      json_object **ret_cid, char detail[static REPORT_DETAIL_MAX]) {
+static RejectReason item_check_fields(json_object *o, ItemFields *f, char detail[static REPORT_DETAIL_MAX]) {
         bool type_null, ts_null, cid_null;
         json_object *type = member(o, "outage_type", &type_null);
         json_object *ts = member(o, "timestamp", &ts_null);
@@ -530,65 +534,68 @@ static RejectReason item_check_fields(json_object *o, json_object **ret_type, js
                 detail_set(detail, "controller_id is %s, expected a string", json_type_phrase(cid));
                 return REJECT_BAD_FIELD_TYPE;
         }
-        *ret_type = type;
-        *ret_ts = ts;
-        *ret_cid = cid;
+        *f = (ItemFields) {
+                .type = json_object_get_string(type),
+                .type_len = (size_t) json_object_get_string_len(type),
+                .cid = cid ? json_object_get_string(cid) : NULL,
+                .cid_len = cid ? (size_t) json_object_get_string_len(cid) : 0,
+        };
+        if (json_object_is_type(ts, json_type_int))
+                /* json-c clamps integers beyond int64/uint64 to the limits, which are out of
+                 * range here too; get_int64 clamps uint64 above INT64_MAX to INT64_MAX. */
+                f->ts_secs = json_object_get_int64(ts);
+        else {
+                f->ts = json_object_get_string(ts);
+                f->ts_len = (size_t) json_object_get_string_len(ts);
+        }
         return REJECT_NONE;
 }
 
-/* bad_outage_type, then unknown_outage_type. */
-static RejectReason item_check_type(json_object *type, const ItemContext *c, char detail[static REPORT_DETAIL_MAX]) {
-        const char *s = json_object_get_string(type);
-        size_t len = (size_t) json_object_get_string_len(type);
+/* The checks after presence and JSON types, in SPEC order (bad_outage_type,
+ * unknown_outage_type, bad_timestamp, timestamp_out_of_range, controller_mismatch), for
+ * either parser: fills it->outage_type and it->timestamp when valid, else it->detail. */
+static RejectReason item_check_values(const ItemFields *f, const ItemContext *c, ReportItem *it) {
         char q[DETAIL_QUOTE_MAX];
+        usec_t t;
 
-        if (!text_outage_type_valid_len(s, len)) {
-                detail_set(detail, "outage_type \"%s\" does not match ^[a-z][a-z0-9_]{0,63}$",
-                           detail_quote(q, s, len));
+        if (!text_outage_type_valid_len(f->type, f->type_len)) {
+                detail_set(it->detail, "outage_type \"%s\" does not match ^[a-z][a-z0-9_]{0,63}$",
+                           detail_quote(q, f->type, f->type_len));
                 return REJECT_BAD_OUTAGE_TYPE;
         }
+        memcpy(it->outage_type, f->type, f->type_len);
+        it->outage_type[f->type_len] = '\0';
         if (c->rules->outage_types &&
-            !bsearch(s, c->rules->outage_types, c->rules->n_outage_types, sizeof(char *), cmp_outage_type)) {
-                detail_set(detail, "outage_type %s is not in aggregation.outage_types", s);
+            !bsearch(it->outage_type, c->rules->outage_types, c->rules->n_outage_types, sizeof(char *),
+                     cmp_outage_type)) {
+                detail_set(it->detail, "outage_type %s is not in aggregation.outage_types", it->outage_type);
                 return REJECT_UNKNOWN_OUTAGE_TYPE;
         }
+        if (!item_timestamp(f, &t, it->detail))
+                return REJECT_BAD_TIMESTAMP;
+        if (!item_in_window(t, c->rules, c->now, it->detail))
+                return REJECT_TIMESTAMP_OUT_OF_RANGE;
+        if (f->cid && (f->cid_len != c->controller_id_len || memcmp(f->cid, c->controller_id, f->cid_len) != 0)) {
+                detail_set(it->detail, "controller_id \"%s\" is not the topic's %s",
+                           detail_quote(q, f->cid, f->cid_len), c->controller_id);
+                return REJECT_CONTROLLER_MISMATCH;
+        }
+        it->timestamp = t;
         return REJECT_NONE;
 }
 
 /* The item checks in SPEC order; fills it->outage_type and it->timestamp when valid, else
  * it->detail. */
 static RejectReason item_check(json_object *o, const ItemContext *c, ReportItem *it) {
-        json_object *type = NULL, *ts = NULL, *cid = NULL;
-        char q[DETAIL_QUOTE_MAX];
+        ItemFields f;
         RejectReason reason;
-        usec_t t;
 
         if (!json_object_is_type(o, json_type_object)) {
                 detail_set(it->detail, "%s, not an object", json_type_phrase(o));
                 return REJECT_NOT_A_REPORT;
         }
-        reason = item_check_fields(o, &type, &ts, &cid, it->detail);
-        if (reason == REJECT_NONE)
-                reason = item_check_type(type, c, it->detail);
-        if (reason != REJECT_NONE)
-                return reason;
-
-        if (!item_timestamp(ts, &t, it->detail))
-                return REJECT_BAD_TIMESTAMP;
-        if (!item_in_window(t, c->rules, c->now, it->detail))
-                return REJECT_TIMESTAMP_OUT_OF_RANGE;
-
-        if (cid && ((size_t) json_object_get_string_len(cid) != c->controller_id_len ||
-                    memcmp(json_object_get_string(cid), c->controller_id, c->controller_id_len) != 0)) {
-                detail_set(it->detail, "controller_id \"%s\" is not the topic's %s",
-                           detail_quote(q, json_object_get_string(cid), (size_t) json_object_get_string_len(cid)),
-                           c->controller_id);
-                return REJECT_CONTROLLER_MISMATCH;
-        }
-
-        memcpy(it->outage_type, json_object_get_string(type), (size_t) json_object_get_string_len(type) + 1);
-        it->timestamp = t;
-        return REJECT_NONE;
+        reason = item_check_fields(o, &f, it->detail);
+        return reason != REJECT_NONE ? reason : item_check_values(&f, c, it);
 }
 
 /* Checks item k of n (n == 0: the message is one object, not an array). */
@@ -705,37 +712,29 @@ static bool flat_split(const char *p, size_t n, FlatValue f[static 3]) {
         return flat_ws(p, n, i + 1) == n;
 }
 
-/* The item checks of item_check for a flat object, in the same order, without details:
- * true and it filled when every one passes. */
+/* The checks of item_check for a flat object: true and it filled when every one passes
+ * (a reject goes the json-c way, which also writes its payload). */
 static bool flat_item(const FlatValue f[static 3], const ItemContext *c, ReportItem *it) {
         const FlatValue *type = &f[0], *ts = &f[1], *cid = &f[2];
-        char scratch[REPORT_DETAIL_MAX];
-        usec_t t = 0;
+        ItemFields v = { .type = type->s, .type_len = type->len };
 
         if (!type->present || !ts->present || type->integer || (cid->present && cid->integer))
                 return false;
-        if (!text_outage_type_valid_len(type->s, type->len))
-                return false;
-        memcpy(it->outage_type, type->s, type->len);
-        it->outage_type[type->len] = '\0';
-        if (c->rules->outage_types &&
-            !bsearch(it->outage_type, c->rules->outage_types, c->rules->n_outage_types, sizeof(char *),
-                     cmp_outage_type))
-                return false;
-        if (ts->integer) {
-                for (size_t k = 0; k < ts->len; k++)
-                        t = t * 10 + (ts->s[k] - '0');
-                if (t > TIMESTAMP_UNIX_SECONDS_MAX)
-                        return false;
-                t *= USEC_PER_SEC;
-        } else if (timestamp_parse(ts->s, ts->len, &t) < 0)
-                return false;
-        if (!item_in_window(t, c->rules, c->now, scratch))
-                return false;
-        if (cid->present && (cid->len != c->controller_id_len || memcmp(cid->s, c->controller_id, cid->len) != 0))
-                return false;
-        it->timestamp = t;
-        return true;
+        if (ts->integer)
+                for (size_t k = 0; k < ts->len; k++)    /* at most 18 digits: no overflow */
+                        v.ts_secs = v.ts_secs * 10 + (ts->s[k] - '0');
+        else {
+                v.ts = ts->s;
+                v.ts_len = ts->len;
+        }
+        if (cid->present) {
+                v.cid = cid->s;
+                v.cid_len = cid->len;
+        }
+        if (item_check_values(&v, c, it) == REJECT_NONE)
+                return true;
+        it->detail[0] = '\0';
+        return false;
 }
 
 /* A payload that passed the byte scan as one valid report: true and m's one item set. */
