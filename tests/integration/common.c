@@ -27,6 +27,24 @@ void servers_stop_shared(void) {
         pg_server_stop(&pg);
 }
 
+static bool pg_shared_started;
+
+void pg_start_shared(void) {
+        if (getenv("OUTAGED_TEST_PG_CONNINFO"))
+                return;         /* a server of the caller's */
+        if (pg_server_start(&pg) < 0) {
+                fprintf(stderr, "cannot start PostgreSQL\n");
+                exit(1);
+        }
+        pg_shared_started = true;
+        setenv("OUTAGED_TEST_PG_CONNINFO", pg.conninfo, 1);
+}
+
+void pg_stop_shared(void) {
+        if (pg_shared_started)
+                pg_server_stop(&pg);
+}
+
 void servers_from_env(void) {
         const char *v = getenv("OUTAGED_TEST_PG_DIR");
 

@@ -25,6 +25,11 @@ extern MqttBroker broker;
 void servers_start_shared(void);
 void servers_stop_shared(void);
 void servers_from_env(void);
+/* PostgreSQL alone, shared the same way: link shared_pg.c. Its conninfo is
+ * $OUTAGED_TEST_PG_CONNINFO, which names a server of the caller's if set beforehand (then
+ * none is started). */
+void pg_start_shared(void);
+void pg_stop_shared(void);
 
 /* Servers of one test: started (and maybe stopped and restarted) by the test itself. */
 void servers_start(void);

@@ -19,30 +19,9 @@
 #include "store.h"
 
 #define GAP (12 * USEC_PER_MINUTE)
-#define ENV_CONNINFO "OUTAGED_TEST_ANALYSTS_CONNINFO"
+#define ENV_CONNINFO "OUTAGED_TEST_PG_CONNINFO"     /* shared_pg.c */
 #define MAX_BLOCKS 64
 #define MAX_PARAMS 4
-
-static PgServer server;
-static bool server_started;
-
-ReportHook(PRE_ALL)(struct criterion_test_set *tests) {
-        (void) tests;
-        if (getenv(ENV_CONNINFO))
-                return;
-        if (pg_server_start(&server) < 0) {
-                fprintf(stderr, "test_analysts: cannot start PostgreSQL\n");
-                exit(1);
-        }
-        server_started = true;
-        setenv(ENV_CONNINFO, server.conninfo, 1);
-}
-
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
-        (void) stats;
-        if (server_started)
-                pg_server_stop(&server);
-}
 
 /* ---- the example data set of the guide ---- */
 

@@ -20,28 +20,7 @@
 /* 2026-11-27T00:00:00Z */
 #define DAY0 ((usec_t) 1795737600 * USEC_PER_SEC)
 #define AT(h, m) (DAY0 + (usec_t) (h) * USEC_PER_HOUR + (usec_t) (m) * USEC_PER_MINUTE)
-#define ENV_CONNINFO "OUTAGED_TEST_STORE_CONNINFO"
-
-static PgServer server;
-static bool server_started;
-
-ReportHook(PRE_ALL)(struct criterion_test_set *tests) {
-        (void) tests;
-        if (getenv(ENV_CONNINFO))
-                return;
-        if (pg_server_start(&server) < 0) {
-                fprintf(stderr, "test_store: cannot start PostgreSQL\n");
-                exit(1);
-        }
-        server_started = true;
-        setenv(ENV_CONNINFO, server.conninfo, 1);
-}
-
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
-        (void) stats;
-        if (server_started)
-                pg_server_stop(&server);
-}
+#define ENV_CONNINFO "OUTAGED_TEST_PG_CONNINFO"     /* shared_pg.c */
 
 /* ---- helpers ---- */
 
